@@ -1,0 +1,241 @@
+"""The data contract shared by every dataset (see ``ARCHITECTURE.md``, "Data contract").
+
+A dataset is a :class:`EEGDataModule`: a ``lightning.LightningDataModule`` whose loaders yield dict
+batches with the keys ``eeg``, ``image``, ``label``, ``image_id``, ``subject`` and, once region maps
+are attached with :meth:`EEGDataModule.set_region_maps`, ``region_map``.
+
+Subclasses implement :meth:`EEGDataModule.build_split`, returning an :class:`EEGSplit` of arrays
+(in memory or memory-mapped). Everything else (tensors, normalisation of images to [-1, 1],
+collation, region maps, loaders) lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class EEGSplit:
+    """One split's arrays.
+
+    Parameters
+    ----------
+    eeg : np.ndarray
+        float32 ``[N, C, T]`` preprocessed EEG (may be a ``np.memmap``).
+    labels : np.ndarray
+        int64 ``[N]`` class / concept index in ``[0, num_classes)``.
+    image_ids : list of str
+        ``[N]`` stable id of each trial's stimulus (the image file stem).
+    subjects : np.ndarray
+        int64 ``[N]`` subject number.
+    images : Mapping[str, np.ndarray]
+        stimulus id -> uint8 ``[H, W, 3]`` image at the datamodule's ``image_size``. Every id in
+        ``image_ids`` must be a key. Lazy mappings (loading on access) are fine.
+    """
+
+    eeg: np.ndarray
+    labels: np.ndarray
+    image_ids: list[str]
+    subjects: np.ndarray
+    images: Mapping[str, np.ndarray]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.eeg)
+        if self.eeg.ndim != 3:
+            raise ValueError(f"EEGSplit.eeg must be [N, C, T]; got shape {tuple(self.eeg.shape)}.")
+        for name, value in (("labels", self.labels), ("image_ids", self.image_ids), ("subjects", self.subjects)):
+            if len(value) != n:
+                raise ValueError(f"EEGSplit.{name} has {len(value)} entries but eeg has {n} trials.")
+
+    def __len__(self) -> int:
+        return len(self.eeg)
+
+    def unique_image_ids(self) -> list[str]:
+        """Stimulus ids in first-seen order, each once."""
+        return list(dict.fromkeys(self.image_ids))
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
+    """float ``[..., 3, H, W]`` in [-1, 1] -> uint8 ``[..., H, W, 3]``."""
+    array = ((tensor.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return array.movedim(-3, -1).cpu().numpy()
+
+
+class EEGImageDataset(Dataset):
+    """Map-style dataset over an :class:`EEGSplit` yielding contract dicts."""
+
+    def __init__(self, split: EEGSplit, region_maps: Mapping[str, np.ndarray] | None = None) -> None:
+        self.split = split
+        self.region_maps = region_maps
+        if region_maps is not None:
+            missing = [i for i in split.unique_image_ids() if i not in region_maps]
+            if missing:
+                raise KeyError(
+                    f"{len(missing)} stimuli have no region map (first: {missing[:3]}). "
+                    "Re-run the 'prepare' step for this maskmap config."
+                )
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        split = self.split
+        image_id = split.image_ids[index]
+        item: dict[str, Any] = {
+            "eeg": torch.from_numpy(np.asarray(split.eeg[index], dtype=np.float32)),
+            "image": image_to_tensor(split.images[image_id]),
+            "label": torch.tensor(int(split.labels[index]), dtype=torch.int64),
+            "image_id": image_id,
+            "subject": torch.tensor(int(split.subjects[index]), dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+        if self.region_maps is not None:
+            item["region_map"] = torch.from_numpy(np.asarray(self.region_maps[image_id], dtype=np.int64))
+        return item
+
+
+class EEGDataModule(L.LightningDataModule):
+    """Base datamodule of the data contract.
+
+    Subclasses set, in ``__init__`` or in :meth:`prepare_arrays`, the attributes ``n_chans``,
+    ``n_times``, ``sfreq``, ``ch_names``, ``num_classes``, ``class_names``, ``image_size`` and
+    implement :meth:`build_split`.
+
+    Parameters
+    ----------
+    batch_size : int
+        Batch size of all loaders.
+    num_workers : int
+        DataLoader workers (0 = load in the main process).
+    image_size : int
+        Side of the square stimulus images, in pixels.
+    """
+
+    n_chans: int
+    n_times: int
+    sfreq: float
+    ch_names: list[str]
+    num_classes: int
+    class_names: list[str]
+    name: str = "dataset"
+
+    def __init__(self, batch_size: int = 32, num_workers: int = 0, image_size: int = 64) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"dataset.batch_size must be >= 1; got {batch_size}.")
+        if num_workers < 0:
+            raise ValueError(f"dataset.num_workers must be >= 0; got {num_workers}.")
+        if image_size < 8:
+            raise ValueError(f"dataset.image_size must be >= 8 pixels; got {image_size}.")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self._splits: dict[str, EEGSplit] = {}
+        self._region_maps: Mapping[str, np.ndarray] | None = None
+
+    # -- to implement -------------------------------------------------------------------------
+    def build_split(self, split: str) -> EEGSplit:
+        """Return the arrays of ``split`` (one of ``train``, ``val``, ``test``)."""
+        raise NotImplementedError
+
+    def ground_truth_region_maps(self) -> Mapping[str, np.ndarray] | None:
+        """Known-truth region maps by stimulus id, where the dataset has them (synthetic only)."""
+        return None
+
+    # -- shared -----------------------------------------------------------------------------
+    def get_split(self, split: str) -> EEGSplit:
+        """The arrays of ``split``, built once and kept."""
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
+        if split not in self._splits:
+            self._splits[split] = self.build_split(split)
+        return self._splits[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage, SPLITS) if stage else SPLITS:
+            self.get_split(split)
+
+    def set_region_maps(self, region_maps: Mapping[str, np.ndarray] | None) -> None:
+        """Attach region maps (stimulus id -> int64 ``[H, W]``, 0 = background), or detach with None."""
+        self._region_maps = region_maps
+
+    @property
+    def has_region_maps(self) -> bool:
+        return self._region_maps is not None
+
+    def stimuli(self, split: str) -> tuple[list[str], list[np.ndarray], list[int]]:
+        """Unique stimuli of ``split``: ids, uint8 images and the label of each."""
+        data = self.get_split(split)
+        first_index: dict[str, int] = {}
+        for i, image_id in enumerate(data.image_ids):
+            first_index.setdefault(image_id, i)
+        ids = list(first_index)
+        return ids, [data.images[i] for i in ids], [int(data.labels[first_index[i]]) for i in ids]
+
+    def dataset(self, split: str) -> EEGImageDataset:
+        return EEGImageDataset(self.get_split(split), self._region_maps)
+
+    def loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        """A loader over ``split`` (``batch_size`` None = the datamodule's own)."""
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size or self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("test", shuffle=False)
+
+    def describe(self) -> dict[str, Any]:
+        """Input sizes that models read (never hard-coded)."""
+        return {
+            "n_chans": self.n_chans,
+            "n_times": self.n_times,
+            "sfreq": float(self.sfreq),
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+        }
+
+
+def check_no_stimulus_leak(splits: Mapping[str, Sequence[str]], pairs: Sequence[tuple[str, str]] = (("train", "test"), ("val", "test"))) -> dict[str, int]:
+    """Raise if a stimulus id is in two splits that must be disjoint; return the overlap counts (all 0)."""
+    counts = {}
+    for a, b in pairs:
+        if a not in splits or b not in splits:
+            continue
+        shared = set(splits[a]) & set(splits[b])
+        counts[f"{a}_{b}"] = len(shared)
+        if shared:
+            raise ValueError(
+                f"Stimulus leak: {len(shared)} images are in both {a!r} and {b!r} "
+                f"(e.g. {sorted(shared)[:3]}). Fix the split definition."
+            )
+    return counts
