@@ -1,0 +1,64 @@
+"""Lightning module that fine-tunes the LDM on EEG codes from the frozen, pretrained encoder."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
+from regionaldiff.ldm.model import RegionalLDM
+
+
+class LDMFinetuneModule(L.LightningModule):
+    """Denoising loss of :class:`RegionalLDM`; the EEG encoder is frozen (its codes are the condition).
+
+    During training the regional variant is conditioned on the reference region maps, coarsened to the
+    encoder's region grid so that they have the same form as the maps the encoder predicts at test time
+    (``train_maps: reference``), or on the encoder's own predictions (``train_maps: predicted``).
+    """
+
+    def __init__(self, encoder: EEGMaskedAutoencoder, ldm: RegionalLDM, codec: torch.nn.Module, lr: float, weight_decay: float, train_maps: str) -> None:
+        super().__init__()
+        if train_maps not in ("reference", "predicted"):
+            raise ValueError(f"ldm.train_maps must be 'reference' or 'predicted'; got {train_maps!r}.")
+        self.encoder = encoder.requires_grad_(False).eval()
+        self.ldm, self.codec = ldm, codec
+        self.lr, self.weight_decay, self.train_maps = lr, weight_decay, train_maps
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def conditions(self, batch: dict, maps: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cross-attention context and region probabilities ``[B, K+1, g, g]`` (None for the global variant)."""
+        with torch.no_grad():
+            out = self.encoder(batch["eeg"])
+        context = self.ldm.conditioner(out["codes"], out["class_logits"])
+        if not self.ldm.uses_regions:
+            return context, None
+        if maps == "reference":
+            if "region_map" not in batch:
+                raise ValueError("The regional LDM trains on reference region maps, but the batch has none: set a maskmap.")
+            probs = coarse_region_target(batch["region_map"], self.encoder.num_classes + 1, self.encoder.region_grid)
+        else:
+            probs = out["region_logits"].softmax(dim=1)
+        return context, probs
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        context, probs = self.conditions(batch, self.train_maps)
+        latents = self.codec.encode(batch["image"])
+        loss = self.ldm.training_loss(latents, context, probs)
+        self.log("finetune/train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(latents))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        context, probs = self.conditions(batch, self.train_maps)
+        latents = self.codec.encode(batch["image"])
+        gen = torch.Generator(device=latents.device).manual_seed(batch_idx)
+        loss = self.ldm.training_loss(latents, context, probs, generator=gen)
+        self.log("finetune/val_loss", loss, on_step=False, on_epoch=True, batch_size=len(latents))
+
+    def configure_optimizers(self):
+        params = [p for p in self.ldm.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,129 @@
+"""The LDM: diffusers classes built from config, ControlNet region branch, gradients, sampling, latents."""
+
+import pytest
+import torch
+from diffusers import ControlNetModel, UNet2DConditionModel
+from omegaconf import OmegaConf
+
+from regionaldiff.config import LDMConfig, UNetConfig
+from regionaldiff.ldm.conditioning import EEGConditioner, map_condition
+from regionaldiff.ldm.latent import PixelUnshuffleCodec, VAECodec, build_codec
+from regionaldiff.ldm.model import build_ldm, build_unet
+
+TINY_UNET = dict(
+    sample_size=8, block_out_channels=[8, 16], down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], layers_per_block=1, attention_head_dim=4, norm_num_groups=4,
+)
+
+
+def ldm_cfg(regions: bool) -> dict:
+    typed = LDMConfig(regions=regions, cross_attention_dim=16, unet=UNetConfig(config=dict(TINY_UNET)))
+    cfg = OmegaConf.to_container(OmegaConf.structured(typed), resolve=True, enum_to_str=True)
+    cfg["conditioner"] = {"n_tokens": 4, "use_class_token": True}
+    return cfg
+
+
+def build(regions: bool):
+    return build_ldm(ldm_cfg(regions), latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8)
+
+
+def test_pixel_unshuffle_is_exactly_invertible():
+    codec = PixelUnshuffleCodec(factor=2)
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    latents = codec.encode(images)
+    assert latents.shape == (2, 12, 8, 8)
+    assert torch.equal(codec.decode(latents), images)
+
+
+def test_regional_variant_is_unet_plus_controlnet():
+    ldm = build(True)
+    assert isinstance(ldm.unet, UNet2DConditionModel)
+    assert isinstance(ldm.controlnet, ControlNetModel)
+    assert ldm.controlnet.config.conditioning_channels == 4  # K + 1 labels
+    assert build(False).controlnet is None
+
+
+def test_map_loss_has_gradient_wrt_controlnet_and_map_changes_prediction():
+    torch.manual_seed(0)
+    ldm = build(True)
+    # zero-initialised ControlNet outputs would hide the map: perturb them as training would
+    zero_inits = [*ldm.controlnet.controlnet_down_blocks, ldm.controlnet.controlnet_mid_block, ldm.controlnet.controlnet_cond_embedding.conv_out]
+    for block in zero_inits:
+        torch.nn.init.normal_(block.weight, std=0.1)
+    context = torch.randn(2, 4, 16)
+    latents = torch.randn(2, 12, 8, 8)
+    probs = torch.rand(2, 4, 4, 4).softmax(1)
+    ldm.cond_drop_prob = 0.0
+    loss = ldm.training_loss(latents, context, probs, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    grads = [p.grad for p in ldm.controlnet.parameters() if p.grad is not None]
+    assert grads and sum(g.abs().sum() for g in grads) > 0
+    t = torch.tensor([10, 10])
+    with torch.no_grad():
+        a = ldm.predict_noise(latents, t, context, probs)
+        b = ldm.predict_noise(latents, t, context, torch.roll(probs, 1, dims=1))
+    assert not torch.allclose(a, b)
+
+
+def test_regional_model_refuses_missing_map():
+    with pytest.raises(ValueError, match="region map"):
+        build(True).predict_noise(torch.randn(1, 12, 8, 8), torch.tensor([1]), torch.randn(1, 4, 16), None)
+
+
+def test_controlnet_downsampling_must_match_latents():
+    cfg = ldm_cfg(True)
+    cfg["controlnet"]["conditioning_embedding_out_channels"] = [8, 16, 32]
+    with pytest.raises(ValueError, match="conditioning_embedding_out_channels"):
+        build_ldm(cfg, latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8)
+
+
+def test_sampling_shape_and_determinism():
+    ldm = build(True).eval()
+    context = torch.randn(3, 4, 16)
+    probs = torch.rand(3, 4, 4, 4).softmax(1)
+    a = ldm.sample(context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
+    b = ldm.sample(context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (3, 12, 8, 8)
+    assert torch.equal(a, b)
+
+
+def test_conditioner_class_token_carries_class_probabilities():
+    cond = EEGConditioner(code_len=10, code_dim=16, num_classes=3, cross_attention_dim=8, n_tokens=4, use_class_token=True)
+    codes = torch.randn(2, 10, 16)
+    a = cond(codes, torch.tensor([[9.0, 0, 0], [9.0, 0, 0]]))
+    b = cond(codes, torch.tensor([[0, 9.0, 0], [0, 9.0, 0]]))
+    assert a.shape == (2, 4, 8)
+    assert torch.allclose(a[:, :3], b[:, :3]) and not torch.allclose(a[:, 3], b[:, 3])
+
+
+def test_map_condition_range_and_size():
+    probs = torch.zeros(1, 3, 2, 2)
+    probs[:, 1] = 1.0
+    image = map_condition(probs, 8)
+    assert image.shape == (1, 3, 8, 8)
+    assert torch.allclose(image[:, 1], torch.ones(1, 8, 8)) and torch.allclose(image[:, 0], -torch.ones(1, 8, 8))
+
+
+def test_unet_and_vae_load_from_local_folders_like_sd15(tmp_path):
+    """The SD-1.5 loading path (from_pretrained on a local folder with unet/ and vae/) on a tiny saved model."""
+    from diffusers import AutoencoderKL
+
+    unet = UNet2DConditionModel(in_channels=4, out_channels=4, cross_attention_dim=16, **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_UNET.items()})
+    unet.save_pretrained(tmp_path / "sd" / "unet")
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        latent_channels=4, norm_num_groups=4, sample_size=16)
+    vae.save_pretrained(tmp_path / "sd" / "vae")
+    loaded = build_unet({"pretrained": str(tmp_path / "sd"), "subfolder": "unet"}, in_channels=4, cross_attention_dim=16)
+    assert torch.equal(loaded.conv_in.weight, unet.conv_in.weight)
+    codec = build_codec({"kind": "vae", "pretrained": str(tmp_path / "sd"), "subfolder": "vae"})
+    assert isinstance(codec, VAECodec) and codec.downsample == 2 and codec.latent_channels == 4
+    latents = codec.encode(torch.rand(1, 3, 16, 16) * 2 - 1)
+    assert latents.shape == (1, 4, 8, 8)
+    assert codec.decode(latents).shape == (1, 3, 16, 16)
+
+
+def test_missing_local_weights_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="paths.weights_dir"):
+        build_unet({"pretrained": str(tmp_path / "nope"), "subfolder": "unet"}, in_channels=4, cross_attention_dim=16)
+    with pytest.raises(FileNotFoundError, match="weights_dir"):
+        VAECodec(str(tmp_path / "nope"))
