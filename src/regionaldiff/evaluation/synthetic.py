@@ -1,0 +1,138 @@
+"""Known-truth metrics: region maps predicted from EEG, and class + regions of the reconstructions.
+
+- ``eval/region_miou``: mIoU of the EEG-predicted coarse maps (upsampled to the image) against the reference
+  maps of the configured mask-map generator (any dataset that has maps).
+- On datasets with known-truth maps (the synthetic benchmark), a small fully-convolutional *judge* is trained
+  on the training **stimuli** and their true maps (never on reconstructions). It segments each reconstruction:
+  ``eval/recon_class_acc`` is the fraction whose dominant segmented class is the trial's label, and
+  ``eval/recon_region_miou`` the mIoU of that segmentation against the true map. The judge's own scores on
+  the real test stimuli (``eval/judge_stimulus_*``) are the ceiling these can reach.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from regionaldiff.data.base import image_to_tensor
+from regionaldiff.evaluation.region import mean_iou
+
+if TYPE_CHECKING:
+    from regionaldiff.pipeline import PipelineContext
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationJudge(nn.Module):
+    """Small dilated FCN: image ``[B, 3, H, W]`` in [-1, 1] -> label logits ``[B, num_labels, H, W]``."""
+
+    def __init__(self, num_labels: int, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for dilation in (1, 1, 2, 4, 1):
+            layers += [nn.Conv2d(channels, width, 3, padding=dilation, dilation=dilation), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+        layers.append(nn.Conv2d(width, num_labels, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    @torch.no_grad()
+    def segment(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """uint8 ``[N, H, W, 3]`` -> int64 label maps ``[N, H, W]``."""
+        self.eval()
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = torch.stack([image_to_tensor(im) for im in images[start : start + batch_size]])
+            out.append(self(x).argmax(1).numpy())
+        return np.concatenate(out)
+
+
+def train_judge(images: np.ndarray, maps: np.ndarray, num_labels: int, epochs: int = 15, seed: int = 0) -> SegmentationJudge:
+    """Fit the judge on stimuli and their true maps (per-pixel cross-entropy, Adam)."""
+    torch.manual_seed(seed)
+    judge = SegmentationJudge(num_labels)
+    x = torch.stack([image_to_tensor(im) for im in images])
+    y = torch.from_numpy(maps.astype(np.int64))
+    opt = torch.optim.Adam(judge.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    judge.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(64):
+            loss = F.cross_entropy(judge(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return judge.eval()
+
+
+def dominant_class(maps: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class index covering most pixels of each map (ignoring background); -1 where there is none."""
+    counts = np.stack([(maps == c + 1).reshape(len(maps), -1).sum(1) for c in range(num_classes)], axis=1)
+    return np.where(counts.max(1) > 0, counts.argmax(1), -1)
+
+
+def upsample_prediction(region_probs: np.ndarray, size: int) -> np.ndarray:
+    """Coarse probabilities ``[N, L, g, g]`` -> label maps ``[N, size, size]`` (bilinear, then argmax)."""
+    probs = torch.from_numpy(region_probs.astype(np.float32))
+    return F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False).argmax(1).numpy()
+
+
+def _judge(ctx: PipelineContext) -> tuple[SegmentationJudge, dict[str, Any]]:
+    """The judge for this dataset, trained once and kept as an artifact."""
+    dm = ctx.datamodule
+    slot = ctx.store.slot("judge", {"dataset": ctx.keys["prepare"]["dataset"], "judge": "fcn5-w32-e15"})
+    num_labels = dm.num_classes + 1
+    with slot.lock():
+        if not slot.done:
+            truth = dm.ground_truth_region_maps()
+            ids, images, _ = dm.stimuli("train")
+            judge = train_judge(np.stack(images), np.stack([truth[i] for i in ids]), num_labels, seed=0)
+            torch.save(judge.state_dict(), slot.path / "judge.pt")
+            slot.mark_done()
+        judge = SegmentationJudge(num_labels)
+        judge.load_state_dict(torch.load(slot.path / "judge.pt", weights_only=True))
+    return judge.eval(), {"path": str(slot.path)}
+
+
+def region_and_class_metrics(ctx: PipelineContext, arrays: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, str]]:
+    """Metrics and skipped-with-reason for the EEG-predicted maps and the reconstructions' classes and regions."""
+    dm = ctx.datamodule
+    num_labels = dm.num_classes + 1
+    metrics: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    reference_maps = arrays.get("region_maps")
+    if "region_probs" in arrays and reference_maps is not None:
+        predicted = upsample_prediction(arrays["region_probs"], dm.image_size)
+        metrics["eval/region_miou"] = mean_iou(predicted, reference_maps.astype(np.int64), num_labels)
+    else:
+        skipped["eval/region_miou"] = "no region maps (maskmap=none or an encoder without a region head)"
+
+    truth = dm.ground_truth_region_maps()
+    names = ("eval/recon_class_acc", "eval/recon_region_miou", "eval/judge_stimulus_acc", "eval/judge_stimulus_miou")
+    if truth is None:
+        for name in names:
+            skipped[name] = f"needs known-truth region maps, which dataset {dm.name!r} does not have (synthetic benchmark only)"
+        return metrics, skipped
+    judge, _ = _judge(ctx)
+    true_maps = np.stack([truth[str(i)] for i in arrays["image_ids"]]).astype(np.int64)
+    labels = arrays["labels"]
+    stimulus_seg = judge.segment(arrays["reference"])
+    metrics["eval/judge_stimulus_acc"] = float((dominant_class(stimulus_seg, dm.num_classes) == labels).mean())
+    metrics["eval/judge_stimulus_miou"] = mean_iou(stimulus_seg, true_maps, num_labels)
+    generated = arrays["generated"]
+    accs, mious = [], []
+    for s in range(generated.shape[1]):
+        seg = judge.segment(generated[:, s])
+        accs.append(float((dominant_class(seg, dm.num_classes) == labels).mean()))
+        mious.append(mean_iou(seg, true_maps, num_labels))
+    metrics["eval/recon_class_acc"] = float(np.mean(accs))
+    metrics["eval/recon_region_miou"] = float(np.mean(mious))
+    return metrics, skipped

@@ -1,0 +1,59 @@
+"""Figures people would rather look at than read: stimulus/map grids and true-vs-generated grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _label_colormap(max_label: int):
+    return plt.get_cmap("tab10" if max_label < 10 else "tab20", max(max_label + 1, 2))
+
+
+def save_stimulus_grid(path: Path, images: Sequence[np.ndarray], maps: Sequence[np.ndarray] | None = None) -> Path:
+    """Row of stimuli, with their region maps below when given."""
+    n = len(images)
+    rows = 2 if maps is not None else 1
+    fig, axes = plt.subplots(rows, n, figsize=(1.2 * n, 1.3 * rows), squeeze=False)
+    top = max((int(m.max()) for m in maps), default=1) if maps is not None else 1
+    for i in range(n):
+        axes[0, i].imshow(images[i])
+        if maps is not None:
+            axes[1, i].imshow(maps[i], cmap=_label_colormap(top), vmin=0, vmax=top, interpolation="nearest")
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    axes[0, 0].set_title("stimulus", fontsize=7, loc="left")
+    if maps is not None:
+        axes[1, 0].set_title("region map", fontsize=7, loc="left")
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_reconstruction_grid(path: Path, reference: np.ndarray, generated: np.ndarray, titles: Sequence[str] | None = None) -> Path:
+    """Pairs of rows: the true stimuli above, their reconstructions from EEG below (8 pairs per row)."""
+    n = len(reference)
+    cols = min(8, n)
+    pair_rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(2 * pair_rows, cols, figsize=(1.2 * cols, 2.5 * pair_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for i in range(n):
+        r, c = divmod(i, cols)
+        axes[2 * r, c].imshow(reference[i])
+        axes[2 * r + 1, c].imshow(generated[i])
+        if titles is not None:
+            axes[2 * r, c].set_title(titles[i], fontsize=6)
+    axes[0, 0].set_title("true", fontsize=7, loc="left")
+    axes[1, 0].set_title("from EEG", fontsize=7, loc="left")
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

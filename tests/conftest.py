@@ -1,0 +1,75 @@
+"""Shared fixtures: compose the real config (lightning-hydra-template style) and run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from regionaldiff.cli import config_dir
+from regionaldiff.config import register_configs
+
+# A pipeline small enough for a test (seconds per step), still every step for real.
+TINY = [
+    "dataset.n_train=48",
+    "dataset.n_val=12",
+    "dataset.n_test=12",
+    "encoder.max_epochs=2",
+    "ldm.max_epochs=2",
+    "ldm.sampling.num_steps=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """Compose ``conf/config.yaml`` with overrides; paths point into ``tmp_path``."""
+
+    def _compose(*overrides: str):
+        register_configs()
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(
+                "config", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/job", *overrides]
+            )
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run ``python -m regionaldiff ARGS`` in ``tmp_path`` (its outputs go to tmp_path/outputs)."""
+
+    def _run(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "regionaldiff", *args],
+            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"regionaldiff {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        return proc
+
+    return _run
+
+
+def mlflow_runs(root: Path):
+    """All runs in the sqlite store under ``root/outputs``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'outputs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("regionaldiff")
+    return client, client.search_runs([experiment.experiment_id], max_results=100)

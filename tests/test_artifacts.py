@@ -1,0 +1,17 @@
+from regionaldiff.artifacts import ArtifactStore, config_hash
+
+
+def test_hash_ignores_key_order_and_sees_values():
+    assert config_hash({"a": 1, "b": {"c": 2}}) == config_hash({"b": {"c": 2}, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_slot_is_reused_for_the_same_key_and_marks_done(tmp_path):
+    store = ArtifactStore(tmp_path)
+    slot = store.slot("pretrain", {"encoder": {"depth": 2}})
+    assert not slot.done and (slot.path / "key.json").is_file()
+    slot.mark_done({"loss": 0.5})
+    again = store.slot("pretrain", {"encoder": {"depth": 2}})
+    assert again.path == slot.path and again.done
+    other = store.slot("pretrain", {"encoder": {"depth": 3}})
+    assert other.path != slot.path and not other.done

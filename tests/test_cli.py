@@ -1,0 +1,59 @@
+"""The entrypoint behaves as Hydra users expect, and bad config values fail before any work starts."""
+
+import pytest
+
+from regionaldiff.config import validate
+
+
+def test_help_lists_config_groups(run_cli):
+    out = run_cli("--help").stdout
+    for group in ("dataset:", "encoder:", "ldm:", "maskmap:", "trainer:", "logger:"):
+        assert group in out
+    assert "synthetic" in out and "regional" in out
+
+
+def test_cfg_job_prints_the_composed_config(run_cli):
+    out = run_cli("--cfg", "job").stdout
+    assert "_target_: regionaldiff.data.synthetic.SyntheticDataModule" in out
+    assert "steps:" in out and "- prepare" in out
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("dataset=nope", ["Could not find 'dataset/nope'", "synthetic"]),
+        ("ldm.lr=abc", ["ldm.lr", "abc"]),
+        ("ldm.scheduler.prediction_type=foo", ["prediction_type", "epsilon", "v_prediction"]),
+        ("pipeline.steps=[prepare,train]", ["pipeline.steps", "finetune"]),
+    ],
+)
+def test_bad_overrides_fail_with_key_and_allowed_values(run_cli, tmp_path, override, expected):
+    proc = run_cli(override, check=False)
+    assert proc.returncode != 0
+    message = proc.stdout + proc.stderr
+    for text in expected:
+        assert text in message
+    assert not (tmp_path / "outputs" / "artifacts").exists(), "no work may start on a bad config"
+
+
+def test_out_of_range_value_fails_before_any_work(run_cli, tmp_path):
+    proc = run_cli("encoder.mask_ratio=1.5", check=False)
+    assert proc.returncode != 0
+    assert "encoder.mask_ratio must be in (0, 1)" in proc.stdout + proc.stderr
+    assert not (tmp_path / "outputs" / "artifacts").exists()
+
+
+def test_regional_ldm_without_maps_is_refused(compose_cfg):
+    from regionaldiff.pipeline import build_context
+    from regionaldiff.tracking.mlflow_run import JobTracker
+
+    cfg = compose_cfg("maskmap=none", "ldm=regional")
+    tracker = JobTracker(False, "sqlite://", "x", None, "x")
+    with pytest.raises(ValueError, match="maskmap=none"):
+        build_context(cfg, tracker)
+
+
+def test_every_shipped_config_group_option_composes_and_validates(compose_cfg):
+    for override in ("ldm=global", "ldm=regional", "encoder=dreamdiffusion", "trainer=gpu", "logger=none"):
+        typed = validate(compose_cfg(override))
+        assert typed["ldm"].lr > 0

@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from regionaldiff.tracking.mlflow_run import JobTracker, flatten, resolve_tracking_uri, write_metrics_json
+
+
+def test_tracking_uri_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert resolve_tracking_uri(None, tmp_path) == "sqlite:///elsewhere.db"
+    assert resolve_tracking_uri("http://localhost:5000", tmp_path) == "http://localhost:5000"
+
+
+def test_file_store_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "mlruns"))
+    with pytest.raises(ValueError, match="file store"):
+        resolve_tracking_uri(None, tmp_path)
+
+
+def test_flatten_nested_config():
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": "x"}) == {"a.b": 1, "a.c.d": [1, 2], "e": "x"}
+
+
+def test_metrics_json_is_flat_with_skipped_reasons(tmp_path):
+    write_metrics_json(tmp_path / "m.json", {"eval/ssim": 0.5}, {"eval/fid": "no Inception weights"})
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data == {"eval/ssim": 0.5, "skipped": {"eval/fid": "no Inception weights"}}
+
+
+def test_sweep_jobs_share_one_parent_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    jobs = [JobTracker(True, uri, "exp", tmp_path / "art", f"job{i}", sweep_dir="/sweeps/s1") for i in range(2)]
+    single = JobTracker(True, uri, "exp", tmp_path / "art", "single")
+    assert jobs[0].parent_run_id == jobs[1].parent_run_id is not None
+    assert single.parent_run_id is None
+    jobs[0].log_metrics({"eval/ssim": 0.25})
+    run = jobs[0].client.get_run(jobs[0].run_id)
+    assert run.data.tags["mlflow.parentRunId"] == jobs[0].parent_run_id
+    assert run.data.metrics["eval/ssim"] == 0.25
