@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from regionaldiff.config import register_configs
+from regionaldiff.config import register_configs, validate
 
 log = logging.getLogger("regionaldiff")
 
@@ -37,6 +37,8 @@ def _run_job(cfg: DictConfig) -> float | None:
     from regionaldiff.pipeline import run_pipeline
     from regionaldiff.tracking.mlflow_run import JobTracker, resolve_tracking_uri
 
+    # every range check runs before anything is created (no MLflow run, no folder) on a bad config
+    validate(cfg)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)

@@ -148,12 +148,8 @@ def prepare(ctx: PipelineContext, train: bool = True) -> None:
 
 
 def generate_maps(ctx: PipelineContext):
-    """Region maps of every stimulus from the configured generator, cached on disk by config and image."""
-    try:
-        from regionaldiff.maps.cache import generate_cached
-    except ImportError:  # pragma: no cover - the cache module ships with the package
-        return ctx.maskmap.generate(ctx.datamodule)
-    return generate_cached(ctx.maskmap, ctx.datamodule, Path(ctx.cfg.paths.cache_dir) / "maskmaps", ctx.keys["prepare"])
+    """Region maps of every stimulus from the configured generator (None for ``maskmap=none``)."""
+    return ctx.maskmap.generate(ctx.datamodule)
 
 
 # -- training helpers ---------------------------------------------------------------------------
@@ -172,7 +168,13 @@ def _trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer:
         enable_progress_bar=t.enable_progress_bar,
         log_every_n_steps=t.log_every_n_steps,
         logger=logger if logger is not None else False,
-        callbacks=[ModelCheckpoint(dirpath=str(slot.path / "checkpoints"), save_last=True, save_top_k=0, every_n_epochs=1)],
+        # one rolling checkpoint, rewritten every epoch, so an interrupted run loses at most one epoch
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=str(slot.path / "checkpoints"), filename="last", monitor=None, save_top_k=1,
+                every_n_epochs=1, enable_version_counter=False,
+            )
+        ],
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )

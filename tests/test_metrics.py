@@ -1,0 +1,58 @@
+"""Metric arithmetic on hand-built inputs with known answers."""
+
+import numpy as np
+import pytest
+
+from regionaldiff.evaluation.image_metrics import pixcorr, ssim
+from regionaldiff.evaluation.region import mean_iou
+from regionaldiff.evaluation.suite import evaluate_images
+from regionaldiff.evaluation.synthetic import dominant_class, upsample_prediction
+
+
+def images(n=4, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+
+
+def test_identical_images_score_one():
+    x = images()
+    assert ssim(x, x, resolution=16) == pytest.approx(1.0)
+    assert pixcorr(x, x, resolution=16) == pytest.approx(1.0)
+
+
+def test_unrelated_images_score_near_zero_and_inverted_negative():
+    x, y = images(seed=0), images(seed=1)
+    assert abs(pixcorr(x, y, resolution=16)) < 0.1
+    assert ssim(x, y, resolution=16) < 0.2
+    assert pixcorr(x, 255 - x, resolution=16) == pytest.approx(-1.0)
+
+
+def test_mean_iou_by_hand():
+    target = np.array([[[0, 1, 1], [0, 2, 2]]])
+    pred = np.array([[[0, 1, 2], [0, 2, 2]]])
+    # label 1: I=1, U=2 -> 0.5 ; label 2: I=2, U=3 -> 2/3 ; background excluded
+    assert mean_iou(pred, target, num_labels=3) == pytest.approx((0.5 + 2 / 3) / 2)
+    # background: I=2, U=2 -> 1
+    assert mean_iou(pred, target, num_labels=3, include_background=True) == pytest.approx((1 + 0.5 + 2 / 3) / 3)
+    assert mean_iou(target, target, num_labels=3) == 1.0
+
+
+def test_mean_iou_rejects_out_of_range_labels():
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        mean_iou(np.array([3]), np.array([0]), num_labels=3)
+
+
+def test_suite_averages_samples_and_skips_unknown_metrics_with_reason():
+    x = images()
+    generated = np.stack([x, 255 - x], axis=1)  # sample 0 identical (1), sample 1 inverted (-1)
+    result = evaluate_images(generated, x, cfg={"metrics": ["pixcorr", "fid"], "resolution": 16})
+    assert result.metrics["eval/pixcorr"] == pytest.approx(0.0, abs=1e-6)
+    assert "eval/fid" in result.skipped and "eval/fid" not in result.metrics
+
+
+def test_dominant_class_and_upsampling():
+    maps = np.array([[[0, 2, 2], [1, 0, 0]], [[0, 0, 0], [0, 0, 0]]])
+    assert dominant_class(maps, num_classes=2).tolist() == [1, -1]
+    probs = np.zeros((1, 3, 2, 2))
+    probs[0, 2, 0, 0] = probs[0, 0, 0, 1] = probs[0, 0, 1, 0] = probs[0, 0, 1, 1] = 1
+    up = upsample_prediction(probs, 4)
+    assert up[0, 0, 0] == 2 and up[0, 3, 3] == 0
