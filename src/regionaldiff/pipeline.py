@@ -75,7 +75,10 @@ class PipelineContext:
 # -- set-up -------------------------------------------------------------------------------------
 def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     """Validate the whole config and instantiate the dataset and maskmap, before any work starts."""
+    from regionaldiff.evaluation.suite import validate_eval_config
+
     typed = validate(cfg)
+    validate_eval_config(cfg.eval)
     if typed["trainer"].num_threads:
         torch.set_num_threads(typed["trainer"].num_threads)
     datamodule = hydra.utils.instantiate(cfg.dataset)
@@ -97,9 +100,19 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
     ctx = build_context(cfg, tracker)
     tracker.log_config(cfg, ctx.output_dir)
     tracker.set_tags({"regionaldiff.test_maps": ctx.typed["pipeline"].test_maps.value})
+    if cfg.get("ablation_arm"):
+        tracker.set_tags({"regionaldiff.ablation_arm": str(cfg.ablation_arm)})
     if ctx.typed["pipeline"].test_maps.value == "oracle":
         tracker.set_tags({"regionaldiff.analysis_only": "oracle region maps at test time (not a valid reconstruction result)"})
     wanted = [s.value for s in ctx.typed["pipeline"].steps]
+    if cfg.eval.get("generated_dir") or cfg.eval.get("reference_dir"):
+        if wanted != [Step.evaluate.value]:
+            raise ValueError(
+                "eval.generated_dir/eval.reference_dir score a folder of images: run them with pipeline.steps=[evaluate] "
+                "(or `regionaldiff evaluate GENERATED_DIR REFERENCE_DIR`)."
+            )
+        evaluate_folder_pair(ctx)
+        return ctx.metrics
     steps = {
         Step.prepare.value: prepare,
         Step.pretrain.value: pretrain,
@@ -148,8 +161,14 @@ def prepare(ctx: PipelineContext, train: bool = True) -> None:
 
 
 def generate_maps(ctx: PipelineContext):
-    """Region maps of every stimulus from the configured generator (None for ``maskmap=none``)."""
-    return ctx.maskmap.generate(ctx.datamodule)
+    """Region maps of every stimulus from the configured generator (None for ``maskmap=none``).
+
+    Per-image generators (slic, sam) are cached on disk by generator config and image content, and resume
+    after an interruption (:func:`regionaldiff.maps.cache.generate_cached`).
+    """
+    from regionaldiff.maps.cache import generate_cached
+
+    return generate_cached(ctx.maskmap, ctx.datamodule, Path(ctx.cfg.paths.cache_dir) / "maskmaps")
 
 
 # -- training helpers ---------------------------------------------------------------------------
@@ -367,7 +386,8 @@ def _sample_test_split(ctx: PipelineContext, sampling, test_maps: str) -> dict[s
 
 
 def _write_image_folders(folder: Path, arrays: dict[str, np.ndarray]) -> None:
-    """PNG files ``generated/<trial>_<id>[_s<k>].png`` and ``reference/<trial>_<id>.png`` (for folder evaluation)."""
+    """PNG files ``generated/<trial>_<id>[_s<k>].png`` and ``reference/<trial>_<id>.png`` (for folder evaluation;
+    ``_s<k>`` only with several samples per EEG)."""
     from PIL import Image
 
     for sub in ("generated", "reference"):
@@ -375,13 +395,17 @@ def _write_image_folders(folder: Path, arrays: dict[str, np.ndarray]) -> None:
     for i, image_id in enumerate(arrays["image_ids"]):
         stem = f"{i:05d}_{image_id}"
         Image.fromarray(arrays["reference"][i]).save(folder / "reference" / f"{stem}.png")
-        Image.fromarray(arrays["generated"][i, 0]).save(folder / "generated" / f"{stem}.png")
+        samples = arrays["generated"][i]
+        for k, sample in enumerate(samples):
+            name = f"{stem}.png" if len(samples) == 1 else f"{stem}_s{k}.png"
+            Image.fromarray(sample).save(folder / "generated" / name)
 
 
 # -- evaluate -----------------------------------------------------------------------------------
 def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     """Metrics of the reconstructions: the configured suite, plus known-truth metrics where the dataset has them."""
     from regionaldiff.evaluation.suite import evaluate_images
+    from regionaldiff.evaluation.alignment import reconstruction_alignment
     from regionaldiff.evaluation.synthetic import region_and_class_metrics
 
     arrays = dict(np.load(ctx.slots["generate"].path / "generated.npz"))
@@ -391,6 +415,16 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     known, known_skipped = region_and_class_metrics(ctx, arrays)
     metrics.update(known)
     skipped.update(known_skipped)
+    aligned, aligned_skipped = reconstruction_alignment(
+        ctx.maskmap, arrays["generated"], arrays.get("region_maps"), arrays["labels"], ctx.datamodule.num_classes
+    )
+    metrics.update(aligned)
+    skipped.update(aligned_skipped)
+    _report_metrics(ctx, metrics, skipped)
+
+
+def _report_metrics(ctx: PipelineContext, metrics: dict[str, float], skipped: dict[str, str]) -> None:
+    """``metrics.json`` in the job folder, MLflow metrics and ``skipped.*`` tags, and the log."""
     ctx.metrics.update(metrics)
     ctx.skipped.update(skipped)
     write_metrics_json(ctx.output_dir / "metrics.json", metrics, skipped)
@@ -400,3 +434,15 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     for name, reason in skipped.items():
         log.warning("metric %s skipped: %s", name, reason)
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+
+
+def evaluate_folder_pair(ctx: PipelineContext) -> None:
+    """Score ``eval.generated_dir`` against ``eval.reference_dir`` (e.g. another method's outputs)."""
+    from regionaldiff.evaluation.folders import evaluate_folders
+
+    generated_dir, reference_dir = ctx.cfg.eval.get("generated_dir"), ctx.cfg.eval.get("reference_dir")
+    if not generated_dir or not reference_dir:
+        raise ValueError("Folder evaluation needs both eval.generated_dir and eval.reference_dir.")
+    ctx.tracker.set_tags({"regionaldiff.mode": "folder evaluation", "eval.generated_dir": generated_dir, "eval.reference_dir": reference_dir})
+    result = evaluate_folders(generated_dir, reference_dir, ctx.cfg.eval)
+    _report_metrics(ctx, dict(result.metrics), dict(result.skipped))

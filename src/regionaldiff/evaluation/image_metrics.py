@@ -19,11 +19,23 @@ def _resize(images: np.ndarray, resolution: int) -> np.ndarray:
 
 def _check(generated: np.ndarray, reference: np.ndarray) -> None:
     if generated.shape[0] != reference.shape[0] or generated.ndim != 4 or reference.ndim != 4:
-        raise ValueError(f"expected two [N, H, W, 3] arrays of equal N; got {generated.shape} and {reference.shape}.")
+        raise ValueError(f"generated and reference: expected two [N, H, W, 3] arrays of equal N; got {generated.shape} and {reference.shape}.")
 
 
 def ssim(generated: np.ndarray, reference: np.ndarray, resolution: int = 425) -> float:
-    """Mean SSIM (MindEye): grayscale at ``resolution``, Gaussian weights sigma 1.5, no sample covariance, range 1."""
+    """Mean SSIM as defined by MindEye (Scotti et al. 2023), also used by ATM / UBP.
+
+    Both sets are resized (bilinear, antialiased) to ``resolution`` x ``resolution`` (MindEye: 425), converted to
+    grayscale (``skimage.color.rgb2gray``) and compared with ``skimage.metrics.structural_similarity`` using Gaussian
+    weights (sigma 1.5), no sample covariance and data range 1; mean over images.
+
+    Parameters
+    ----------
+    generated, reference : np.ndarray
+        uint8 ``[N, H, W, 3]`` (sizes may differ between the two).
+    resolution : int
+        Side of the square both are resized to (at least 11, the Gaussian window).
+    """
     _check(generated, reference)
     g = rgb2gray(_resize(generated, resolution))
     r = rgb2gray(_resize(reference, resolution))
@@ -35,7 +47,17 @@ def ssim(generated: np.ndarray, reference: np.ndarray, resolution: int = 425) ->
 
 
 def pixcorr(generated: np.ndarray, reference: np.ndarray, resolution: int = 425) -> float:
-    """Mean PixCorr (MindEye): Pearson correlation of the flattened RGB pixels at ``resolution``."""
+    """Mean PixCorr as defined by MindEye (Scotti et al. 2023): Pearson correlation of the flattened RGB pixels.
+
+    Both sets are resized (bilinear, antialiased) to ``resolution`` x ``resolution`` first; mean over images.
+
+    Parameters
+    ----------
+    generated, reference : np.ndarray
+        uint8 ``[N, H, W, 3]``.
+    resolution : int
+        Side of the square both are resized to (MindEye: 425).
+    """
     _check(generated, reference)
     g = _resize(generated, resolution).reshape(len(generated), -1)
     r = _resize(reference, resolution).reshape(len(reference), -1)

@@ -1,0 +1,102 @@
+"""End-to-end runs of the real CLI on the embedded default, shrunk (the ``slow`` marker).
+
+As in diffusers' example tests: a tiny model, the real entrypoint, assertions on the files and runs produced.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, cli_env, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+
+def _job_dir(out: str) -> Path:
+    line = next(line for line in out.splitlines() if line.startswith("Done. Results in "))
+    return Path(line.removeprefix("Done. Results in ").strip())
+
+
+def test_default_pipeline_runs_end_to_end_and_logs_to_mlflow(run_cli, tmp_path):
+    proc = run_cli(*TINY)
+    job = _job_dir(proc.stdout)
+    assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+
+    metrics = json.loads((job / "metrics.json").read_text())
+    for name in ("eval/ssim", "eval/pixcorr", "eval/eeg_top1", "eval/region_miou", "eval/recon_class_acc", "eval/recon_region_miou"):
+        assert isinstance(metrics[name], float), name
+    assert -1.0 <= metrics["eval/pixcorr"] <= 1.0 and 0.0 <= metrics["eval/recon_class_acc"] <= 1.0
+    assert isinstance(metrics["skipped"], dict)
+    for figure in ("reconstructions.png", "stimuli.png", "config_resolved.yaml"):
+        assert (job / figure).stat().st_size > 0
+
+    client, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["eval/ssim"] == pytest.approx(metrics["eval/ssim"])
+    assert "pretrain/train_loss" in run.data.metrics and "finetune/train_loss" in run.data.metrics
+    assert run.data.params["ldm.name"] == "regional" and run.data.params["dataset.n_train"] == "48"
+    assert run.data.tags["regionaldiff.test_maps"] == "predicted"
+    assert Path(run.data.tags["checkpoint.encoder"]).is_file() and Path(run.data.tags["checkpoint.ldm"]).is_file()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/reconstructions.png" in artifacts
+
+    # the generated and reference folders can be scored by folder evaluation
+    generated = Path(run.data.tags["artifact.generated"])
+    assert len(list((generated / "generated").glob("*.png"))) == 12 == len(list((generated / "reference").glob("*.png")))
+
+    # a second run with the same config reuses every trained artifact
+    again = run_cli(*TINY)
+    assert "reusing encoder" in again.stderr and "reusing LDM" in again.stderr and "reusing reconstructions" in again.stderr
+
+
+def test_sweep_is_one_parent_with_two_children_and_pretrains_once(run_cli, tmp_path):
+    run_cli("-m", "ldm=global,regional", *TINY)
+    client, runs = mlflow_runs(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("regionaldiff.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert sorted(c.data.params["ldm.name"] for c in children) == ["global", "regional"]
+    assert all("eval/ssim" in c.data.metrics for c in children)
+    # the shared encoder was pretrained once, the two LDMs separately
+    artifacts = tmp_path / "outputs" / "artifacts"
+    assert len([p for p in (artifacts / "pretrain").iterdir() if (p / "DONE").is_file()]) == 1
+    assert len([p for p in (artifacts / "finetune").iterdir() if (p / "DONE").is_file()]) == 2
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
+    args = [*TINY, "dataset.n_train=400", "encoder.max_epochs=40", "pipeline.steps=[prepare,pretrain]", "logger=none"]
+    cmd = [sys.executable, "-m", "regionaldiff", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    ckpts: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        ckpts = list((tmp_path / "outputs" / "artifacts" / "pretrain").glob("*/checkpoints/last.ckpt"))
+        if ckpts:
+            break
+        time.sleep(0.05)
+    assert ckpts and proc.poll() is None, "the run ended before a checkpoint could be interrupted"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)  # a crash: no clean shutdown
+    proc.wait()
+    slot = ckpts[0].parent.parent
+    assert not (slot / "DONE").exists()
+
+    import torch
+
+    epoch_before = torch.load(ckpts[0], map_location="cpu", weights_only=False)["epoch"]
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+    assert (slot / "DONE").is_file() and (slot / "encoder.pt").is_file()
+    final = torch.load(slot / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["epoch"] >= 39 and final["epoch"] > epoch_before
