@@ -100,3 +100,53 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     assert (slot / "DONE").is_file() and (slot / "encoder.pt").is_file()
     final = torch.load(slot / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert final["epoch"] >= 39 and final["epoch"] > epoch_before
+
+
+REAL_TINY = [
+    "dataset.image_size=32", "dataset.batch_size=4", "encoder.max_epochs=1", "ldm.max_epochs=1",
+    "ldm.sampling.num_steps=2", "trainer.enable_progress_bar=false", "eval.metrics=[ssim,pixcorr,fid]",
+]
+
+
+def test_pipeline_on_eeg_imagenet_fixture_with_superpixel_maps(run_cli, tmp_path):
+    """The official EEG-ImageNet layout, region-aware: maps from the weight-free generator, predicted at test time."""
+    from official_formats import write_eeg_imagenet
+
+    fixture = write_eeg_imagenet(tmp_path / "eeg_imagenet")
+    proc = run_cli("dataset=eeg_imagenet", f"dataset.root={fixture.root}", "maskmap=slic", "ldm=regional", *REAL_TINY)
+    metrics = json.loads((_job_dir(proc.stdout) / "metrics.json").read_text())
+    assert {"eval/ssim", "eval/region_miou", "eval/region_alignment_miou"} <= set(metrics)
+    assert "eval/fid" in metrics["skipped"] and "eval/recon_class_acc" in metrics["skipped"]
+    _, runs = mlflow_runs(tmp_path)
+    assert "block" in runs[0].data.tags["data.warning"].lower()
+    assert runs[0].data.tags["skipped.eval/fid"] == metrics["skipped"]["eval/fid"]
+
+
+def test_pipeline_on_things_eeg2_fixture_global(run_cli, tmp_path):
+    from official_formats import write_things_eeg2
+
+    fixture = write_things_eeg2(tmp_path / "things")
+    proc = run_cli("dataset=things_eeg2", f"dataset.root={fixture.root}", "dataset.subjects=[1,2]", "dataset.val_fraction=0.25",
+                   "maskmap=none", "ldm=global", *REAL_TINY)
+    metrics = json.loads((_job_dir(proc.stdout) / "metrics.json").read_text())
+    assert "eval/ssim" in metrics and "eval/eeg_top1" in metrics
+    assert "eval/region_miou" in metrics["skipped"]
+
+
+def test_folder_evaluation_scores_another_methods_outputs(run_cli, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder in ("gen", "ref"):
+        (tmp_path / folder).mkdir()
+    for i in range(4):
+        image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / "ref" / f"img{i}.png")
+        Image.fromarray(image).save(tmp_path / "gen" / f"img{i}.png")  # identical: SSIM and PixCorr are 1
+    proc = run_cli("evaluate", str(tmp_path / "gen"), str(tmp_path / "ref"), "eval.resolution=32")
+    metrics = json.loads((_job_dir(proc.stdout) / "metrics.json").read_text())
+    assert metrics["eval/ssim"] == pytest.approx(1.0) and metrics["eval/pixcorr"] == pytest.approx(1.0)
+    assert not (tmp_path / "outputs" / "artifacts" / "pretrain").exists(), "folder evaluation trains nothing"
+    bad = run_cli("evaluate", str(tmp_path / "nope"), str(tmp_path / "ref"), check=False)
+    assert bad.returncode != 0 and "is not a folder" in bad.stdout + bad.stderr

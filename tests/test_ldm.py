@@ -127,3 +127,49 @@ def test_missing_local_weights_say_what_to_do(tmp_path):
         build_unet({"pretrained": str(tmp_path / "nope"), "subfolder": "unet"}, in_channels=4, cross_attention_dim=16)
     with pytest.raises(FileNotFoundError, match="weights_dir"):
         VAECodec(str(tmp_path / "nope"))
+
+
+def test_finetune_step_trains_unet_conditioner_and_controlnet_but_not_the_frozen_encoder():
+    """The map constraint has a gradient: one optimiser step on the denoising loss moves the ControlNet (including
+    its map-embedding input layer), the UNet and the EEG conditioner; the pretrained encoder stays frozen."""
+    from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+    from regionaldiff.ldm.module import LDMFinetuneModule
+
+    torch.manual_seed(0)
+    encoder = EEGMaskedAutoencoder(n_chans=5, n_times=40, sfreq=100.0, num_classes=3, embed_dim=16, depth=1, num_heads=2,
+                                   decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, region_grid=4)
+    ldm = build(True)
+    ldm.cond_drop_prob = 0.0
+    module = LDMFinetuneModule(encoder, ldm, PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="reference")
+    batch = {"eeg": torch.randn(4, 5, 40), "image": torch.rand(4, 3, 16, 16) * 2 - 1, "region_map": torch.randint(0, 4, (4, 16, 16))}
+    watched = {
+        "controlnet.cond_embedding": ldm.controlnet.controlnet_cond_embedding.conv_in.weight,
+        "controlnet.zero_out": ldm.controlnet.controlnet_down_blocks[0].weight,
+        "unet": ldm.unet.conv_in.weight,
+        "conditioner": ldm.conditioner.proj[0].weight,
+        "encoder": encoder.patch_embed.weight,
+    }
+    before = {k: v.detach().clone() for k, v in watched.items()}
+    opt = module.configure_optimizers()
+    # zero convolutions: the output convs open at step 1, the map embedding's output at step 2, its input at step 3
+    for _ in range(3):
+        loss = ldm.training_loss(module.codec.encode(batch["image"]), *module.conditions(batch, "reference"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = {k: not torch.equal(before[k], v) for k, v in watched.items()}
+    assert moved == {"controlnet.cond_embedding": True, "controlnet.zero_out": True, "unet": True, "conditioner": True, "encoder": False}
+
+
+def test_regional_prediction_depends_on_the_map_after_training_opens_the_controlnet():
+    """With predicted maps at test time the map must matter: a different map gives a different sample."""
+    torch.manual_seed(0)
+    ldm = build(True).eval()
+    zero_inits = [*ldm.controlnet.controlnet_down_blocks, ldm.controlnet.controlnet_mid_block, ldm.controlnet.controlnet_cond_embedding.conv_out]
+    for block in zero_inits:
+        torch.nn.init.normal_(block.weight, std=0.1)
+    context = torch.randn(2, 4, 16)
+    probs = torch.rand(2, 4, 4, 4).softmax(1)
+    a = ldm.sample(context, probs, (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    b = ldm.sample(context, probs.flip(-1), (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(a, b)

@@ -41,7 +41,8 @@ from regionaldiff.visualize import save_reconstruction_grid, save_stimulus_grid
 
 log = logging.getLogger(__name__)
 
-LOADER_KEYS = ("batch_size", "num_workers")
+# dataset keys that change how data is loaded or checked, never the data itself (left out of artifact keys)
+LOADER_KEYS = ("batch_size", "num_workers", "cache_dir", "cache_verify")
 
 
 def _plain(node: Any) -> Any:
@@ -134,7 +135,7 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
 def prepare(ctx: PipelineContext, train: bool = True) -> None:
     """Dataset cache, splits, leak checks, region maps."""
     cfg, dm = ctx.cfg, ctx.datamodule
-    dataset_key = {k: v for k, v in _plain(cfg.dataset).items() if k not in LOADER_KEYS and k != "cache_dir"}
+    dataset_key = {k: v for k, v in _plain(cfg.dataset).items() if k not in LOADER_KEYS}
     ctx.keys["prepare"] = {"dataset": dataset_key, "maskmap": _plain(cfg.maskmap)}
     dm.setup()
     leaks = check_no_stimulus_leak({s: dm.get_split(s).image_ids for s in SPLITS})

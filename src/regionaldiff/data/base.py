@@ -29,8 +29,10 @@ class EEGSplit:
 
     Parameters
     ----------
-    eeg : np.ndarray
-        float32 ``[N, C, T]`` preprocessed EEG (may be a ``np.memmap``).
+    eeg : np.ndarray or array-like
+        float32 ``[N, C, T]`` preprocessed EEG: an array, a ``np.memmap`` or a lazy row view (anything with
+        ``ndim``, ``shape``, ``len`` and ``[i]``). Index it trial by trial: ``np.asarray(split.eeg)`` would read
+        a whole (possibly multi-GB) split into memory.
     labels : np.ndarray
         int64 ``[N]`` class / concept index in ``[0, num_classes)``.
     image_ids : list of str
@@ -42,7 +44,7 @@ class EEGSplit:
         ``image_ids`` must be a key. Lazy mappings (loading on access) are fine.
     """
 
-    eeg: np.ndarray
+    eeg: Any  # np.ndarray, np.memmap or a lazy row view (see above)
     labels: np.ndarray
     image_ids: list[str]
     subjects: np.ndarray

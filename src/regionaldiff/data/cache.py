@@ -1,0 +1,326 @@
+"""A cache of memory-mapped arrays with a manifest, for dataset conversions.
+
+The first use of a dataset converts its official files (pickles of many small tensors, or whole-file
+``np.save`` dicts) into ``.npy`` arrays that later runs open with ``np.load(..., mmap_mode="r")``: nothing is
+read until a batch asks for it, so a run starts in well under a second and its memory stays far below the
+files' size.
+
+Layout::
+
+    <cache_dir>/<name>/<key>/manifest.json    format version, config, source fingerprints, arrays, meta
+    <cache_dir>/<name>/<key>/<array>.npy      the arrays
+    <cache_dir>/<name>/<key>.lock             serialises builders of the same key
+
+``key`` is a hash of ``name`` and the preprocessing ``config``, so each configuration has its own entry. An
+entry is reused only when the manifest's config equals the requested one and every source file still
+matches its fingerprint:
+
+- *hashed* sources (the EEG files): size, a SHA-256 of three 1 MiB samples (start, middle, end) and the
+  modification time; when the time differs (a copy, a ``touch``) the full SHA-256 recorded at build time
+  decides. ``verify="full"`` always recomputes the full SHA-256.
+- *stat* sources (thousands of image files): existence, size and modification time.
+
+Otherwise the entry is rebuilt. Builds are atomic: arrays and the manifest are written to a temporary
+folder beside the entry, which replaces the entry by ``os.replace`` only once complete, so an interrupted
+conversion never leaves a half-written entry (at worst a stale temporary folder, removed by the next build).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+SAMPLE_BYTES = 1 << 20
+VERIFY_MODES = ("quick", "full")
+
+
+# -- fingerprints -------------------------------------------------------------------------------
+def sample_digest(path: Path, size: int | None = None) -> str:
+    """SHA-256 of the size and three 1 MiB samples (start, middle, end) of ``path``: cheap on any size."""
+    size = path.stat().st_size if size is None else size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for offset in sorted({0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)}):
+            f.seek(offset)
+            digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def full_digest(path: Path) -> str:
+    """SHA-256 of the whole file."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def hashed_fingerprint(path: Path) -> dict[str, Any]:
+    """Fingerprint of a hashed source: size, mtime, sample and full SHA-256."""
+    st = path.stat()
+    return {
+        "path": str(path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sample_sha256": sample_digest(path, st.st_size),
+        "sha256": full_digest(path),
+    }
+
+
+def stat_fingerprint(path: Path) -> list[int] | None:
+    """Fingerprint of a stat source: ``[size, mtime_ns]``, or None when the file does not exist."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def config_key(name: str, config: Mapping[str, Any]) -> str:
+    """16 hex digits identifying ``name`` + ``config`` (JSON, sorted keys)."""
+    text = json.dumps({"name": name, "config": config, "format": CACHE_FORMAT}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- entries ------------------------------------------------------------------------------------
+@dataclass
+class CacheEntry:
+    """A complete cache entry: its arrays (memory-mapped, read-only) and the builder's metadata."""
+
+    path: Path
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    status: str  # "hit" (reused) or "built"
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+
+class CacheWriter:
+    """Hands out arrays to fill inside a build's temporary folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A writable array ``name`` of ``shape`` and ``dtype``, memory-mapped to its ``.npy`` file."""
+        self._check_name(name)
+        shape = tuple(int(s) for s in shape)
+        if int(np.prod(shape)) == 0:  # numpy cannot memory-map an empty file
+            array = np.empty(shape, dtype=dtype)
+        else:
+            array = np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        self._arrays[name] = array
+        return array
+
+    def save(self, name: str, array: np.ndarray) -> None:
+        """Store an in-memory array as ``name``."""
+        out = self.create(name, np.shape(array), np.asarray(array).dtype)
+        out[...] = array
+
+    def _check_name(self, name: str) -> None:
+        if not name.replace("_", "").replace("-", "").isalnum() or name in self._arrays:
+            raise ValueError(f"Cache array name {name!r} is invalid or already used.")
+
+    def finish(self) -> dict[str, dict[str, Any]]:
+        specs = {}
+        for name, array in self._arrays.items():
+            if isinstance(array, np.memmap):
+                array.flush()
+            else:
+                np.save(self.folder / f"{name}.npy", array)
+            specs[name] = {"shape": list(array.shape), "dtype": array.dtype.str}
+        self._arrays.clear()
+        return specs
+
+
+class ArrayCache:
+    """One cache entry: reuse it when config and sources match, build it otherwise.
+
+    Parameters
+    ----------
+    cache_dir : str or Path or None
+        The cache root (``paths.cache_dir``). None: a fresh temporary folder (nothing is reused).
+    name : str
+        The dataset's name (a sub-folder).
+    config : Mapping
+        Everything the arrays depend on (JSON-serialisable).
+    sources : Mapping[str, Path]
+        Hashed source files by role (see the module docstring).
+    stat_sources : Mapping[str, Path]
+        Source files checked by existence, size and modification time only (e.g. images).
+    verify : {"quick", "full"}
+        How hashed sources are checked on reuse.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | Path | None,
+        name: str,
+        config: Mapping[str, Any],
+        sources: Mapping[str, Path],
+        stat_sources: Mapping[str, Path] | None = None,
+        verify: str = "quick",
+    ) -> None:
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"dataset.cache_verify must be one of {list(VERIFY_MODES)}; got {verify!r}.")
+        if cache_dir is None:
+            cache_dir = tempfile.mkdtemp(prefix="regionaldiff-cache-")
+            log.warning("No dataset.cache_dir set: converting into the temporary folder %s (not reused).", cache_dir)
+        self.root = Path(cache_dir) / name
+        self.name = name
+        self.config = json.loads(json.dumps(dict(config), sort_keys=True, default=str))
+        self.sources = {k: Path(v) for k, v in sources.items()}
+        self.stat_sources = {k: Path(v) for k, v in (stat_sources or {}).items()}
+        self.verify = verify
+        self.key = config_key(name, self.config)
+        self.path = self.root / self.key
+        self.reason = ""  # why the last load() did not reuse the entry
+
+    # -- reuse ------------------------------------------------------------------------------
+    def load(self) -> CacheEntry | None:
+        """The entry, when complete and up to date; otherwise None (``self.reason`` says why)."""
+        manifest_file = self.path / "manifest.json"
+        if not manifest_file.is_file():
+            self.reason = "no cache entry yet"
+            return None
+        try:
+            manifest = json.loads(manifest_file.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            self.reason = f"unreadable manifest ({err})"
+            return None
+        if manifest.get("format") != CACHE_FORMAT or manifest.get("config") != self.config:
+            self.reason = "the manifest's config differs"
+            return None
+        if set(manifest.get("sources", {})) != set(self.sources) or set(manifest.get("stat_sources", {})) != set(self.stat_sources):
+            self.reason = "the set of source files differs"
+            return None
+        changed = False
+        for role, path in self.sources.items():
+            ok, updated = self._check_hashed(manifest["sources"][role], path)
+            if not ok:
+                self.reason = f"source {role} ({path}) changed"
+                return None
+            changed |= updated
+        for role, path in self.stat_sources.items():
+            if manifest["stat_sources"][role] != stat_fingerprint(path):
+                self.reason = f"source {role} ({path}) changed"
+                return None
+        arrays = {}
+        for name, spec in manifest.get("arrays", {}).items():
+            file = self.path / f"{name}.npy"
+            try:
+                array = np.load(file, mmap_mode="r" if int(np.prod(spec["shape"])) else None, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                self.reason = f"array {name} unreadable ({err})"
+                return None
+            if list(array.shape) != spec["shape"] or array.dtype.str != spec["dtype"]:
+                self.reason = f"array {name} has shape {array.shape} {array.dtype}, manifest says {spec}"
+                return None
+            arrays[name] = array
+        if changed:  # same content, new mtimes: record them so the next check is cheap again
+            self._write_manifest(self.path, manifest)
+        self.reason = ""
+        return CacheEntry(self.path, arrays, manifest.get("meta", {}), "hit", manifest)
+
+    def _check_hashed(self, recorded: dict[str, Any], path: Path) -> tuple[bool, bool]:
+        """(matches, manifest updated) for one hashed source."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False, False
+        if st.st_size != recorded.get("size") or sample_digest(path, st.st_size) != recorded.get("sample_sha256"):
+            return False, False
+        if self.verify == "quick" and st.st_mtime_ns == recorded.get("mtime_ns") and str(path) == recorded.get("path"):
+            return True, False
+        log.info("Verifying the full SHA-256 of %s (%.1f MB) against the cache manifest", path, st.st_size / 1e6)
+        if full_digest(path) != recorded.get("sha256"):
+            return False, False
+        recorded.update(path=str(path), mtime_ns=st.st_mtime_ns)
+        return True, True
+
+    # -- build ------------------------------------------------------------------------------
+    def build(self, fill: Callable[[CacheWriter], Mapping[str, Any] | None]) -> CacheEntry:
+        """Build the entry: ``fill(writer)`` creates/saves the arrays and returns JSON-able metadata."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
+        tmp = self.root / f".{self.key}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            # fingerprint before reading, so a source changed during the build is caught by the next load
+            sources = {role: hashed_fingerprint(path) for role, path in self.sources.items()}
+            stat_sources = {role: stat_fingerprint(path) for role, path in self.stat_sources.items()}
+            writer = CacheWriter(tmp)
+            start = time.perf_counter()
+            meta = dict(fill(writer) or {})
+            manifest = {
+                "format": CACHE_FORMAT,
+                "name": self.name,
+                "key": self.key,
+                "config": self.config,
+                "sources": sources,
+                "stat_sources": stat_sources,
+                "arrays": writer.finish(),
+                "meta": meta,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "build_seconds": round(time.perf_counter() - start, 3),
+            }
+            self._write_manifest(tmp, manifest)
+            if self.path.exists():
+                old = self.root / f".{self.key}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(self.path, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        entry = self.load()
+        if entry is None:  # pragma: no cover - only if the files changed during the build
+            raise RuntimeError(f"The cache entry {self.path} was built but does not validate: {self.reason}.")
+        entry.status = "built"
+        return entry
+
+    def get_or_build(self, fill: Callable[[CacheWriter], Mapping[str, Any] | None]) -> CacheEntry:
+        """Reuse the entry when valid, else build it (one builder per key at a time, across processes)."""
+        from filelock import FileLock
+
+        entry = self.load()
+        if entry is not None:
+            log.info("%s: using the cache %s", self.name, self.path)
+            return entry
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f"{self.key}.lock")):
+            entry = self.load()  # another process may have built it meanwhile
+            if entry is not None:
+                return entry
+            log.info("%s: building the cache %s (%s)", self.name, self.path, self.reason)
+            return self.build(fill)
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+        tmp = folder / f".manifest.{uuid.uuid4().hex[:8]}.json"
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / "manifest.json")
+
+    def _remove_stale_temporaries(self) -> None:
+        """Leftovers of interrupted builds of this key (callers hold the key's lock or build alone)."""
+        for stale in list(self.root.glob(f".{self.key}.tmp-*")) + list(self.root.glob(f".{self.key}.old-*")):
+            shutil.rmtree(stale, ignore_errors=True)
