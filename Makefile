@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run sweep test test-fast dashboard benchmark clean
+.PHONY: install run sweep ablation test test-fast dashboard benchmark clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ run: $(STAMP)
 ## the two-variant sweep: global-only vs region-aware LDM, one MLflow parent run with two children
 sweep: $(STAMP)
 	$(VENV)/bin/regionaldiff -m ldm=global,regional $(ARGS)
+
+## the region-awareness ablation (4 arms x 3 seeds, one multirun), then its table in docs/ablation.md
+ablation: $(STAMP)
+	$(VENV)/bin/regionaldiff experiment=ablation_regions $(ARGS)
+	$(PY) benchmarks/ablation_summary.py
+
+## speed/memory benchmarks (results: docs/benchmarks.md)
+benchmark: $(STAMP)
+	$(PY) benchmarks/bench_dataset_cache.py
 
 ## the whole test suite (CPU, well under 20 minutes)
 test: $(STAMP)

@@ -173,3 +173,32 @@ def test_regional_prediction_depends_on_the_map_after_training_opens_the_control
     a = ldm.sample(context, probs, (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
     b = ldm.sample(context, probs.flip(-1), (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_training_target_follows_the_prediction_type(prediction_type):
+    """A model that outputs exactly the configured target has zero loss (checks the target, not the model)."""
+    cfg = ldm_cfg(False)
+    cfg["scheduler"]["prediction_type"] = prediction_type
+    ldm = build_ldm(cfg, latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8)
+    ldm.cond_drop_prob = 0.0
+    latents = torch.randn(2, 12, 8, 8)
+    captured = {}
+
+    def oracle(noisy, steps, context, probs):
+        noise = (noisy - ldm.scheduler.alphas_cumprod[steps].sqrt()[:, None, None, None] * latents) / (
+            1 - ldm.scheduler.alphas_cumprod[steps]
+        ).sqrt()[:, None, None, None]
+        captured["noise"] = noise
+        return {"epsilon": noise, "sample": latents, "v_prediction": ldm.scheduler.get_velocity(latents, noise, steps)}[prediction_type]
+
+    ldm.predict_noise = oracle
+    loss = ldm.training_loss(latents, torch.randn(2, 4, 16), None, generator=torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_clipped_sampling_stays_in_the_image_range():
+    ldm = build(False).eval()
+    out = ldm.sample(torch.randn(2, 4, 16), None, (12, 8, 8), num_steps=4, guidance_scale=3.0,
+                     generator=torch.Generator().manual_seed(0), clip_sample=True, clip_sample_range=1.0)
+    assert out.abs().max() <= 1.0 + 1e-5

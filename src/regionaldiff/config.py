@@ -61,6 +61,7 @@ class BetaSchedule(str, Enum):
 class PredictionType(str, Enum):
     epsilon = "epsilon"
     v_prediction = "v_prediction"
+    sample = "sample"  # predict the clean latents (x0)
 
 
 class Accelerator(str, Enum):
@@ -155,6 +156,10 @@ class SamplingConfig:
     eta: float = 0.0
     batch_size: int = 64
     samples_per_eeg: int = 1
+    # clip the predicted clean latents to [-range, range] at every DDIM step: right for latents that are images in
+    # [-1, 1] (pixel_unshuffle), where it keeps early steps of a cosine schedule from blowing up; off for VAE latents
+    clip_sample: bool = False
+    clip_sample_range: float = 1.0
 
 
 @dataclass

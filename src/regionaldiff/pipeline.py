@@ -173,8 +173,21 @@ def generate_maps(ctx: PipelineContext):
 
 
 # -- training helpers ---------------------------------------------------------------------------
+def _quiet_known_warnings() -> None:
+    """Silence Lightning warnings that are expected here and would only confuse users."""
+    import warnings
+
+    # the pretrained EEG encoder is frozen in eval mode on purpose while the LDM trains
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # small datasets: fewer batches than the logging interval is fine
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def _trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    _quiet_known_warnings()
 
     t = ctx.typed["trainer"]
     logger = ctx.tracker.lightning_logger()
@@ -374,7 +387,10 @@ def _sample_test_split(ctx: PipelineContext, sampling, test_maps: str) -> dict[s
             probs = None
         samples = []
         for _ in range(sampling.samples_per_eeg):
-            latents = ldm.sample(context, probs, latent_shape, sampling.num_steps, sampling.guidance_scale, generator, sampling.eta)
+            latents = ldm.sample(
+                context, probs, latent_shape, sampling.num_steps, sampling.guidance_scale, generator, sampling.eta,
+                clip_sample=sampling.clip_sample, clip_sample_range=sampling.clip_sample_range,
+            )
             samples.append(tensor_to_image(codec.decode(latents)))
         out["generated"].append(np.stack(samples, axis=1))
         out["reference"].append(tensor_to_image(batch["image"]))

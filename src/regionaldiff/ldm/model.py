@@ -82,7 +82,7 @@ class RegionalLDM(nn.Module):
     def predict_noise(
         self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, region_probs: torch.Tensor | None
     ) -> torch.Tensor:
-        """The UNet's prediction (epsilon or v, as configured) for noisy ``latents``."""
+        """The UNet's prediction (epsilon, v or the clean latents, as configured) for noisy ``latents``."""
         down, mid = None, None
         if self.controlnet is not None:
             if region_probs is None:
@@ -127,8 +127,11 @@ class RegionalLDM(nn.Module):
         noisy = self.scheduler.add_noise(latents, noise, steps)
         context, region_probs = self._drop(context, region_probs, generator)
         prediction = self.predict_noise(noisy, steps, context, region_probs)
-        if self.scheduler.config.prediction_type == "v_prediction":
+        kind = self.scheduler.config.prediction_type
+        if kind == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, steps)
+        elif kind == "sample":
+            target = latents
         else:
             target = noise
         return F.mse_loss(prediction.float(), target.float())
@@ -143,9 +146,15 @@ class RegionalLDM(nn.Module):
         guidance_scale: float = 1.0,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
     ) -> torch.Tensor:
-        """DDIM sampling with classifier-free guidance; returns latents ``[B, *latent_shape]``."""
-        sampler = DDIMScheduler.from_config(self.scheduler.config)
+        """DDIM sampling with classifier-free guidance; returns latents ``[B, *latent_shape]``.
+
+        ``clip_sample`` clips the predicted clean latents to ``[-clip_sample_range, clip_sample_range]`` at every
+        step (for latents that are images in [-1, 1]).
+        """
+        sampler = DDIMScheduler.from_config(self.scheduler.config, clip_sample=clip_sample, clip_sample_range=clip_sample_range)
         sampler.set_timesteps(num_steps, device=context.device)
         b = context.shape[0]
         latents = torch.randn((b, *latent_shape), generator=generator, device=context.device, dtype=context.dtype)
