@@ -202,3 +202,15 @@ def test_clipped_sampling_stays_in_the_image_range():
     out = ldm.sample(torch.randn(2, 4, 16), None, (12, 8, 8), num_steps=4, guidance_scale=3.0,
                      generator=torch.Generator().manual_seed(0), clip_sample=True, clip_sample_range=1.0)
     assert out.abs().max() <= 1.0 + 1e-5
+
+
+def test_class_fusion_by_hand():
+    from regionaldiff.ldm.conditioning import fuse_class_into_map
+
+    region = torch.tensor([0.2, 0.4, 0.4]).reshape(1, 3, 1, 1)  # background, class 0, class 1
+    fused = fuse_class_into_map(region, torch.tensor([[0.9, 0.1]]))
+    # object mass 0.8 kept, split 0.4*0.9 : 0.4*0.1 = 9 : 1
+    assert torch.allclose(fused.flatten(), torch.tensor([0.2, 0.72, 0.08]))
+    assert torch.allclose(fused.sum(1), torch.ones(1, 1, 1))
+    with pytest.raises(ValueError, match="K \\+ 1"):
+        fuse_class_into_map(region, torch.tensor([[1.0, 0.0, 0.0]]))

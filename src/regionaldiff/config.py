@@ -160,6 +160,8 @@ class SamplingConfig:
     # [-1, 1] (pixel_unshuffle), where it keeps early steps of a cosine schedule from blowing up; off for VAE latents
     clip_sample: bool = False
     clip_sample_range: float = 1.0
+    # predicted maps only: make each cell's object class agree with the classification head (fuse_class_into_map)
+    class_fused_maps: bool = False
 
 
 @dataclass

@@ -33,6 +33,7 @@ from regionaldiff.config import Step, validate
 from regionaldiff.data.base import SPLITS, EEGDataModule, check_no_stimulus_leak, tensor_to_image
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
 from regionaldiff.encoder.module import EncoderPretrainModule
+from regionaldiff.ldm.conditioning import fuse_class_into_map
 from regionaldiff.ldm.latent import build_codec
 from regionaldiff.ldm.model import RegionalLDM, build_ldm
 from regionaldiff.ldm.module import LDMFinetuneModule
@@ -377,6 +378,8 @@ def _sample_test_split(ctx: PipelineContext, sampling, test_maps: str) -> dict[s
         probs = None
         if "region_logits" in enc:
             predicted = enc["region_logits"].softmax(dim=1)
+            if sampling.class_fused_maps:
+                predicted = fuse_class_into_map(predicted, enc["class_logits"].softmax(dim=-1))
             out["region_probs"].append(predicted.half().cpu().numpy())
             probs = predicted
             if test_maps == "oracle":

@@ -42,3 +42,26 @@ def map_condition(region_probs: torch.Tensor, size: int) -> torch.Tensor:
     """Coarse label probabilities ``[B, K + 1, g, g]`` -> condition image ``[B, K + 1, size, size]`` in [-1, 1]."""
     up = F.interpolate(region_probs, size=(size, size), mode="bilinear", align_corners=False)
     return up * 2.0 - 1.0
+
+
+def fuse_class_into_map(region_probs: torch.Tensor, class_probs: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Make a predicted region map agree with the decoded class (a product of experts per cell).
+
+    The region head says *where* (background vs object, and which class per cell); the classification head is
+    the better judge of *what*. Per cell, the object classes' probabilities are multiplied by the class head's
+    and renormalised, keeping the cell's object mass ``1 - p(background)``:
+    ``p'(c) = (1 - p(bg)) * p_region(c) p_class(c) / sum_k p_region(k) p_class(k)``.
+
+    Parameters
+    ----------
+    region_probs : torch.Tensor
+        ``[B, K + 1, g, g]`` label probabilities (label 0 = background).
+    class_probs : torch.Tensor
+        ``[B, K]`` class probabilities.
+    """
+    if region_probs.shape[1] != class_probs.shape[1] + 1:
+        raise ValueError(f"region map has {region_probs.shape[1]} labels; expected K + 1 = {class_probs.shape[1] + 1}.")
+    background = region_probs[:, :1]
+    objects = region_probs[:, 1:] * class_probs[:, :, None, None]
+    objects = objects / objects.sum(dim=1, keepdim=True).clamp_min(eps) * (1.0 - background)
+    return torch.cat([background, objects], dim=1)
