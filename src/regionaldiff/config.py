@@ -246,7 +246,15 @@ SCHEMAS = {"encoder": EncoderConfig, "ldm": LDMConfig, "trainer": TrainerConfig,
 
 
 def register_configs() -> None:
-    """Register the schemas in Hydra's ConfigStore (idempotent)."""
+    """Register the schemas in Hydra's ConfigStore and the ``${cwd:}`` resolver (idempotent).
+
+    ``paths.root_dir`` is ``${cwd:}``, the folder ``regionaldiff`` runs in: ``${hydra:runtime.cwd}`` cannot be
+    used there, because a multirun resolves ``hydra.sweep.dir`` (which derives from it) before Hydra's runtime
+    config exists.
+    """
+    import os
+
+    OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
     cs = ConfigStore.instance()
     for group, node in SCHEMAS.items():
         cs.store(group=group, name="schema", node=node)
