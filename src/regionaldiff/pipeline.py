@@ -356,7 +356,15 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
             log.info("generate: reusing reconstructions %s", slot.path)
     arrays = dict(np.load(out_file))
     n = min(ctx.typed["pipeline"].grid_size, len(arrays["labels"]))
-    grid = save_reconstruction_grid(ctx.output_dir / "reconstructions.png", arrays["reference"][:n], arrays["generated"][:n, 0])
+    maps = None
+    if "region_probs" in arrays:
+        from regionaldiff.evaluation.synthetic import upsample_prediction
+
+        maps = upsample_prediction(arrays["region_probs"][:n], ctx.datamodule.image_size)
+    grid = save_reconstruction_grid(
+        ctx.output_dir / "reconstructions.png", arrays["reference"][:n], arrays["generated"][:n, 0],
+        maps=maps, num_labels=ctx.datamodule.num_classes + 1,
+    )
     ctx.tracker.log_artifact(grid, "figures")
     ctx.tracker.set_tags({"artifact.generated": str(slot.path)})
 

@@ -37,22 +37,36 @@ def save_stimulus_grid(path: Path, images: Sequence[np.ndarray], maps: Sequence[
     return path
 
 
-def save_reconstruction_grid(path: Path, reference: np.ndarray, generated: np.ndarray, titles: Sequence[str] | None = None) -> Path:
-    """Pairs of rows: the true stimuli above, their reconstructions from EEG below (8 pairs per row)."""
+def save_reconstruction_grid(
+    path: Path,
+    reference: np.ndarray,
+    generated: np.ndarray,
+    titles: Sequence[str] | None = None,
+    maps: np.ndarray | None = None,
+    num_labels: int | None = None,
+) -> Path:
+    """Groups of rows: the true stimuli, their reconstructions from EEG and, when given, the region maps predicted
+    from EEG that conditioned them (label maps ``[N, H, W]``, 0 = background); 8 stimuli per row."""
     n = len(reference)
     cols = min(8, n)
-    pair_rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(2 * pair_rows, cols, figsize=(1.2 * cols, 2.5 * pair_rows), squeeze=False)
+    per = 3 if maps is not None else 2
+    groups = (n + cols - 1) // cols
+    fig, axes = plt.subplots(per * groups, cols, figsize=(1.2 * cols, 1.25 * per * groups), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
+    top = (num_labels - 1) if num_labels else (int(maps.max()) if maps is not None else 1)
     for i in range(n):
         r, c = divmod(i, cols)
-        axes[2 * r, c].imshow(reference[i])
-        axes[2 * r + 1, c].imshow(generated[i])
+        axes[per * r, c].imshow(reference[i])
+        axes[per * r + 1, c].imshow(generated[i])
+        if maps is not None:
+            axes[per * r + 2, c].imshow(maps[i], cmap=_label_colormap(top), vmin=0, vmax=top, interpolation="nearest")
         if titles is not None:
-            axes[2 * r, c].set_title(titles[i], fontsize=6)
+            axes[per * r, c].set_title(titles[i], fontsize=6)
     axes[0, 0].set_title("true", fontsize=7, loc="left")
     axes[1, 0].set_title("from EEG", fontsize=7, loc="left")
+    if maps is not None:
+        axes[2, 0].set_title("map from EEG", fontsize=7, loc="left")
     fig.tight_layout(pad=0.2)
     fig.savefig(path, dpi=120)
     plt.close(fig)
