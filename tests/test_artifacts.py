@@ -15,3 +15,18 @@ def test_slot_is_reused_for_the_same_key_and_marks_done(tmp_path):
     assert again.path == slot.path and again.done
     other = store.slot("pretrain", {"encoder": {"depth": 3}})
     assert other.path != slot.path and not other.done
+
+
+def test_a_checkpoint_cut_off_mid_write_is_set_aside_not_resumed(tmp_path):
+    from regionaldiff.pipeline import _resume_path
+
+    slot = ArtifactStore(tmp_path).slot("pretrain", {"k": 1})
+    assert _resume_path(slot) is None
+    (slot.path / "checkpoints").mkdir()
+    (slot.path / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    assert _resume_path(slot) is None
+    assert (slot.path / "checkpoints" / "last.ckpt.broken").is_file()
+    import torch
+
+    torch.save({"epoch": 3}, slot.path / "checkpoints" / "last.ckpt")
+    assert _resume_path(slot) == str(slot.path / "checkpoints" / "last.ckpt")

@@ -55,7 +55,8 @@ def test_default_pipeline_runs_end_to_end_and_logs_to_mlflow(run_cli, tmp_path):
 
     # a second run with the same config reuses every trained artifact
     again = run_cli(*TINY)
-    assert "reusing encoder" in again.stderr and "reusing LDM" in again.stderr and "reusing reconstructions" in again.stderr
+    log = again.stdout + again.stderr  # Hydra's job logging writes to stdout
+    assert "reusing encoder" in log and "reusing LDM" in log and "reusing reconstructions" in log
 
 
 def test_sweep_is_one_parent_with_two_children_and_pretrains_once(run_cli, tmp_path):
@@ -74,7 +75,7 @@ def test_sweep_is_one_parent_with_two_children_and_pretrains_once(run_cli, tmp_p
 
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
-    args = [*TINY, "dataset.n_train=400", "encoder.max_epochs=40", "pipeline.steps=[prepare,pretrain]", "logger=none"]
+    args = [*TINY, "dataset.n_train=200", "encoder.max_epochs=12", "pipeline.steps=[prepare,pretrain]", "logger=none"]
     cmd = [sys.executable, "-m", "regionaldiff", *args]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
@@ -85,7 +86,6 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
             break
         time.sleep(0.05)
     assert ckpts and proc.poll() is None, "the run ended before a checkpoint could be interrupted"
-    time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)  # a crash: no clean shutdown
     proc.wait()
     slot = ckpts[0].parent.parent
@@ -96,10 +96,10 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     epoch_before = torch.load(ckpts[0], map_location="cpu", weights_only=False)["epoch"]
     resumed = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in resumed.stderr
+    assert "resuming from" in resumed.stdout + resumed.stderr
     assert (slot / "DONE").is_file() and (slot / "encoder.pt").is_file()
     final = torch.load(slot / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert final["epoch"] >= 39 and final["epoch"] > epoch_before
+    assert final["epoch"] >= 11 and final["epoch"] > epoch_before
 
 
 REAL_TINY = [

@@ -215,11 +215,19 @@ def _trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer:
 
 
 def _resume_path(slot: Slot) -> str | None:
+    """The step's last checkpoint, if it is readable; a checkpoint cut off mid-write is set aside, not resumed."""
     last = slot.path / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("resuming from %s", last)
-        return str(last)
-    return None
+    if not last.is_file():
+        return None
+    try:
+        torch.load(last, map_location="cpu", weights_only=False, mmap=True)  # mmap: no full read of large models
+    except Exception as err:  # noqa: BLE001 - any unreadable file means: start this step over
+        broken = last.with_suffix(".ckpt.broken")
+        last.replace(broken)
+        log.warning("last checkpoint %s is unreadable (%s); moved to %s, training this step from the start", last, err, broken)
+        return None
+    log.info("resuming from %s", last)
+    return str(last)
 
 
 # -- pretrain -----------------------------------------------------------------------------------
