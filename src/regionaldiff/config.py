@@ -14,7 +14,33 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+def plain(value: Any) -> Any:
+    """OmegaConf containers (what Hydra passes for nested config) -> plain Python (resolved, enums as strings);
+    anything else is returned as is."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    return value
+
+
+def resolve_device(name: str, key: str) -> "torch.device":
+    """A device setting: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``.
+
+    ``key`` names the config key in the error raised for a bad name or a CUDA device that is not there.
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"{key} must be 'auto', 'cpu' or 'cuda[:N]'; got {name!r}.") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{key}={name!r} but no CUDA device is available; use {key}=auto or cpu.")
+    return resolved
 
 
 def _positive(owner: str, **values: float) -> None:

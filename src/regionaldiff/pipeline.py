@@ -25,11 +25,11 @@ import hydra
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from regionaldiff.artifacts import ArtifactStore, Slot
-from regionaldiff.config import Step, validate
+from regionaldiff.config import Step, plain, validate
 from regionaldiff.data.base import SPLITS, EEGDataModule, check_no_stimulus_leak, tensor_to_image
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
 from regionaldiff.encoder.module import EncoderPretrainModule
@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 
 # dataset keys that change how data is loaded or checked, never the data itself (left out of artifact keys)
 LOADER_KEYS = ("batch_size", "num_workers", "cache_dir", "cache_verify")
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True, enum_to_str=True) if isinstance(node, DictConfig) else node
 
 
 @dataclass
@@ -136,8 +132,8 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
 def prepare(ctx: PipelineContext, train: bool = True) -> None:
     """Dataset cache, splits, leak checks, region maps."""
     cfg, dm = ctx.cfg, ctx.datamodule
-    dataset_key = {k: v for k, v in _plain(cfg.dataset).items() if k not in LOADER_KEYS}
-    ctx.keys["prepare"] = {"dataset": dataset_key, "maskmap": _plain(cfg.maskmap)}
+    dataset_key = {k: v for k, v in plain(cfg.dataset).items() if k not in LOADER_KEYS}
+    ctx.keys["prepare"] = {"dataset": dataset_key, "maskmap": plain(cfg.maskmap)}
     dm.setup()
     leaks = check_no_stimulus_leak({s: dm.get_split(s).image_ids for s in SPLITS})
     maps = generate_maps(ctx)
@@ -255,7 +251,7 @@ def build_encoder(ctx: PipelineContext) -> EEGMaskedAutoencoder:
 def pretrain(ctx: PipelineContext, train: bool = True) -> None:
     """Pretrain the EEG encoder (masked recovery + classification + regions), or reuse the artifact."""
     e = ctx.typed["encoder"]
-    ctx.keys["pretrain"] = {"prepare": ctx.keys["prepare"], "encoder": _plain(ctx.cfg.encoder), "seed": int(ctx.cfg.seed)}
+    ctx.keys["pretrain"] = {"prepare": ctx.keys["prepare"], "encoder": plain(ctx.cfg.encoder), "seed": int(ctx.cfg.seed)}
     slot = ctx.slots["pretrain"] = ctx.store.slot("pretrain", ctx.keys["pretrain"])
     ctx.tracker.set_tags({"artifact.encoder": str(slot.path)})
     with slot.lock():
@@ -285,7 +281,7 @@ def load_encoder(ctx: PipelineContext) -> EEGMaskedAutoencoder:
 
 # -- finetune -----------------------------------------------------------------------------------
 def build_model(ctx: PipelineContext, encoder: EEGMaskedAutoencoder) -> tuple[RegionalLDM, torch.nn.Module]:
-    cfg_ldm = _plain(ctx.cfg.ldm)
+    cfg_ldm = plain(ctx.cfg.ldm)
     codec = build_codec(cfg_ldm["latent"])
     size = ctx.datamodule.image_size
     if size % codec.downsample:
@@ -307,7 +303,7 @@ def build_model(ctx: PipelineContext, encoder: EEGMaskedAutoencoder) -> tuple[Re
 def finetune(ctx: PipelineContext, train: bool = True) -> None:
     """Fine-tune the LDM on the frozen encoder's codes (and region maps), or reuse the artifact."""
     l_cfg = ctx.typed["ldm"]
-    ldm_key = {k: v for k, v in _plain(ctx.cfg.ldm).items() if k != "sampling"}
+    ldm_key = {k: v for k, v in plain(ctx.cfg.ldm).items() if k != "sampling"}
     ctx.keys["finetune"] = {"pretrain": ctx.keys["pretrain"], "ldm": ldm_key, "seed": int(ctx.cfg.seed)}
     slot = ctx.slots["finetune"] = ctx.store.slot("finetune", ctx.keys["finetune"])
     ctx.tracker.set_tags({"artifact.ldm": str(slot.path)})
@@ -349,7 +345,7 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
     """Reconstruct the test split from EEG (region maps predicted from EEG unless ``test_maps=oracle``)."""
     sampling = ctx.typed["ldm"].sampling
     test_maps = ctx.typed["pipeline"].test_maps.value
-    ctx.keys["generate"] = {"finetune": ctx.keys["finetune"], "sampling": _plain(ctx.cfg.ldm.sampling), "test_maps": test_maps}
+    ctx.keys["generate"] = {"finetune": ctx.keys["finetune"], "sampling": plain(ctx.cfg.ldm.sampling), "test_maps": test_maps}
     slot = ctx.slots["generate"] = ctx.store.slot("generate", ctx.keys["generate"])
     out_file = slot.path / "generated.npz"
     with slot.lock():

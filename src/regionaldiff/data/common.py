@@ -16,24 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from regionaldiff.config import plain  # noqa: F401 - re-exported for the dataset modules
 from regionaldiff.data.cache import ArrayCache
 from regionaldiff.data.images import ImageTable, decode_images, report_failed_images
 
 log = logging.getLogger(__name__)
 
 BAD_TRIAL_POLICIES = ("fail", "drop")
-
-
-def plain(value: Any) -> Any:
-    """OmegaConf containers (what Hydra passes for nested config) -> plain Python."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return value
 
 
 def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> Any:

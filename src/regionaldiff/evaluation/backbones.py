@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regionaldiff.config import resolve_device as config_device
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -120,10 +121,7 @@ def backbone_config(cfg: Mapping[str, Any], slot: str) -> dict[str, Any]:
 
 def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
     """``eval.device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
-    name = str(cfg.get("device", "auto"))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return config_device(str(cfg.get("device", "auto")), "eval.device")
 
 
 def _missing(what: str, path: Path, hint: str) -> WeightsUnavailable:

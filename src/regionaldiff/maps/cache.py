@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS, EEGDataModule
 from regionaldiff.maps.base import MaskMapGenerator, Regions
 
@@ -39,20 +40,9 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
-def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
-    except ImportError:  # pragma: no cover - omegaconf comes with hydra
-        pass
-    return value
-
-
 def cache_key(generator: MaskMapGenerator, key: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The full key of ``generator``'s cache folder."""
-    return {"version": CACHE_VERSION, "generator": _plain(generator.config()), "key": _plain(key)}
+    return {"version": CACHE_VERSION, "generator": plain(generator.config()), "key": plain(key)}
 
 
 def cache_folder(cache_root: str | Path, generator: MaskMapGenerator, key: Mapping[str, Any] | None = None) -> Path:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from regionaldiff.config import resolve_device
 from regionaldiff.maps.semantic import ProposalMaskMap, Proposals, SemanticRule
 
 # model type -> (image-encoder width, depth, official checkpoint file) of the released SAM models
@@ -40,19 +41,6 @@ def _registry() -> dict:
     from segment_anything.build_sam import sam_model_registry
 
     return sam_model_registry
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is passed to :class:`torch.device`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"maskmap.device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}.") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"maskmap.device={device!r} but no CUDA device is available; use maskmap.device=auto or cpu.")
-    return resolved
 
 
 def _fix_hint(model_type: str) -> str:
@@ -228,7 +216,7 @@ class SamMaskMap(ProposalMaskMap):
                 raise ValueError("maskmap.min_mask_region_area > 0 needs opencv (pip install opencv-python-headless); or set it to 0.") from err
         self.checkpoint = Path(checkpoint).expanduser()
         self.model_type = model_type
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "maskmap.device")
         self.batch_size = int(batch_size)
         self.amg_settings = {
             "points_per_side": int(points_per_side),
