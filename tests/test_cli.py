@@ -57,3 +57,12 @@ def test_every_shipped_config_group_option_composes_and_validates(compose_cfg):
     for override in ("ldm=global", "ldm=regional", "encoder=dreamdiffusion", "trainer=gpu", "logger=none"):
         typed = validate(compose_cfg(override))
         assert typed["ldm"].lr > 0
+
+
+def test_regional_ldm_with_an_untrained_region_head_is_refused(compose_cfg):
+    from regionaldiff.pipeline import build_context
+    from regionaldiff.tracking.mlflow_run import JobTracker
+
+    cfg = compose_cfg("ldm=regional", "encoder.w_region=0")
+    with pytest.raises(ValueError, match="encoder.w_region=0"):
+        build_context(cfg, JobTracker(False, "sqlite://", "x", None, "x"))

@@ -88,6 +88,11 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
             f"ldm={typed['ldm'].name} conditions on region maps, but maskmap=none gives none. "
             "Use a global variant (ldm=global) or a mask-map generator (maskmap=oracle|slic|sam)."
         )
+    if typed["ldm"].regions and typed["encoder"].w_region == 0:
+        raise ValueError(
+            f"ldm={typed['ldm'].name} conditions on region maps predicted from EEG, but encoder.w_region=0 leaves the "
+            "region head untrained. Set encoder.w_region > 0, or use a global variant (ldm=global)."
+        )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     return PipelineContext(cfg, typed, datamodule, maskmap, tracker, ArtifactStore(cfg.paths.artifact_dir), output_dir)
@@ -388,7 +393,8 @@ def _sample_test_split(ctx: PipelineContext, sampling, test_maps: str) -> dict[s
         enc = encoder(eeg)
         context = ldm.conditioner(enc["codes"], enc["class_logits"])
         probs = None
-        if "region_logits" in enc:
+        # an untrained region head (encoder.w_region=0) gives no map: never score or condition on a random network
+        if "region_logits" in enc and ctx.typed["encoder"].w_region > 0:
             predicted = enc["region_logits"].softmax(dim=1)
             if sampling.class_fused_maps:
                 predicted = fuse_class_into_map(predicted, enc["class_logits"].softmax(dim=-1))

@@ -113,7 +113,7 @@ def region_and_class_metrics(ctx: PipelineContext, arrays: dict[str, np.ndarray]
         predicted = upsample_prediction(arrays["region_probs"], dm.image_size)
         metrics["eval/region_miou"] = mean_iou(predicted, reference_maps.astype(np.int64), num_labels)
     else:
-        skipped["eval/region_miou"] = "no region maps (maskmap=none or an encoder without a region head)"
+        skipped["eval/region_miou"] = "no EEG-predicted region maps (maskmap=none, or no trained region head: encoder.w_region=0)"
 
     truth = dm.ground_truth_region_maps()
     names = ("eval/recon_class_acc", "eval/recon_region_miou", "eval/judge_stimulus_acc", "eval/judge_stimulus_miou")
