@@ -396,7 +396,7 @@ def _sample_test_split(ctx: PipelineContext, sampling, test_maps: str) -> dict[s
         # an untrained region head (encoder.w_region=0) gives no map: never score or condition on a random network
         if "region_logits" in enc and ctx.typed["encoder"].w_region > 0:
             predicted = enc["region_logits"].softmax(dim=1)
-            if sampling.class_fused_maps:
+            if sampling.class_fused_maps and ctx.typed["encoder"].w_cls > 0:  # an untrained class head says nothing
                 predicted = fuse_class_into_map(predicted, enc["class_logits"].softmax(dim=-1))
             out["region_probs"].append(predicted.half().cpu().numpy())
             probs = predicted
@@ -449,7 +449,10 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     arrays = dict(np.load(ctx.slots["generate"].path / "generated.npz"))
     result = evaluate_images(arrays["generated"], arrays["reference"], cfg=ctx.cfg.eval, labels=arrays["labels"])
     metrics, skipped = dict(result.metrics), dict(result.skipped)
-    metrics["eval/eeg_top1"] = float((arrays["eeg_pred"] == arrays["labels"]).mean())
+    if ctx.typed["encoder"].w_cls > 0:
+        metrics["eval/eeg_top1"] = float((arrays["eeg_pred"] == arrays["labels"]).mean())
+    else:
+        skipped["eval/eeg_top1"] = "the classification head is untrained (encoder.w_cls=0)"
     known, known_skipped = region_and_class_metrics(ctx, arrays)
     metrics.update(known)
     skipped.update(known_skipped)
