@@ -8,7 +8,7 @@ import pytest
 from regionaldiff.config import validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from ablation_summary import summarise, to_markdown  # noqa: E402
+from ablation_summary import CLAIMS, PairedDifference, claims_markdown, plot, summarise, to_markdown  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -52,9 +52,56 @@ def test_experiment_is_one_multirun_over_arms_and_seeds(compose_cfg):
 
 
 def test_summary_mean_and_spread_by_hand():
-    runs = {"global_cls": [{"eval/ssim": 0.2, "eval/recon_class_acc": 0.5}, {"eval/ssim": 0.4, "eval/recon_class_acc": 0.7}]}
+    runs = {"global_cls": {0: {"eval/ssim": 0.2, "eval/recon_class_acc": 0.5}, 1: {"eval/ssim": 0.4, "eval/recon_class_acc": 0.7}}}
     table = summarise(runs)
     mean, std, n = table["global_cls"]["eval/ssim"]
     assert mean == pytest.approx(0.3) and std == pytest.approx(0.1414213, rel=1e-5) and n == 2
     text = to_markdown(table)
     assert "+ classification | 2 | 0.600 ± 0.141" in text and "n/a" in text
+
+
+def _runs(region: dict[str, list[float]], acc: dict[str, list[float]]):
+    return {
+        arm: {s: {"eval/recon_region_miou": region[arm][s], "eval/recon_class_acc": acc[arm][s]} for s in range(len(region[arm]))}
+        for arm in region
+    }
+
+
+def test_paired_difference_is_paired_by_seed_by_hand():
+    # seed-to-seed spread is large, but B is below A by 0.1, 0.2, 0.3 on every seed
+    runs = _runs({"a": [0.5, 0.9, 0.3], "b": [0.4, 0.7, 0.0]}, {"a": [0, 0, 0], "b": [0, 0, 0]})
+    d = PairedDifference.of(runs, "a", "b", "eval/recon_region_miou")
+    assert d.n == 3 and d.mean == pytest.approx(0.2) and d.std == pytest.approx(0.1)
+    # t(0.95, df=2) = 2.919986; sem = 0.1 / sqrt(3)
+    assert d.lower95 == pytest.approx(0.2 - 2.919986 * 0.1 / 3**0.5, rel=1e-5)
+    assert 0 < d.p_greater < 0.05
+    # seeds present in only one arm are not paired
+    runs["b"][7] = {"eval/recon_region_miou": 9.0}
+    assert PairedDifference.of(runs, "a", "b", "eval/recon_region_miou").n == 3
+    assert PairedDifference.of({"a": {0: {"m": 1.0}}, "b": {0: {"m": 0.0}}}, "a", "b", "m") is None
+
+
+def test_claims_shown_only_when_the_data_show_them():
+    arms = ("global_mae", "global_cls", "regional_predicted", "regional_oracle")
+    good = _runs(
+        dict(zip(arms, ([0.08, 0.10, 0.09], [0.07, 0.09, 0.10], [0.15, 0.17, 0.16], [0.20, 0.22, 0.21]))),
+        dict(zip(arms, ([0.7, 0.8, 0.75], [0.8, 0.85, 0.8], [0.82, 0.86, 0.81], [0.84, 0.88, 0.83]))),
+    )
+    text, verdicts = claims_markdown(good, margin=0.05)
+    assert verdicts == [True] * len(CLAIMS) and text.count("| yes |") == len(CLAIMS)
+    # the method no better than global-only on region IoU, and clearly worse on class accuracy
+    bad = _runs(
+        dict(zip(arms, ([0.15, 0.10, 0.17], [0.07, 0.09, 0.10], [0.15, 0.11, 0.16], [0.20, 0.22, 0.21]))),
+        dict(zip(arms, ([0.9, 0.9, 0.9], [0.8, 0.85, 0.8], [0.7, 0.72, 0.69], [0.84, 0.88, 0.83]))),
+    )
+    _, verdicts = claims_markdown(bad, margin=0.05)
+    claim_of = {(a, b, m): v for (a, b, m, _), v in zip(CLAIMS, verdicts)}
+    assert claim_of[("regional_predicted", "global_mae", "eval/recon_region_miou")] is False
+    assert claim_of[("regional_predicted", "global_mae", "eval/recon_class_acc")] is False
+    assert claim_of[("regional_predicted", "global_cls", "eval/recon_region_miou")] is True
+
+
+def test_plot_writes_a_png(tmp_path):
+    runs = _runs({"global_mae": [0.1, 0.2], "regional_predicted": [0.3, 0.4]}, {"global_mae": [0.5, 0.6], "regional_predicted": [0.7, 0.8]})
+    path = plot(runs, tmp_path / "ablation.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
