@@ -151,3 +151,35 @@ def test_fid_loads_cleanfid_torchscript_from_weights_dir(tmp_path, monkeypatch):
 def test_is_without_torch_fidelity_or_weights_is_skipped(tmp_path):
     with pytest.raises(WeightsUnavailable, match="torch-fidelity|IS Inception weights not found"):
         backbones.load_is_inception(backbone_config({"weights_dir": str(tmp_path)}, "is_inception"))
+
+
+def test_inception_score_runs_through_torch_fidelity_inception_saved_to_disk(tmp_path, monkeypatch):
+    """IS end to end: torch-fidelity's Inception (random weights) saved where the real weights go, loaded through
+    ``load_is_inception`` and scored by the suite; the number equals torchmetrics' IS of that network's logits."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from regionaldiff.evaluation.distribution import inception_score_from_logits
+
+    empty = tmp_path / "empty.pth"
+    torch.save({}, empty)
+    torch.manual_seed(0)
+    with monkeypatch.context() as patch:  # build the architecture once without weights, to get a state dict to save
+        patch.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state_dict: None)
+        random_net = FeatureExtractorInceptionV3("inception-v3-compat", ["logits_unbiased"], feature_extractor_weights_path=str(empty))
+    path = tmp_path / "torch-fidelity" / "weights-inception-2015-12-05-6726825d.pth"
+    path.parent.mkdir()
+    torch.save(random_net.state_dict(), path)
+
+    loaded = backbones.load_is_inception(backbone_config({"weights_dir": str(tmp_path)}, "is_inception"))
+    name, saved = "Mixed_7c.branch_pool.conv.weight", torch.load(path, weights_only=True)
+    assert torch.equal(dict(loaded.named_parameters())[name], saved[name])  # the weights really came from the file
+
+    x = np.random.default_rng(0).integers(0, 256, (6, 2, 32, 32, 3), dtype=np.uint8)  # 6 trials x 2 samples
+    result = evaluate_images(x, x[:, 0], cfg={"metrics": ["is"], "is_splits": 2, "weights_dir": str(tmp_path), "device": "cpu"})
+    assert result.skipped == {} and set(result.metrics) == {"eval/is", "eval/is_std"}
+    with torch.no_grad():
+        logits = loaded(torch.from_numpy(x.reshape(-1, 32, 32, 3)).permute(0, 3, 1, 2).contiguous())
+    assert logits.shape == (12, 1008)
+    expected = inception_score_from_logits(logits.double(), splits=2)
+    assert result.metrics["eval/is"] == pytest.approx(expected[0], rel=1e-5)
+    assert 1.0 <= result.metrics["eval/is"] <= 1008

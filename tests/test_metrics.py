@@ -56,3 +56,12 @@ def test_dominant_class_and_upsampling():
     probs[0, 2, 0, 0] = probs[0, 0, 0, 1] = probs[0, 0, 1, 0] = probs[0, 0, 1, 1] = 1
     up = upsample_prediction(probs, 4)
     assert up[0, 0, 0] == 2 and up[0, 3, 3] == 0
+
+
+def test_eeg_top1_is_scored_only_for_a_trained_class_head():
+    from regionaldiff.pipeline import eeg_top1
+
+    arrays = {"eeg_pred": np.array([0, 1, 2, 2]), "labels": np.array([0, 1, 2, 0])}
+    assert eeg_top1(arrays, w_cls=1.0) == ({"eval/eeg_top1": 0.75}, {})
+    metrics, skipped = eeg_top1(arrays, w_cls=0.0)
+    assert metrics == {} and "encoder.w_cls=0" in skipped["eval/eeg_top1"]

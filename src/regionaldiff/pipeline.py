@@ -440,6 +440,14 @@ def _write_image_folders(folder: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 # -- evaluate -----------------------------------------------------------------------------------
+def eeg_top1(arrays: dict[str, np.ndarray], w_cls: float) -> tuple[dict[str, float], dict[str, str]]:
+    """``eval/eeg_top1`` (the classification head's accuracy on the test trials), or skipped with the reason when
+    that head was never trained (``encoder.w_cls=0``): its argmax would be a random network's."""
+    if w_cls > 0:
+        return {"eval/eeg_top1": float((arrays["eeg_pred"] == arrays["labels"]).mean())}, {}
+    return {}, {"eval/eeg_top1": "the classification head is untrained (encoder.w_cls=0)"}
+
+
 def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     """Metrics of the reconstructions: the configured suite, plus known-truth metrics where the dataset has them."""
     from regionaldiff.evaluation.suite import evaluate_images
@@ -449,10 +457,9 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     arrays = dict(np.load(ctx.slots["generate"].path / "generated.npz"))
     result = evaluate_images(arrays["generated"], arrays["reference"], cfg=ctx.cfg.eval, labels=arrays["labels"])
     metrics, skipped = dict(result.metrics), dict(result.skipped)
-    if ctx.typed["encoder"].w_cls > 0:
-        metrics["eval/eeg_top1"] = float((arrays["eeg_pred"] == arrays["labels"]).mean())
-    else:
-        skipped["eval/eeg_top1"] = "the classification head is untrained (encoder.w_cls=0)"
+    top1, top1_skipped = eeg_top1(arrays, ctx.typed["encoder"].w_cls)
+    metrics.update(top1)
+    skipped.update(top1_skipped)
     known, known_skipped = region_and_class_metrics(ctx, arrays)
     metrics.update(known)
     skipped.update(known_skipped)
