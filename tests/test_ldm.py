@@ -214,3 +214,25 @@ def test_class_fusion_by_hand():
     assert torch.allclose(fused.sum(1), torch.ones(1, 1, 1))
     with pytest.raises(ValueError, match="K \\+ 1"):
         fuse_class_into_map(region, torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_mixed_training_maps_draw_reference_or_predicted_per_sample():
+    from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
+    from regionaldiff.ldm.module import LDMFinetuneModule
+
+    torch.manual_seed(0)
+    encoder = EEGMaskedAutoencoder(n_chans=5, n_times=40, sfreq=100.0, num_classes=3, embed_dim=16, depth=1, num_heads=2,
+                                   decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, region_grid=4)
+    module = LDMFinetuneModule(encoder, build(True), PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="mixed")
+    batch = {"eeg": torch.randn(64, 5, 40), "image": torch.rand(64, 3, 16, 16) * 2 - 1, "region_map": torch.randint(0, 4, (64, 16, 16))}
+    reference = coarse_region_target(batch["region_map"], 4, 4)
+    _, predicted = module.conditions(batch, "predicted")
+    _, mixed = module.conditions(batch, "mixed")
+    is_reference = torch.isclose(mixed, reference).flatten(1).all(1)
+    is_predicted = torch.isclose(mixed, predicted).flatten(1).all(1)
+    assert bool((is_reference ^ is_predicted).all())  # every sample is exactly one of the two
+    assert 16 < int(is_reference.sum()) < 48  # about half each
+    with pytest.raises(ValueError, match="train_maps=mixed.*maskmap"):
+        module.conditions({"eeg": batch["eeg"]}, "mixed")
+    with pytest.raises(ValueError, match="'reference', 'predicted' or 'mixed'"):
+        LDMFinetuneModule(encoder, build(True), PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="true")

@@ -71,6 +71,7 @@ class TestMaps(str, Enum):
 class TrainMaps(str, Enum):
     reference = "reference"
     predicted = "predicted"
+    mixed = "mixed"
 
 
 class LatentKind(str, Enum):

@@ -14,13 +14,15 @@ class LDMFinetuneModule(L.LightningModule):
 
     During training the regional variant is conditioned on the reference region maps, coarsened to the
     encoder's region grid so that they have the same form as the maps the encoder predicts at test time
-    (``train_maps: reference``), or on the encoder's own predictions (``train_maps: predicted``).
+    (``train_maps: reference``), on the encoder's own predictions (``train_maps: predicted``), or on either, drawn
+    per sample with equal odds (``train_maps: mixed``: the ControlNet sees both the EEG-predicted maps it gets at test
+    time and sharp true maps). Validation uses the test-time condition (predicted maps) unless ``reference``.
     """
 
     def __init__(self, encoder: EEGMaskedAutoencoder, ldm: RegionalLDM, codec: torch.nn.Module, lr: float, weight_decay: float, train_maps: str) -> None:
         super().__init__()
-        if train_maps not in ("reference", "predicted"):
-            raise ValueError(f"ldm.train_maps must be 'reference' or 'predicted'; got {train_maps!r}.")
+        if train_maps not in ("reference", "predicted", "mixed"):
+            raise ValueError(f"ldm.train_maps must be 'reference', 'predicted' or 'mixed'; got {train_maps!r}.")
         self.encoder = encoder.requires_grad_(False).eval()
         self.ldm, self.codec = ldm, codec
         self.lr, self.weight_decay, self.train_maps = lr, weight_decay, train_maps
@@ -37,13 +39,15 @@ class LDMFinetuneModule(L.LightningModule):
         context = self.ldm.conditioner(out["codes"], out["class_logits"])
         if not self.ldm.uses_regions:
             return context, None
+        if maps == "predicted":
+            return context, out["region_logits"].softmax(dim=1)
+        if "region_map" not in batch:
+            raise ValueError(f"The regional LDM trains on reference region maps (ldm.train_maps={maps}), but the batch has none: set a maskmap.")
+        reference = coarse_region_target(batch["region_map"], self.encoder.num_classes + 1, self.encoder.region_grid)
         if maps == "reference":
-            if "region_map" not in batch:
-                raise ValueError("The regional LDM trains on reference region maps, but the batch has none: set a maskmap.")
-            probs = coarse_region_target(batch["region_map"], self.encoder.num_classes + 1, self.encoder.region_grid)
-        else:
-            probs = out["region_logits"].softmax(dim=1)
-        return context, probs
+            return context, reference
+        use_reference = torch.rand(len(reference), device=reference.device) < 0.5
+        return context, torch.where(use_reference[:, None, None, None], reference, out["region_logits"].softmax(dim=1))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         context, probs = self.conditions(batch, self.train_maps)
@@ -53,7 +57,7 @@ class LDMFinetuneModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        context, probs = self.conditions(batch, self.train_maps)
+        context, probs = self.conditions(batch, "reference" if self.train_maps == "reference" else "predicted")
         latents = self.codec.encode(batch["image"])
         gen = torch.Generator(device=latents.device).manual_seed(batch_idx)
         loss = self.ldm.training_loss(latents, context, probs, generator=gen)
