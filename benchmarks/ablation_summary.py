@@ -25,12 +25,14 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-ARMS = ("global_mae", "global_cls", "regional_predicted", "regional_oracle")
+ARMS = ("global_mae", "global_cls", "regional_predicted", "regional_oracle", "regional_predicted_mixed", "regional_oracle_mixed")
 ARM_TITLES = {
     "global_mae": "global-only (MAE codes)",
     "global_cls": "+ classification",
     "regional_predicted": "+ predicted region maps (the method)",
     "regional_oracle": "+ oracle region maps (upper bound, analysis only)",
+    "regional_predicted_mixed": "+ predicted region maps, ControlNet trained on mixed maps",
+    "regional_oracle_mixed": "+ oracle region maps, ControlNet trained on mixed maps (analysis only)",
 }
 METRICS = (
     ("eval/recon_class_acc", "class acc. of reconstructions"),
@@ -42,16 +44,15 @@ METRICS = (
 )
 METRIC_TITLES = dict(METRICS)
 
-#: (arm A, arm B, metric, kind): the claims the issue asks the ablation to show. ``better``: A > B;
-#: ``not_worse``: A > B - margin.
-CLAIMS = (
-    ("regional_predicted", "global_mae", "eval/recon_region_miou", "better"),
-    ("regional_predicted", "global_cls", "eval/recon_region_miou", "better"),
-    ("regional_predicted", "global_mae", "eval/recon_class_acc", "not_worse"),
-    ("regional_predicted", "global_cls", "eval/recon_class_acc", "not_worse"),
-    ("regional_oracle", "regional_predicted", "eval/recon_region_miou", "better"),
-    ("regional_oracle", "regional_predicted", "eval/recon_class_acc", "not_worse"),
-)
+def _claims(method: str, oracle: str) -> tuple[tuple[str, str, str, str], ...]:
+    region, acc = "eval/recon_region_miou", "eval/recon_class_acc"
+    versus_global = tuple((method, base, metric, kind) for metric, kind in ((region, "better"), (acc, "not_worse")) for base in ("global_mae", "global_cls"))
+    return versus_global + ((oracle, method, region, "better"), (oracle, method, acc, "not_worse"))
+
+
+#: (arm A, arm B, metric, kind): the claims the issue asks the ablation to show (those whose two arms were run).
+#: ``better``: A > B; ``not_worse``: A > B - margin.
+CLAIMS = _claims("regional_predicted", "regional_oracle") + _claims("regional_predicted_mixed", "regional_oracle_mixed")
 
 RunsByArm = dict[str, dict[int, dict[str, float]]]  # arm -> seed -> metrics
 
@@ -97,24 +98,27 @@ class PairedDifference:
         return cls(mean, std, n, lower, p)
 
 
-def claims_markdown(runs_by_arm: RunsByArm, margin: float) -> tuple[str, list[bool | None]]:
-    """A table of the paired comparisons in :data:`CLAIMS`, and for each whether it is shown (None: too few seeds)."""
+def claims_markdown(runs_by_arm: RunsByArm, margin: float) -> tuple[str, list[tuple[tuple[str, str, str, str], bool | None]]]:
+    """A table of the paired comparisons in :data:`CLAIMS` whose two arms were run, and for each claim whether it
+    is shown (None: fewer than two seeds)."""
     lines = [
         "| claim | seeds | mean difference (A - B) ± std | one-sided 95% lower bound | p | shown? |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    verdicts: list[bool | None] = []
+    verdicts: list[tuple[tuple[str, str, str, str], bool | None]] = []
     for arm_a, arm_b, metric, kind in CLAIMS:
+        if arm_a not in runs_by_arm or arm_b not in runs_by_arm:
+            continue
         threshold = 0.0 if kind == "better" else -margin
         words = "beats" if kind == "better" else f"is not worse (margin {margin:g}) than"
         claim = f"{ARM_TITLES[arm_a]} {words} {ARM_TITLES[arm_b]} on {METRIC_TITLES[metric]}"
         diff = PairedDifference.of(runs_by_arm, arm_a, arm_b, metric, margin=0.0 if kind == "better" else margin)
         if diff is None:
-            verdicts.append(None)
+            verdicts.append(((arm_a, arm_b, metric, kind), None))
             lines.append(f"| {claim} | <2 | n/a | n/a | n/a | not enough seeds |")
             continue
         shown = bool(diff.lower95 > threshold)
-        verdicts.append(shown)
+        verdicts.append(((arm_a, arm_b, metric, kind), shown))
         lines.append(
             f"| {claim} | {diff.n} | {diff.mean:+.3f} ± {diff.std:.3f} | {diff.lower95:+.3f} (needs > {threshold:+.3f}) "
             f"| {diff.p_greater:.3f} | {'yes' if shown else 'no'} |"
@@ -148,7 +152,7 @@ def plot(runs_by_arm: RunsByArm, path: Path) -> Path:
     arms = [a for a in ARMS if a in runs_by_arm]
     panels = ("eval/recon_class_acc", "eval/recon_region_miou", "eval/pixcorr")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
-    colours = ("#9e9e9e", "#607d8b", "#1976d2", "#90caf9")
+    colours = ("#9e9e9e", "#607d8b", "#1976d2", "#90caf9", "#2e7d32", "#a5d6a7")
     for ax, metric in zip(axes, panels):
         for i, arm in enumerate(arms):
             values = [r[metric] for r in runs_by_arm[arm].values() if metric in r]
@@ -166,29 +170,33 @@ def plot(runs_by_arm: RunsByArm, path: Path) -> Path:
     return path
 
 
-def load_runs(tracking_uri: str, experiment: str, sweep_run_id: str | None) -> tuple[str, RunsByArm, dict[str, str]]:
-    """The finished child runs of one sweep, as ``arm -> seed -> metrics``, and the params of one of them."""
+def load_runs(tracking_uri: str, experiment: str, sweep_run_ids: list[str] | None) -> tuple[list[str], RunsByArm, dict[str, str]]:
+    """The finished child runs of some sweeps (default: the latest), as ``arm -> seed -> metrics``, and the params of
+    one of them. An arm and seed found in two sweeps is an error (which one would count?)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise SystemExit(f"No MLflow experiment {experiment!r} at {tracking_uri}: run `regionaldiff experiment=ablation_regions` first.")
-    if sweep_run_id is None:
+    if not sweep_run_ids:
         parents = client.search_runs([exp.experiment_id], "tags.`regionaldiff.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
         if not parents:
             raise SystemExit(f"No sweep parent run in experiment {experiment!r}.")
-        sweep_run_id = parents[0].info.run_id
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run_id}'", max_results=1000)
+        sweep_run_ids = [parents[0].info.run_id]
     grouped: RunsByArm = defaultdict(dict)
     params: dict[str, str] = {}
-    for run in children:
-        if run.info.status != "FINISHED":
-            continue
-        arm = run.data.tags.get("regionaldiff.ablation_arm", run.data.params.get("ablation_arm", "?"))
-        grouped[arm][int(run.data.params["seed"])] = run.data.metrics
-        params = params or dict(run.data.params)
-    return sweep_run_id, dict(grouped), params
+    for sweep_run_id in sweep_run_ids:
+        for run in client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run_id}'", max_results=1000):
+            if run.info.status != "FINISHED":
+                continue
+            arm = run.data.tags.get("regionaldiff.ablation_arm", run.data.params.get("ablation_arm", "?"))
+            seed = int(run.data.params["seed"])
+            if seed in grouped[arm]:
+                raise SystemExit(f"Arm {arm!r}, seed {seed} is in more than one of the sweeps {sweep_run_ids}: name sweeps that do not overlap.")
+            grouped[arm][seed] = run.data.metrics
+            params = params or dict(run.data.params)
+    return list(sweep_run_ids), dict(grouped), params
 
 
 def setup_line(params: dict[str, str]) -> str:
@@ -200,12 +208,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path('outputs/mlflow.db').resolve()}"))
     parser.add_argument("--experiment", default="ablation_regions")
-    parser.add_argument("--sweep-run-id", default=None)
+    parser.add_argument("--sweep-run-id", action="append", default=None, help="MLflow parent run of a sweep (repeat to merge sweeps); default: the latest")
     parser.add_argument("--out", default="docs/ablation.md")
     parser.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin for 'not worse' claims (absolute)")
     parser.add_argument("--note", default="", help="text added at the end (machine, wall time, reading)")
     args = parser.parse_args()
-    sweep, grouped, params = load_runs(args.tracking_uri, args.experiment, args.sweep_run_id)
+    sweeps, grouped, params = load_runs(args.tracking_uri, args.experiment, args.sweep_run_id)
     table = to_markdown(summarise(grouped))
     claims, _ = claims_markdown(grouped, args.margin)
     out = Path(args.out)
@@ -213,7 +221,7 @@ def main() -> None:
     text = (
         "# Region-awareness ablation (synthetic benchmark)\n\n"
         "Produced by `regionaldiff experiment=ablation_regions` then `python benchmarks/ablation_summary.py` "
-        f"(MLflow sweep run `{sweep}`). Mean ± sample standard deviation over seeds.\n\n{table}\n\n"
+        f"(MLflow sweep runs {', '.join(f'`{s}`' for s in sweeps)}). Mean ± sample standard deviation over seeds.\n\n{table}\n\n"
         f"{setup_line(params)}\n\n"
         f"![ablation]({figure.name})\n\n"
         "## Paired comparisons\n\n"

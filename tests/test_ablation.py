@@ -18,6 +18,8 @@ from ablation_summary import CLAIMS, PairedDifference, claims_markdown, plot, su
         ("global_cls", "global", 1.0, 0.0, "predicted"),
         ("regional_predicted", "regional", 1.0, 1.0, "predicted"),
         ("regional_oracle", "regional", 1.0, 1.0, "oracle"),
+        ("regional_predicted_mixed", "regional", 1.0, 1.0, "predicted"),
+        ("regional_oracle_mixed", "regional", 1.0, 1.0, "oracle"),
     ],
 )
 def test_each_arm_sets_what_it_ablates(compose_cfg, arm, ldm, w_cls, w_region, test_maps):
@@ -27,6 +29,7 @@ def test_each_arm_sets_what_it_ablates(compose_cfg, arm, ldm, w_cls, w_region, t
     assert typed["encoder"].w_cls == w_cls and typed["encoder"].w_region == w_region and typed["encoder"].w_mae == 1.0
     assert typed["pipeline"].test_maps.value == test_maps
     assert cfg.ablation_arm == arm
+    assert typed["ldm"].train_maps.value == ("mixed" if arm.endswith("_mixed") else "predicted")
 
 
 def test_predicted_and_oracle_arms_share_their_trained_models(compose_cfg):
@@ -88,14 +91,16 @@ def test_claims_shown_only_when_the_data_show_them():
         dict(zip(arms, ([0.7, 0.8, 0.75], [0.8, 0.85, 0.8], [0.82, 0.86, 0.81], [0.84, 0.88, 0.83]))),
     )
     text, verdicts = claims_markdown(good, margin=0.05)
-    assert verdicts == [True] * len(CLAIMS) and text.count("| yes |") == len(CLAIMS)
+    # only the claims whose arms were run (the mixed-map arms were not)
+    assert [claim for claim, _ in verdicts] == [c for c in CLAIMS if "mixed" not in c[0]] and len(verdicts) == 6
+    assert all(shown for _, shown in verdicts) and text.count("| yes |") == 6
     # the method no better than global-only on region IoU, and clearly worse on class accuracy
     bad = _runs(
         dict(zip(arms, ([0.15, 0.10, 0.17], [0.07, 0.09, 0.10], [0.15, 0.11, 0.16], [0.20, 0.22, 0.21]))),
         dict(zip(arms, ([0.9, 0.9, 0.9], [0.8, 0.85, 0.8], [0.7, 0.72, 0.69], [0.84, 0.88, 0.83]))),
     )
     _, verdicts = claims_markdown(bad, margin=0.05)
-    claim_of = {(a, b, m): v for (a, b, m, _), v in zip(CLAIMS, verdicts)}
+    claim_of = {(a, b, m): v for (a, b, m, _), v in verdicts}
     assert claim_of[("regional_predicted", "global_mae", "eval/recon_region_miou")] is False
     assert claim_of[("regional_predicted", "global_mae", "eval/recon_class_acc")] is False
     assert claim_of[("regional_predicted", "global_cls", "eval/recon_region_miou")] is True
@@ -105,3 +110,9 @@ def test_plot_writes_a_png(tmp_path):
     runs = _runs({"global_mae": [0.1, 0.2], "regional_predicted": [0.3, 0.4]}, {"global_mae": [0.5, 0.6], "regional_predicted": [0.7, 0.8]})
     path = plot(runs, tmp_path / "ablation.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_mixed_map_arms_share_their_trained_models_and_differ_from_the_method_only_in_train_maps(compose_cfg):
+    a, b, method = (compose_cfg(f"ablation={arm}") for arm in ("regional_predicted_mixed", "regional_oracle_mixed", "regional_predicted"))
+    assert a.encoder == b.encoder and a.ldm == b.ldm and a.pipeline.test_maps != b.pipeline.test_maps
+    assert a.encoder == method.encoder and a.ldm.train_maps == "mixed" and method.ldm.train_maps == "predicted"
