@@ -48,7 +48,7 @@ def test_experiment_is_one_multirun_over_arms_and_seeds(compose_cfg):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=ablation_regions"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert set(params["ablation"].split(",")) == {"global_mae", "global_cls", "regional_predicted", "regional_oracle"}
+    assert set(params["ablation"].split(",")) == {"global_mae", "global_cls", "regional_predicted", "regional_oracle", "regional_predicted_mixed", "regional_oracle_mixed"}
     assert len(params["seed"].split(",")) >= 3
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     GlobalHydra.instance().clear()
