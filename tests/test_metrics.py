@@ -65,3 +65,17 @@ def test_eeg_top1_is_scored_only_for_a_trained_class_head():
     assert eeg_top1(arrays, w_cls=1.0) == ({"eval/eeg_top1": 0.75}, {})
     metrics, skipped = eeg_top1(arrays, w_cls=0.0)
     assert metrics == {} and "encoder.w_cls=0" in skipped["eval/eeg_top1"]
+
+
+def test_grid_shows_the_maps_that_conditioned_generation():
+    from regionaldiff.pipeline import grid_maps
+
+    probs = np.zeros((3, 4, 2, 2), dtype=np.float16)
+    probs[:, 2] = 1.0  # every cell predicted as label 2
+    reference = np.ones((3, 8, 8), dtype=np.int16)
+    arrays = {"region_probs": probs, "region_maps": reference}
+    maps, title = grid_maps(arrays, "predicted", 2, 8)
+    assert title == "map from EEG" and maps.shape == (2, 8, 8) and (maps == 2).all()
+    maps, title = grid_maps(arrays, "oracle", 2, 8)
+    assert title == "true map (oracle)" and maps.shape == (2, 8, 8) and (maps == 1).all()
+    assert grid_maps({"region_maps": reference[:0]}, "oracle", 2, 8) == (None, "")

@@ -365,17 +365,25 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
             log.info("generate: reusing reconstructions %s", slot.path)
     arrays = dict(np.load(out_file))
     n = min(ctx.typed["pipeline"].grid_size, len(arrays["labels"]))
-    maps = None
-    if "region_probs" in arrays:
-        from regionaldiff.evaluation.synthetic import upsample_prediction
-
-        maps = upsample_prediction(arrays["region_probs"][:n], ctx.datamodule.image_size)
+    maps, map_title = grid_maps(arrays, test_maps, n, ctx.datamodule.image_size)
     grid = save_reconstruction_grid(
         ctx.output_dir / "reconstructions.png", arrays["reference"][:n], arrays["generated"][:n, 0],
-        maps=maps, num_labels=ctx.datamodule.num_classes + 1,
+        maps=maps, num_labels=ctx.datamodule.num_classes + 1, map_title=map_title,
     )
     ctx.tracker.log_artifact(grid, "figures")
     ctx.tracker.set_tags({"artifact.generated": str(slot.path)})
+
+
+def grid_maps(arrays: dict[str, np.ndarray], test_maps: str, n: int, image_size: int) -> tuple[np.ndarray | None, str]:
+    """The region maps shown under the first ``n`` reconstructions, and their row title: the reference maps when
+    they conditioned generation (``test_maps=oracle``), else the maps predicted from EEG (None if there are none)."""
+    if test_maps == "oracle" and arrays.get("region_maps") is not None and len(arrays["region_maps"]):
+        return arrays["region_maps"][:n].astype(np.int64), "true map (oracle)"
+    if "region_probs" in arrays:
+        from regionaldiff.evaluation.synthetic import upsample_prediction
+
+        return upsample_prediction(arrays["region_probs"][:n], image_size), "map from EEG"
+    return None, ""
 
 
 def _sample_test_split(ctx: PipelineContext, sampling, test_maps: str) -> dict[str, np.ndarray]:

@@ -44,9 +44,10 @@ def save_reconstruction_grid(
     titles: Sequence[str] | None = None,
     maps: np.ndarray | None = None,
     num_labels: int | None = None,
+    map_title: str = "map from EEG",
 ) -> Path:
-    """Groups of rows: the true stimuli, their reconstructions from EEG and, when given, the region maps predicted
-    from EEG that conditioned them (label maps ``[N, H, W]``, 0 = background); 8 stimuli per row."""
+    """Groups of rows: the true stimuli, their reconstructions from EEG and, when given, the region maps that
+    conditioned them (label maps ``[N, H, W]``, 0 = background; ``map_title`` says which); 8 stimuli per row."""
     n = len(reference)
     cols = min(8, n)
     per = 3 if maps is not None else 2
@@ -66,7 +67,7 @@ def save_reconstruction_grid(
     axes[0, 0].set_title("true", fontsize=7, loc="left")
     axes[1, 0].set_title("from EEG", fontsize=7, loc="left")
     if maps is not None:
-        axes[2, 0].set_title("map from EEG", fontsize=7, loc="left")
+        axes[2, 0].set_title(map_title, fontsize=7, loc="left")
     fig.tight_layout(pad=0.2)
     fig.savefig(path, dpi=120)
     plt.close(fig)
