@@ -24,7 +24,7 @@ run: $(STAMP)
 sweep: $(STAMP)
 	$(VENV)/bin/regionaldiff -m ldm=global,regional $(ARGS)
 
-## the region-awareness ablation (4 arms x 3 seeds, one multirun), then its table in docs/ablation.md
+## the region-awareness ablation (6 arms x 3 seeds, one multirun), then its table, paired tests and figure in docs/ablation.md
 ablation: $(STAMP)
 	$(VENV)/bin/regionaldiff experiment=ablation_regions $(ARGS)
 	$(PY) benchmarks/ablation_summary.py
