@@ -3,7 +3,7 @@
 - :class:`RowView`: a read-only ``[N, C, T]`` selection of rows of memory-mapped arrays, without a copy (a
   split is a list of rows of the cache; fancy indexing a memmap would read it all into memory).
 - :func:`image_table`: decode the stimuli once into the image cache and serve them by id.
-- :func:`check_choice`, :func:`plain`: config validation helpers.
+- :func:`check_choice`, :func:`check_multiple`: config validation helpers.
 - :func:`leak_report`: the stimulus-overlap checks run on every setup.
 """
 
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from regionaldiff.config import plain  # noqa: F401 - re-exported for the dataset modules
 from regionaldiff.data.cache import ArrayCache
 from regionaldiff.data.images import ImageTable, decode_images, report_failed_images
 

@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS, EEGDataModule, EEGSplit
 from regionaldiff.data.cache import ArrayCache
-from regionaldiff.data.common import BAD_TRIAL_POLICIES, RowView, check_choice, check_multiple, image_table, leak_report, plain
+from regionaldiff.data.common import BAD_TRIAL_POLICIES, RowView, check_choice, check_multiple, image_table, leak_report
 from regionaldiff.data.images import RESIZE_MODES, check_policy
 from regionaldiff.data.mvnn import RawConfig, preprocess_subject
 from regionaldiff.data.safe_load import DataFormatError, expect_array, load_numpy_dict

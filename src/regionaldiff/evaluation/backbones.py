@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from regionaldiff.config import resolve_device as config_device
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

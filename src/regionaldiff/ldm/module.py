@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from regionaldiff.config import TrainMaps
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
 from regionaldiff.ldm.model import RegionalLDM
 
@@ -21,8 +22,10 @@ class LDMFinetuneModule(L.LightningModule):
 
     def __init__(self, encoder: EEGMaskedAutoencoder, ldm: RegionalLDM, codec: torch.nn.Module, lr: float, weight_decay: float, train_maps: str) -> None:
         super().__init__()
-        if train_maps not in ("reference", "predicted", "mixed"):
-            raise ValueError(f"ldm.train_maps must be 'reference', 'predicted' or 'mixed'; got {train_maps!r}.")
+        allowed = [m.value for m in TrainMaps]
+        if train_maps not in allowed:
+            names = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
+            raise ValueError(f"ldm.train_maps must be {names}; got {train_maps!r}.")
         self.encoder = encoder.requires_grad_(False).eval()
         self.ldm, self.codec = ldm, codec
         self.lr, self.weight_decay, self.train_maps = lr, weight_decay, train_maps
