@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run sweep ablation test test-fast dashboard benchmark clean
+.PHONY: install run sweep ablation test test-fast lint format dashboard benchmark clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,17 @@ test: $(STAMP)
 ## the fast tests only (no end-to-end runs)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## lint and type gates: ruff (lint + format check) and mypy on src/ (settings in pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+## apply ruff's fixes and formatting
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
 
 ## MLflow dashboard of the runs under outputs/
 dashboard: $(STAMP)

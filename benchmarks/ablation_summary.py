@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-ARMS = ("global_mae", "global_cls", "regional_predicted", "regional_oracle", "regional_predicted_mixed", "regional_oracle_mixed")
+ARMS = (
+    "global_mae",
+    "global_cls",
+    "regional_predicted",
+    "regional_oracle",
+    "regional_predicted_mixed",
+    "regional_oracle_mixed",
+)
 ARM_TITLES = {
     "global_mae": "global-only (MAE codes)",
     "global_cls": "+ classification",
@@ -44,9 +51,14 @@ METRICS = (
 )
 METRIC_TITLES = dict(METRICS)
 
+
 def _claims(method: str, oracle: str) -> tuple[tuple[str, str, str, str], ...]:
     region, acc = "eval/recon_region_miou", "eval/recon_class_acc"
-    versus_global = tuple((method, base, metric, kind) for metric, kind in ((region, "better"), (acc, "not_worse")) for base in ("global_mae", "global_cls"))
+    versus_global = tuple(
+        (method, base, metric, kind)
+        for metric, kind in ((region, "better"), (acc, "not_worse"))
+        for base in ("global_mae", "global_cls")
+    )
     return versus_global + ((oracle, method, region, "better"), (oracle, method, acc, "not_worse"))
 
 
@@ -56,8 +68,10 @@ def _claims(method: str, oracle: str) -> tuple[tuple[str, str, str, str], ...]:
 CLAIMS = (
     _claims("regional_predicted", "regional_oracle")
     + _claims("regional_predicted_mixed", "regional_oracle_mixed")
-    + (("regional_oracle_mixed", "regional_predicted", "eval/recon_region_miou", "better"),
-       ("regional_oracle_mixed", "regional_predicted", "eval/recon_class_acc", "not_worse"))
+    + (
+        ("regional_oracle_mixed", "regional_predicted", "eval/recon_region_miou", "better"),
+        ("regional_oracle_mixed", "regional_predicted", "eval/recon_class_acc", "not_worse"),
+    )
 )
 
 RunsByArm = dict[str, dict[int, dict[str, float]]]  # arm -> seed -> metrics
@@ -87,7 +101,9 @@ class PairedDifference:
     p_greater: float
 
     @classmethod
-    def of(cls, runs_by_arm: RunsByArm, arm_a: str, arm_b: str, metric: str, margin: float = 0.0) -> PairedDifference | None:
+    def of(
+        cls, runs_by_arm: RunsByArm, arm_a: str, arm_b: str, metric: str, margin: float = 0.0
+    ) -> PairedDifference | None:
         """None when fewer than two seeds have ``metric`` in both arms (no spread, no bound)."""
         a, b = runs_by_arm.get(arm_a, {}), runs_by_arm.get(arm_b, {})
         seeds = sorted(s for s in a.keys() & b.keys() if metric in a[s] and metric in b[s])
@@ -104,7 +120,9 @@ class PairedDifference:
         return cls(mean, std, n, lower, p)
 
 
-def claims_markdown(runs_by_arm: RunsByArm, margin: float) -> tuple[str, list[tuple[tuple[str, str, str, str], bool | None]]]:
+def claims_markdown(
+    runs_by_arm: RunsByArm, margin: float
+) -> tuple[str, list[tuple[tuple[str, str, str, str], bool | None]]]:
     """A table of the paired comparisons in :data:`CLAIMS` whose two arms were run, and for each claim whether it
     is shown (None: fewer than two seeds)."""
     lines = [
@@ -165,7 +183,9 @@ def plot(runs_by_arm: RunsByArm, path: Path) -> Path:
             if not values:
                 continue
             ax.bar(i, np.mean(values), color=colours[i % len(colours)], alpha=0.8)
-            ax.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, color="k", s=12, zorder=3)
+            ax.scatter(
+                np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, color="k", s=12, zorder=3
+            )
         ax.set_xticks(range(len(arms)), [a.replace("_", "\n") for a in arms], fontsize=8)
         ax.set_title(METRIC_TITLES[metric], fontsize=10)
     fig.suptitle("Region ablation (synthetic benchmark): bars = mean, dots = seeds", fontsize=10)
@@ -176,7 +196,9 @@ def plot(runs_by_arm: RunsByArm, path: Path) -> Path:
     return path
 
 
-def load_runs(tracking_uri: str, experiment: str, sweep_run_ids: list[str] | None) -> tuple[list[str], RunsByArm, dict[str, str]]:
+def load_runs(
+    tracking_uri: str, experiment: str, sweep_run_ids: list[str] | None
+) -> tuple[list[str], RunsByArm, dict[str, str]]:
     """The finished child runs of some sweeps (default: the latest), as ``arm -> seed -> metrics``, and the params of
     one of them. An arm and seed found in two sweeps is an error (which one would count?)."""
     from mlflow.tracking import MlflowClient
@@ -184,39 +206,68 @@ def load_runs(tracking_uri: str, experiment: str, sweep_run_ids: list[str] | Non
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise SystemExit(f"No MLflow experiment {experiment!r} at {tracking_uri}: run `regionaldiff experiment=ablation_regions` first.")
+        raise SystemExit(
+            f"No MLflow experiment {experiment!r} at {tracking_uri}: run `regionaldiff experiment=ablation_regions` first."
+        )
     if not sweep_run_ids:
-        parents = client.search_runs([exp.experiment_id], "tags.`regionaldiff.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
+        parents = client.search_runs(
+            [exp.experiment_id],
+            "tags.`regionaldiff.role` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         if not parents:
             raise SystemExit(f"No sweep parent run in experiment {experiment!r}.")
         sweep_run_ids = [parents[0].info.run_id]
     grouped: RunsByArm = defaultdict(dict)
     params: dict[str, str] = {}
     for sweep_run_id in sweep_run_ids:
-        for run in client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run_id}'", max_results=1000):
+        for run in client.search_runs(
+            [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run_id}'", max_results=1000
+        ):
             if run.info.status != "FINISHED":
                 continue
             arm = run.data.tags.get("regionaldiff.ablation_arm", run.data.params.get("ablation_arm", "?"))
             seed = int(run.data.params["seed"])
             if seed in grouped[arm]:
-                raise SystemExit(f"Arm {arm!r}, seed {seed} is in more than one of the sweeps {sweep_run_ids}: name sweeps that do not overlap.")
+                raise SystemExit(
+                    f"Arm {arm!r}, seed {seed} is in more than one of the sweeps {sweep_run_ids}: name sweeps that do not overlap."
+                )
             grouped[arm][seed] = run.data.metrics
             params = params or dict(run.data.params)
     return list(sweep_run_ids), dict(grouped), params
 
 
 def setup_line(params: dict[str, str]) -> str:
-    keys = ("dataset.n_train", "dataset.n_val", "dataset.n_test", "dataset.snr", "dataset.montage", "encoder.max_epochs", "ldm.max_epochs")
+    keys = (
+        "dataset.n_train",
+        "dataset.n_val",
+        "dataset.n_test",
+        "dataset.snr",
+        "dataset.montage",
+        "encoder.max_epochs",
+        "ldm.max_epochs",
+    )
     return "Setup (from the runs' params): " + ", ".join(f"{k}={params[k]}" for k in keys if k in params) + "."
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path('outputs/mlflow.db').resolve()}"))
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path('outputs/mlflow.db').resolve()}"),
+    )
     parser.add_argument("--experiment", default="ablation_regions")
-    parser.add_argument("--sweep-run-id", action="append", default=None, help="MLflow parent run of a sweep (repeat to merge sweeps); default: the latest")
+    parser.add_argument(
+        "--sweep-run-id",
+        action="append",
+        default=None,
+        help="MLflow parent run of a sweep (repeat to merge sweeps); default: the latest",
+    )
     parser.add_argument("--out", default="docs/ablation.md")
-    parser.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin for 'not worse' claims (absolute)")
+    parser.add_argument(
+        "--margin", type=float, default=0.05, help="non-inferiority margin for 'not worse' claims (absolute)"
+    )
     parser.add_argument("--note", default="", help="text added at the end (machine, wall time, reading)")
     args = parser.parse_args()
     sweeps, grouped, params = load_runs(args.tracking_uri, args.experiment, args.sweep_run_id)

@@ -54,8 +54,11 @@ def write_dataset(root: Path, n_trials: int, n_chans: int, n_times: int, n_image
     torch.save({"dataset": trials, "labels": WNIDS, "images": images}, path, _use_new_zipfile_serialization=False)
     del trials
     by_image = np.arange(n_trials) % n_images
-    split = {"train": np.flatnonzero(by_image % 10 < 8).tolist(), "val": np.flatnonzero(by_image % 10 == 8).tolist(),
-             "test": np.flatnonzero(by_image % 10 == 9).tolist()}
+    split = {
+        "train": np.flatnonzero(by_image % 10 < 8).tolist(),
+        "val": np.flatnonzero(by_image % 10 == 8).tolist(),
+        "test": np.flatnonzero(by_image % 10 == 9).tolist(),
+    }
     torch.save({"splits": [split]}, root / "block_splits_by_image_all.pth", _use_new_zipfile_serialization=False)
     return path
 
@@ -84,12 +87,24 @@ def measure(root: str, cache_dir: str) -> None:
     batch = next(iter(dm.train_dataloader()))
     seconds = time.perf_counter() - start
     peak_mb = peak_rss_mb()
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "baseline_rss_mb": baseline_mb, "cache_hit": dm.data_report["cache_hit"],
-                      "batch": list(batch["eeg"].shape), "n_train": len(dm.get_split("train"))}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_mb": peak_mb,
+                "baseline_rss_mb": baseline_mb,
+                "cache_hit": dm.data_report["cache_hit"],
+                "batch": list(batch["eeg"].shape),
+                "n_train": len(dm.get_split("train")),
+            }
+        )
+    )
 
 
 def run_child(root: Path, cache_dir: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(root), str(cache_dir)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(root), str(cache_dir)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -112,15 +127,21 @@ def main() -> None:
         start = time.perf_counter()
         path = write_dataset(root, args.trials, args.chans, args.times, args.images)
         size_gb = path.stat().st_size / 1e9
-        print(f"wrote {path} ({size_gb:.2f} GB, {args.trials} trials of {args.chans} x {args.times}) in {time.perf_counter() - start:.0f} s")
+        print(
+            f"wrote {path} ({size_gb:.2f} GB, {args.trials} trials of {args.chans} x {args.times}) in {time.perf_counter() - start:.0f} s"
+        )
         shutil.rmtree(cache, ignore_errors=True)
         official = run_child(root, cache)
         cached = run_child(root, cache)
         rows = [("official file (convert + cache)", official), ("cache", cached)]
-        print("\n| start from | time to first batch (s) | peak RSS (MB) | of which after imports (MB) | file size (MB) |")
+        print(
+            "\n| start from | time to first batch (s) | peak RSS (MB) | of which after imports (MB) | file size (MB) |"
+        )
         print("| --- | --- | --- | --- | --- |")
         for name, r in rows:
-            print(f"| {name} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} | {size_gb * 1000:.0f} |")
+            print(
+                f"| {name} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} | {size_gb * 1000:.0f} |"
+            )
         assert official["cache_hit"] == 0.0 and cached["cache_hit"] == 1.0
     finally:
         if not args.keep and args.workdir is None:

@@ -57,10 +57,16 @@ def run_cli(tmp_path):
     def _run(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, "-m", "regionaldiff", *args],
-            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=timeout,
+            cwd=tmp_path,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"regionaldiff {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+            raise AssertionError(
+                f"regionaldiff {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+            )
         return proc
 
     return _run

@@ -22,10 +22,69 @@ from PIL import Image
 WNIDS = ["n02951358", "n03452741", "n07753592", "n02106662", "n03888257"]
 THINGS17 = ["O1", "Oz", "O2", "PO7", "PO3", "POz", "PO4", "PO8", "P7", "P5", "P3", "P1", "Pz", "P2", "P4", "P6", "P8"]
 THINGS63 = [
-    "Fp1", "Fz", "F3", "F7", "FT9", "FC5", "FC1", "C3", "T7", "TP9", "CP5", "CP1", "Pz", "P3", "P7", "O1", "Oz", "O2",
-    "P4", "P8", "TP10", "CP6", "CP2", "Cz", "C4", "T8", "FT10", "FC6", "FC2", "F4", "F8", "Fp2", "AF7", "AF3", "AFz",
-    "F1", "F5", "FT7", "FC3", "C1", "C5", "TP7", "CP3", "P1", "P5", "PO7", "PO3", "POz", "PO4", "PO8", "P6", "P2",
-    "CPz", "CP4", "TP8", "C6", "C2", "FC4", "FT8", "F6", "AF8", "AF4", "F2",
+    "Fp1",
+    "Fz",
+    "F3",
+    "F7",
+    "FT9",
+    "FC5",
+    "FC1",
+    "C3",
+    "T7",
+    "TP9",
+    "CP5",
+    "CP1",
+    "Pz",
+    "P3",
+    "P7",
+    "O1",
+    "Oz",
+    "O2",
+    "P4",
+    "P8",
+    "TP10",
+    "CP6",
+    "CP2",
+    "Cz",
+    "C4",
+    "T8",
+    "FT10",
+    "FC6",
+    "FC2",
+    "F4",
+    "F8",
+    "Fp2",
+    "AF7",
+    "AF3",
+    "AFz",
+    "F1",
+    "F5",
+    "FT7",
+    "FC3",
+    "C1",
+    "C5",
+    "TP7",
+    "CP3",
+    "P1",
+    "P5",
+    "PO7",
+    "PO3",
+    "POz",
+    "PO4",
+    "PO8",
+    "P6",
+    "P2",
+    "CPz",
+    "CP4",
+    "TP8",
+    "C6",
+    "C2",
+    "FC4",
+    "FT8",
+    "F6",
+    "AF8",
+    "AF4",
+    "F2",
 ]
 TRAIN_CONCEPTS = ["aardvark", "abacus", "accordion", "acorn", "air_conditioner", "airbag"]
 TEST_CONCEPTS = ["aircraft_carrier", "antelope", "backscratcher", "banana"]
@@ -97,13 +156,17 @@ def write_eeg_imagenet(
                 trial_lengths.append(t)
     root.mkdir(parents=True, exist_ok=True)
     eeg_file = root / eeg_name
-    torch.save({"dataset": trials, "labels": labels, "images": images}, eeg_file, _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        {"dataset": trials, "labels": labels, "images": images}, eeg_file, _use_new_zipfile_serialization=not legacy
+    )
 
     def role(image: int) -> str:
         j = image % images_per_class
         return "test" if j == 0 else "val" if j == 1 else "train"
 
-    splits_all = {name: [i for i, im in enumerate(trial_images) if role(im) == name] for name in ("train", "val", "test")}
+    splits_all = {
+        name: [i for i, im in enumerate(trial_images) if role(im) == name] for name in ("train", "val", "test")
+    }
     split_all = root / "block_splits_by_image_all.pth"
     torch.save({"splits": [splits_all, splits_all]}, split_all, _use_new_zipfile_serialization=not legacy)
     # the "single" file indexes one subject's trials (the list after the subject filter)
@@ -113,8 +176,19 @@ def write_eeg_imagenet(
     torch.save({"splits": [single]}, split_single, _use_new_zipfile_serialization=not legacy)
     for name in images:
         write_image(root / "imageNet_images" / name.split("_")[0] / f"{name}.JPEG", rng)
-    return EEGImageNetFixture(root, eeg_file, split_all, split_single, len(trials), labels, images, trial_lengths,
-                              subjects, trial_images, splits_all)
+    return EEGImageNetFixture(
+        root,
+        eeg_file,
+        split_all,
+        split_single,
+        len(trials),
+        labels,
+        images,
+        trial_lengths,
+        subjects,
+        trial_images,
+        splits_all,
+    )
 
 
 # -- THINGS-EEG2 --------------------------------------------------------------------------------
@@ -129,8 +203,14 @@ class ThingsFixture:
     n_times: int
 
 
-def _things_metadata(root: Path, n_train_concepts: int, images_per_concept: int, n_test_concepts: int,
-                     rng: np.random.Generator, test_overlap: bool = False) -> tuple[list[str], ...]:
+def _things_metadata(
+    root: Path,
+    n_train_concepts: int,
+    images_per_concept: int,
+    n_test_concepts: int,
+    rng: np.random.Generator,
+    test_overlap: bool = False,
+) -> tuple[list[str], ...]:
     train_c = TRAIN_CONCEPTS[:n_train_concepts]
     test_c = TEST_CONCEPTS[:n_test_concepts]
     if test_overlap:
@@ -192,7 +272,10 @@ def write_things_eeg2(
             data += np.arange(n_img)[:, None, None, None] * 0.1
             if nan_at is not None and part == "training" and nan_at[0] == sub:
                 data[nan_at[1], nan_at[2], 0, 5] = np.nan
-            np.save(folder / f"preprocessed_eeg_{part}.npy", {"preprocessed_eeg_data": data, "ch_names": list(ch_names), "times": times})
+            np.save(
+                folder / f"preprocessed_eeg_{part}.npy",
+                {"preprocessed_eeg_data": data, "ch_names": list(ch_names), "times": times},
+            )
     return ThingsFixture(root, train_files, train_concepts, test_files, test_concepts, len(ch_names), n_times)
 
 
@@ -220,7 +303,10 @@ def write_things_raw(
     for ses in range(1, n_sessions + 1):
         folder = root / "raw_data" / f"sub-{subject:02d}" / f"ses-{ses:02d}"
         folder.mkdir(parents=True, exist_ok=True)
-        for part, n_img, reps in (("training", n_train_images, train_reps_per_session), ("test", n_test_images, test_reps_per_session)):
+        for part, n_img, reps in (
+            ("training", n_train_images, train_reps_per_session),
+            ("test", n_test_images, test_reps_per_session),
+        ):
             codes = [c for c in range(1, n_img + 1) for _ in range(reps)] + [99999, 99999]
             codes = list(rng.permutation(codes))
             step = int(0.3 * sfreq)
@@ -231,6 +317,9 @@ def write_things_raw(
                 onset = int(0.5 * sfreq) + e * step
                 stim[onset : onset + 3] = code
                 if code != 99999:
-                    eeg[: 10, onset + int(0.1 * sfreq) : onset + int(0.2 * sfreq)] += 2e-6 * (code % 3 + 1)
+                    eeg[:10, onset + int(0.1 * sfreq) : onset + int(0.2 * sfreq)] += 2e-6 * (code % 3 + 1)
             raw = np.vstack([eeg, stim[None]])
-            np.save(folder / f"raw_eeg_{part}.npy", {"raw_eeg_data": raw, "ch_names": ch_names, "ch_types": ch_types, "sfreq": sfreq})
+            np.save(
+                folder / f"raw_eeg_{part}.npy",
+                {"raw_eeg_data": raw, "ch_names": ch_names, "ch_types": ch_types, "sfreq": sfreq},
+            )

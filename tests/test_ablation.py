@@ -35,7 +35,12 @@ def test_each_arm_sets_what_it_ablates(compose_cfg, arm, ldm, w_cls, w_region, t
 def test_predicted_and_oracle_arms_share_their_trained_models(compose_cfg):
     """They differ only at test time, so the finetune artifact key (everything but sampling/test maps) is equal."""
     a, b = compose_cfg("ablation=regional_predicted"), compose_cfg("ablation=regional_oracle")
-    assert a.encoder == b.encoder and a.ldm == b.ldm and a.dataset == b.dataset and a.pipeline.test_maps != b.pipeline.test_maps
+    assert (
+        a.encoder == b.encoder
+        and a.ldm == b.ldm
+        and a.dataset == b.dataset
+        and a.pipeline.test_maps != b.pipeline.test_maps
+    )
 
 
 def test_experiment_is_one_multirun_over_arms_and_seeds(compose_cfg):
@@ -48,14 +53,26 @@ def test_experiment_is_one_multirun_over_arms_and_seeds(compose_cfg):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=ablation_regions"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert set(params["ablation"].split(",")) == {"global_mae", "global_cls", "regional_predicted", "regional_oracle", "regional_predicted_mixed", "regional_oracle_mixed"}
+    assert set(params["ablation"].split(",")) == {
+        "global_mae",
+        "global_cls",
+        "regional_predicted",
+        "regional_oracle",
+        "regional_predicted_mixed",
+        "regional_oracle_mixed",
+    }
     assert len(params["seed"].split(",")) >= 3
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     GlobalHydra.instance().clear()
 
 
 def test_summary_mean_and_spread_by_hand():
-    runs = {"global_cls": {0: {"eval/ssim": 0.2, "eval/recon_class_acc": 0.5}, 1: {"eval/ssim": 0.4, "eval/recon_class_acc": 0.7}}}
+    runs = {
+        "global_cls": {
+            0: {"eval/ssim": 0.2, "eval/recon_class_acc": 0.5},
+            1: {"eval/ssim": 0.4, "eval/recon_class_acc": 0.7},
+        }
+    }
     table = summarise(runs)
     mean, std, n = table["global_cls"]["eval/ssim"]
     assert mean == pytest.approx(0.3) and std == pytest.approx(0.1414213, rel=1e-5) and n == 2
@@ -65,7 +82,10 @@ def test_summary_mean_and_spread_by_hand():
 
 def _runs(region: dict[str, list[float]], acc: dict[str, list[float]]):
     return {
-        arm: {s: {"eval/recon_region_miou": region[arm][s], "eval/recon_class_acc": acc[arm][s]} for s in range(len(region[arm]))}
+        arm: {
+            s: {"eval/recon_region_miou": region[arm][s], "eval/recon_class_acc": acc[arm][s]}
+            for s in range(len(region[arm]))
+        }
         for arm in region
     }
 
@@ -107,12 +127,18 @@ def test_claims_shown_only_when_the_data_show_them():
 
 
 def test_plot_writes_a_png(tmp_path):
-    runs = _runs({"global_mae": [0.1, 0.2], "regional_predicted": [0.3, 0.4]}, {"global_mae": [0.5, 0.6], "regional_predicted": [0.7, 0.8]})
+    runs = _runs(
+        {"global_mae": [0.1, 0.2], "regional_predicted": [0.3, 0.4]},
+        {"global_mae": [0.5, 0.6], "regional_predicted": [0.7, 0.8]},
+    )
     path = plot(runs, tmp_path / "ablation.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
 def test_mixed_map_arms_share_their_trained_models_and_differ_from_the_method_only_in_train_maps(compose_cfg):
-    a, b, method = (compose_cfg(f"ablation={arm}") for arm in ("regional_predicted_mixed", "regional_oracle_mixed", "regional_predicted"))
+    a, b, method = (
+        compose_cfg(f"ablation={arm}")
+        for arm in ("regional_predicted_mixed", "regional_oracle_mixed", "regional_predicted")
+    )
     assert a.encoder == b.encoder and a.ldm == b.ldm and a.pipeline.test_maps != b.pipeline.test_maps
     assert a.encoder == method.encoder and a.ldm.train_maps == "mixed" and method.ldm.train_maps == "predicted"

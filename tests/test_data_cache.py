@@ -65,7 +65,10 @@ def test_changed_source_rebuilds(tmp_path, source):
     os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
     entry = cache().load()
     assert entry is not None
-    assert json.loads((entry.path / "manifest.json").read_text())["sources"]["eeg"]["mtime_ns"] == st.st_mtime_ns + 5 * 10**9
+    assert (
+        json.loads((entry.path / "manifest.json").read_text())["sources"]["eeg"]["mtime_ns"]
+        == st.st_mtime_ns + 5 * 10**9
+    )
     # different size: rebuilt
     with open(source, "ab") as f:
         f.write(b"x")

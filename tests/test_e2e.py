@@ -30,7 +30,14 @@ def test_default_pipeline_runs_end_to_end_and_logs_to_mlflow(run_cli, tmp_path):
     assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
 
     metrics = json.loads((job / "metrics.json").read_text())
-    for name in ("eval/ssim", "eval/pixcorr", "eval/eeg_top1", "eval/region_miou", "eval/recon_class_acc", "eval/recon_region_miou"):
+    for name in (
+        "eval/ssim",
+        "eval/pixcorr",
+        "eval/eeg_top1",
+        "eval/region_miou",
+        "eval/recon_class_acc",
+        "eval/recon_region_miou",
+    ):
         assert isinstance(metrics[name], float), name
     assert -1.0 <= metrics["eval/pixcorr"] <= 1.0 and 0.0 <= metrics["eval/recon_class_acc"] <= 1.0
     assert isinstance(metrics["skipped"], dict)
@@ -51,7 +58,9 @@ def test_default_pipeline_runs_end_to_end_and_logs_to_mlflow(run_cli, tmp_path):
 
     # the generated and reference folders can be scored by folder evaluation
     generated = Path(run.data.tags["artifact.generated"])
-    assert len(list((generated / "generated").glob("*.png"))) == 12 == len(list((generated / "reference").glob("*.png")))
+    assert (
+        len(list((generated / "generated").glob("*.png"))) == 12 == len(list((generated / "reference").glob("*.png")))
+    )
 
     # a second run with the same config reuses every trained artifact
     again = run_cli(*TINY)
@@ -77,7 +86,9 @@ def test_sweep_is_one_parent_with_two_children_and_pretrains_once(run_cli, tmp_p
 def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     args = [*TINY, "dataset.n_train=200", "encoder.max_epochs=12", "pipeline.steps=[prepare,pretrain]", "logger=none"]
     cmd = [sys.executable, "-m", "regionaldiff", *args]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 300
     ckpts: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -103,8 +114,13 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
 
 
 REAL_TINY = [
-    "dataset.image_size=32", "dataset.batch_size=4", "encoder.max_epochs=1", "ldm.max_epochs=1",
-    "ldm.sampling.num_steps=2", "trainer.enable_progress_bar=false", "eval.metrics=[ssim,pixcorr,fid]",
+    "dataset.image_size=32",
+    "dataset.batch_size=4",
+    "encoder.max_epochs=1",
+    "ldm.max_epochs=1",
+    "ldm.sampling.num_steps=2",
+    "trainer.enable_progress_bar=false",
+    "eval.metrics=[ssim,pixcorr,fid]",
 ]
 
 
@@ -126,8 +142,15 @@ def test_pipeline_on_things_eeg2_fixture_global(run_cli, tmp_path):
     from official_formats import write_things_eeg2
 
     fixture = write_things_eeg2(tmp_path / "things")
-    proc = run_cli("dataset=things_eeg2", f"dataset.root={fixture.root}", "dataset.subjects=[1,2]", "dataset.val_fraction=0.25",
-                   "maskmap=none", "ldm=global", *REAL_TINY)
+    proc = run_cli(
+        "dataset=things_eeg2",
+        f"dataset.root={fixture.root}",
+        "dataset.subjects=[1,2]",
+        "dataset.val_fraction=0.25",
+        "maskmap=none",
+        "ldm=global",
+        *REAL_TINY,
+    )
     metrics = json.loads((_job_dir(proc.stdout) / "metrics.json").read_text())
     assert "eval/ssim" in metrics and "eval/eeg_top1" in metrics
     assert "eval/region_miou" in metrics["skipped"]

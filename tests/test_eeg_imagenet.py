@@ -6,9 +6,9 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from official_formats import write_corrupt_image, write_eeg_imagenet
 from scipy.interpolate import interp1d
 
+from official_formats import write_corrupt_image, write_eeg_imagenet
 from regionaldiff.data.eeg_imagenet import BLOCK_DESIGN_WARNING, EEGImageNetDataModule
 from regionaldiff.data.images import ImageFileError
 from regionaldiff.data.safe_load import DataFormatError, UnsafeFileError
@@ -29,7 +29,9 @@ def make(fx, tmp_path, **kw):
 
 
 def test_hydra_config_and_contract(fixture, compose_cfg):
-    cfg = compose_cfg("dataset=eeg_imagenet", f"dataset.root={fixture.root}", "dataset.image_size=16", "dataset.batch_size=4")
+    cfg = compose_cfg(
+        "dataset=eeg_imagenet", f"dataset.root={fixture.root}", "dataset.image_size=16", "dataset.batch_size=4"
+    )
     dm = hydra.utils.instantiate(cfg.dataset)
     assert isinstance(dm, EEGImageNetDataModule)
     dm.setup("fit")
@@ -43,7 +45,9 @@ def test_hydra_config_and_contract(fixture, compose_cfg):
     assert dm.run_tags["data.warning"] == BLOCK_DESIGN_WARNING and "Li et al. 2020" in BLOCK_DESIGN_WARNING
     assert dm.leak_counts == {"train_test": 0, "val_test": 0, "train_val": 0}
     report = dm.data_report
-    assert report["n_trials_file"] == 18 and report["n_dropped_length"] == 2 and report["n_dropped_short_for_crop"] == 1
+    assert (
+        report["n_trials_file"] == 18 and report["n_dropped_length"] == 2 and report["n_dropped_short_for_crop"] == 1
+    )
     sizes = {s: len(dm.get_split(s)) for s in ("train", "val", "test")}
     # 18 trials: 6 test, 6 val, 6 train; trial 0 (test), 5 (train), 7 (val) are dropped
     assert sizes == {"train": 5, "val": 5, "test": 5}
@@ -109,7 +113,9 @@ def test_missing_and_corrupt_images(fixture, tmp_path):
     missing, corrupt = fixture.images[2], fixture.images[4]
     (fixture.root / "imageNet_images" / missing.split("_")[0] / f"{missing}.JPEG").unlink()
     write_corrupt_image(fixture.root / "imageNet_images" / corrupt.split("_")[0] / f"{corrupt}.JPEG")
-    with pytest.raises(ImageFileError, match=rf"(?s){missing}: missing file.*{corrupt}: cannot decode.*on_missing_image=skip"):
+    with pytest.raises(
+        ImageFileError, match=rf"(?s){missing}: missing file.*{corrupt}: cannot decode.*on_missing_image=skip"
+    ):
         make(fixture, tmp_path, on_missing_image="fail").setup()
     dm = make(fixture, tmp_path, on_missing_image="skip")
     dm.setup()
@@ -166,9 +172,13 @@ def test_stimulus_leak_raises(fixture, tmp_path):
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"crop": [460, 20]}, "dataset.crop"), ({"resample_method": "cubic"}, "resample_method"),
-     ({"on_missing_image": "ignore"}, "on_missing_image"), ({"split_index_base": "x"}, "split_index_base"),
-     ({"n_times_multiple": 0}, "n_times_multiple")],
+    [
+        ({"crop": [460, 20]}, "dataset.crop"),
+        ({"resample_method": "cubic"}, "resample_method"),
+        ({"on_missing_image": "ignore"}, "on_missing_image"),
+        ({"split_index_base": "x"}, "split_index_base"),
+        ({"n_times_multiple": 0}, "n_times_multiple"),
+    ],
 )
 def test_config_errors(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):

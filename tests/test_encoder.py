@@ -9,8 +9,20 @@ from regionaldiff.encoder.module import EncoderPretrainModule
 
 
 def make(**kw):
-    args = dict(n_chans=5, n_times=40, sfreq=100.0, num_classes=3, patch_size=4, embed_dim=16, depth=1, num_heads=2,
-                decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, region_grid=4)
+    args = dict(
+        n_chans=5,
+        n_times=40,
+        sfreq=100.0,
+        num_classes=3,
+        patch_size=4,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=8,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        region_grid=4,
+    )
     args.update(kw)
     return EEGMaskedAutoencoder(**args)
 
@@ -82,11 +94,20 @@ def test_coarse_target_is_area_fraction():
 def test_each_loss_term_trains_its_parameters(weights, changed, unchanged):
     torch.manual_seed(0)
     model = make()
-    module = EncoderPretrainModule(model, lr=1e-2, weight_decay=0.0, w_mae=weights[0], w_cls=weights[1], w_region=weights[2], max_epochs=1)
-    batch = {"eeg": torch.randn(4, 5, 40), "label": torch.tensor([0, 1, 2, 0]), "region_map": torch.randint(0, 4, (4, 8, 8))}
+    module = EncoderPretrainModule(
+        model, lr=1e-2, weight_decay=0.0, w_mae=weights[0], w_cls=weights[1], w_region=weights[2], max_epochs=1
+    )
+    batch = {
+        "eeg": torch.randn(4, 5, 40),
+        "label": torch.tensor([0, 1, 2, 0]),
+        "region_map": torch.randint(0, 4, (4, 8, 8)),
+    }
     loss = module._losses(batch)["loss"]
     loss.backward()
-    grad = lambda name: sum(p.grad.abs().sum().item() for p in getattr(model, name).parameters() if p.grad is not None)
+
+    def grad(name):
+        return sum(p.grad.abs().sum().item() for p in getattr(model, name).parameters() if p.grad is not None)
+
     assert grad(changed) > 0
     assert grad(unchanged) == 0
 
@@ -100,5 +121,7 @@ def test_classification_learns_a_separable_problem():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(60):
         loss = F.cross_entropy(model(eeg)["class_logits"], labels)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     assert (model(eeg)["class_logits"].argmax(-1) == labels).float().mean() > 0.9

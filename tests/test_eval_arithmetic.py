@@ -118,7 +118,14 @@ def test_score_matrices_match_direct_definitions():
 
 def test_pairwise_metrics_identical_images_score_one_and_skip_lpips_without_weights(tmp_path):
     x = images(5)
-    metrics, skipped = pairwise_metrics(x[:, None], x, ["pairwise_mse", "pairwise_pcc", "pairwise_ssim", "pairwise_lpips"], 16, {"arch": "alexnet", "path": str(tmp_path / "none.pth")}, device=None)
+    metrics, skipped = pairwise_metrics(
+        x[:, None],
+        x,
+        ["pairwise_mse", "pairwise_pcc", "pairwise_ssim", "pairwise_lpips"],
+        16,
+        {"arch": "alexnet", "path": str(tmp_path / "none.pth")},
+        device=None,
+    )
     assert metrics == {"eval/pairwise_mse": 1.0, "eval/pairwise_pcc": 1.0, "eval/pairwise_ssim": 1.0}
     assert "none.pth" in skipped["eval/pairwise_lpips"] and "allow_download" in skipped["eval/pairwise_lpips"]
 

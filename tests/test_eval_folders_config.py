@@ -48,7 +48,9 @@ def test_folders_report_unmatched_and_mixed_sizes(tmp_path):
     write(tmp_path / "gen", "z.png", image)
     with pytest.raises(ValueError, match="eval.image_size"):
         evaluate_folders(tmp_path / "gen", tmp_path / "ref", {"metrics": ["ssim"], "resolution": 16})
-    result = evaluate_folders(tmp_path / "gen", tmp_path / "ref", {"metrics": ["ssim"], "resolution": 16, "image_size": 8})
+    result = evaluate_folders(
+        tmp_path / "gen", tmp_path / "ref", {"metrics": ["ssim"], "resolution": 16, "image_size": 8}
+    )
     assert result.metrics["eval/ssim"] == pytest.approx(1.0)
 
 

@@ -11,8 +11,13 @@ from regionaldiff.ldm.latent import PixelUnshuffleCodec, VAECodec, build_codec
 from regionaldiff.ldm.model import build_ldm, build_unet
 
 TINY_UNET = dict(
-    sample_size=8, block_out_channels=[8, 16], down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
-    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], layers_per_block=1, attention_head_dim=4, norm_num_groups=4,
+    sample_size=8,
+    block_out_channels=[8, 16],
+    down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+    layers_per_block=1,
+    attention_head_dim=4,
+    norm_num_groups=4,
 )
 
 
@@ -24,7 +29,9 @@ def ldm_cfg(regions: bool) -> dict:
 
 
 def build(regions: bool):
-    return build_ldm(ldm_cfg(regions), latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8)
+    return build_ldm(
+        ldm_cfg(regions), latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8
+    )
 
 
 def test_pixel_unshuffle_is_exactly_invertible():
@@ -47,7 +54,11 @@ def test_map_loss_has_gradient_wrt_controlnet_and_map_changes_prediction():
     torch.manual_seed(0)
     ldm = build(True)
     # zero-initialised ControlNet outputs would hide the map: perturb them as training would
-    zero_inits = [*ldm.controlnet.controlnet_down_blocks, ldm.controlnet.controlnet_mid_block, ldm.controlnet.controlnet_cond_embedding.conv_out]
+    zero_inits = [
+        *ldm.controlnet.controlnet_down_blocks,
+        ldm.controlnet.controlnet_mid_block,
+        ldm.controlnet.controlnet_cond_embedding.conv_out,
+    ]
     for block in zero_inits:
         torch.nn.init.normal_(block.weight, std=0.1)
     context = torch.randn(2, 4, 16)
@@ -81,14 +92,20 @@ def test_sampling_shape_and_determinism():
     ldm = build(True).eval()
     context = torch.randn(3, 4, 16)
     probs = torch.rand(3, 4, 4, 4).softmax(1)
-    a = ldm.sample(context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
-    b = ldm.sample(context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
+    a = ldm.sample(
+        context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1)
+    )
+    b = ldm.sample(
+        context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1)
+    )
     assert a.shape == (3, 12, 8, 8)
     assert torch.equal(a, b)
 
 
 def test_conditioner_class_token_carries_class_probabilities():
-    cond = EEGConditioner(code_len=10, code_dim=16, num_classes=3, cross_attention_dim=8, n_tokens=4, use_class_token=True)
+    cond = EEGConditioner(
+        code_len=10, code_dim=16, num_classes=3, cross_attention_dim=8, n_tokens=4, use_class_token=True
+    )
     codes = torch.randn(2, 10, 16)
     a = cond(codes, torch.tensor([[9.0, 0, 0], [9.0, 0, 0]]))
     b = cond(codes, torch.tensor([[0, 9.0, 0], [0, 9.0, 0]]))
@@ -108,12 +125,25 @@ def test_unet_and_vae_load_from_local_folders_like_sd15(tmp_path):
     """The SD-1.5 loading path (from_pretrained on a local folder with unet/ and vae/) on a tiny saved model."""
     from diffusers import AutoencoderKL
 
-    unet = UNet2DConditionModel(in_channels=4, out_channels=4, cross_attention_dim=16, **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_UNET.items()})
+    unet = UNet2DConditionModel(
+        in_channels=4,
+        out_channels=4,
+        cross_attention_dim=16,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_UNET.items()},
+    )
     unet.save_pretrained(tmp_path / "sd" / "unet")
-    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        latent_channels=4, norm_num_groups=4, sample_size=16)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
     vae.save_pretrained(tmp_path / "sd" / "vae")
-    loaded = build_unet({"pretrained": str(tmp_path / "sd"), "subfolder": "unet"}, in_channels=4, cross_attention_dim=16)
+    loaded = build_unet(
+        {"pretrained": str(tmp_path / "sd"), "subfolder": "unet"}, in_channels=4, cross_attention_dim=16
+    )
     assert torch.equal(loaded.conv_in.weight, unet.conv_in.weight)
     codec = build_codec({"kind": "vae", "pretrained": str(tmp_path / "sd"), "subfolder": "vae"})
     assert isinstance(codec, VAECodec) and codec.downsample == 2 and codec.latent_channels == 4
@@ -136,12 +166,27 @@ def test_finetune_step_trains_unet_conditioner_and_controlnet_but_not_the_frozen
     from regionaldiff.ldm.module import LDMFinetuneModule
 
     torch.manual_seed(0)
-    encoder = EEGMaskedAutoencoder(n_chans=5, n_times=40, sfreq=100.0, num_classes=3, embed_dim=16, depth=1, num_heads=2,
-                                   decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, region_grid=4)
+    encoder = EEGMaskedAutoencoder(
+        n_chans=5,
+        n_times=40,
+        sfreq=100.0,
+        num_classes=3,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=8,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        region_grid=4,
+    )
     ldm = build(True)
     ldm.cond_drop_prob = 0.0
     module = LDMFinetuneModule(encoder, ldm, PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="reference")
-    batch = {"eeg": torch.randn(4, 5, 40), "image": torch.rand(4, 3, 16, 16) * 2 - 1, "region_map": torch.randint(0, 4, (4, 16, 16))}
+    batch = {
+        "eeg": torch.randn(4, 5, 40),
+        "image": torch.rand(4, 3, 16, 16) * 2 - 1,
+        "region_map": torch.randint(0, 4, (4, 16, 16)),
+    }
     watched = {
         "controlnet.cond_embedding": ldm.controlnet.controlnet_cond_embedding.conv_in.weight,
         "controlnet.zero_out": ldm.controlnet.controlnet_down_blocks[0].weight,
@@ -158,20 +203,39 @@ def test_finetune_step_trains_unet_conditioner_and_controlnet_but_not_the_frozen
         loss.backward()
         opt.step()
     moved = {k: not torch.equal(before[k], v) for k, v in watched.items()}
-    assert moved == {"controlnet.cond_embedding": True, "controlnet.zero_out": True, "unet": True, "conditioner": True, "encoder": False}
+    assert moved == {
+        "controlnet.cond_embedding": True,
+        "controlnet.zero_out": True,
+        "unet": True,
+        "conditioner": True,
+        "encoder": False,
+    }
 
 
 def test_regional_prediction_depends_on_the_map_after_training_opens_the_controlnet():
     """With predicted maps at test time the map must matter: a different map gives a different sample."""
     torch.manual_seed(0)
     ldm = build(True).eval()
-    zero_inits = [*ldm.controlnet.controlnet_down_blocks, ldm.controlnet.controlnet_mid_block, ldm.controlnet.controlnet_cond_embedding.conv_out]
+    zero_inits = [
+        *ldm.controlnet.controlnet_down_blocks,
+        ldm.controlnet.controlnet_mid_block,
+        ldm.controlnet.controlnet_cond_embedding.conv_out,
+    ]
     for block in zero_inits:
         torch.nn.init.normal_(block.weight, std=0.1)
     context = torch.randn(2, 4, 16)
     probs = torch.rand(2, 4, 4, 4).softmax(1)
-    a = ldm.sample(context, probs, (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
-    b = ldm.sample(context, probs.flip(-1), (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    a = ldm.sample(
+        context, probs, (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0)
+    )
+    b = ldm.sample(
+        context,
+        probs.flip(-1),
+        (12, 8, 8),
+        num_steps=3,
+        guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert not torch.allclose(a, b)
 
 
@@ -190,7 +254,11 @@ def test_training_target_follows_the_prediction_type(prediction_type):
             1 - ldm.scheduler.alphas_cumprod[steps]
         ).sqrt()[:, None, None, None]
         captured["noise"] = noise
-        return {"epsilon": noise, "sample": latents, "v_prediction": ldm.scheduler.get_velocity(latents, noise, steps)}[prediction_type]
+        return {
+            "epsilon": noise,
+            "sample": latents,
+            "v_prediction": ldm.scheduler.get_velocity(latents, noise, steps),
+        }[prediction_type]
 
     ldm.predict_noise = oracle
     loss = ldm.training_loss(latents, torch.randn(2, 4, 16), None, generator=torch.Generator().manual_seed(0))
@@ -199,8 +267,16 @@ def test_training_target_follows_the_prediction_type(prediction_type):
 
 def test_clipped_sampling_stays_in_the_image_range():
     ldm = build(False).eval()
-    out = ldm.sample(torch.randn(2, 4, 16), None, (12, 8, 8), num_steps=4, guidance_scale=3.0,
-                     generator=torch.Generator().manual_seed(0), clip_sample=True, clip_sample_range=1.0)
+    out = ldm.sample(
+        torch.randn(2, 4, 16),
+        None,
+        (12, 8, 8),
+        num_steps=4,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(0),
+        clip_sample=True,
+        clip_sample_range=1.0,
+    )
     assert out.abs().max() <= 1.0 + 1e-5
 
 
@@ -221,10 +297,27 @@ def test_mixed_training_maps_draw_reference_or_predicted_per_sample():
     from regionaldiff.ldm.module import LDMFinetuneModule
 
     torch.manual_seed(0)
-    encoder = EEGMaskedAutoencoder(n_chans=5, n_times=40, sfreq=100.0, num_classes=3, embed_dim=16, depth=1, num_heads=2,
-                                   decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, region_grid=4)
-    module = LDMFinetuneModule(encoder, build(True), PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="mixed")
-    batch = {"eeg": torch.randn(64, 5, 40), "image": torch.rand(64, 3, 16, 16) * 2 - 1, "region_map": torch.randint(0, 4, (64, 16, 16))}
+    encoder = EEGMaskedAutoencoder(
+        n_chans=5,
+        n_times=40,
+        sfreq=100.0,
+        num_classes=3,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=8,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        region_grid=4,
+    )
+    module = LDMFinetuneModule(
+        encoder, build(True), PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="mixed"
+    )
+    batch = {
+        "eeg": torch.randn(64, 5, 40),
+        "image": torch.rand(64, 3, 16, 16) * 2 - 1,
+        "region_map": torch.randint(0, 4, (64, 16, 16)),
+    }
     reference = coarse_region_target(batch["region_map"], 4, 4)
     _, predicted = module.conditions(batch, "predicted")
     _, mixed = module.conditions(batch, "mixed")

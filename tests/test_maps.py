@@ -141,7 +141,9 @@ def test_rule_parameters_change_the_selection():
     low = Proposals(proposals.masks, np.array([0.1, 1.0, 1.0]))
     ranked = proposals_to_regions(image, low, 0, SemanticRule(max_regions=1), "semantic").semantic
     np.testing.assert_array_equal(ranked, np.where(second, 1, 0))
-    empty = proposals_to_regions(image, Proposals(np.zeros((0, 40, 40), bool), np.zeros(0)), 0, SemanticRule(), "semantic")
+    empty = proposals_to_regions(
+        image, Proposals(np.zeros((0, 40, 40), bool), np.zeros(0)), 0, SemanticRule(), "semantic"
+    )
     assert not empty.semantic.any() and not empty.instances.any()
 
 
@@ -302,7 +304,9 @@ def test_sam_vit_b_random_checkpoint_loads_through_the_user_path_and_wrong_type_
     checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
     torch.save(reference.state_dict(), checkpoint)
     del reference
-    with pytest.raises(ValueError, match=r"sam_vit_b_01ec64\.pth.*holds vit_b weights.*model_type=vit_l.*model_type=vit_b"):
+    with pytest.raises(
+        ValueError, match=r"sam_vit_b_01ec64\.pth.*holds vit_b weights.*model_type=vit_l.*model_type=vit_b"
+    ):
         SamMaskMap(checkpoint=str(checkpoint), model_type="vit_l")
     with pytest.raises(ValueError, match=r"holds vit_b weights.*model_type=vit_h"):
         load_sam(checkpoint, "vit_h")
@@ -325,7 +329,13 @@ def tiny_sam_checkpoint(tmp_path, monkeypatch):
     from segment_anything.build_sam import _build_sam
 
     def build_tiny(checkpoint=None):
-        return _build_sam(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1], checkpoint=checkpoint)
+        return _build_sam(
+            encoder_embed_dim=32,
+            encoder_depth=2,
+            encoder_num_heads=2,
+            encoder_global_attn_indexes=[1],
+            checkpoint=checkpoint,
+        )
 
     monkeypatch.setitem(sam_model_registry, "vit_tiny", build_tiny)
     torch.manual_seed(0)
@@ -338,8 +348,13 @@ def test_sam_generator_end_to_end_batched_equals_unbatched(tiny_sam_checkpoint, 
     from regionaldiff.maps.sam import SamMaskMap
 
     settings = dict(
-        checkpoint=str(tiny_sam_checkpoint), model_type="vit_tiny", device="auto", points_per_side=2,
-        pred_iou_thresh=0.0, stability_score_thresh=0.0, rule={"max_area": 1.0, "max_border": 1.0},
+        checkpoint=str(tiny_sam_checkpoint),
+        model_type="vit_tiny",
+        device="auto",
+        points_per_side=2,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        rule={"max_area": 1.0, "max_border": 1.0},
     )
     images = [_disc_image(40)[0], _scenes(1, size=32)[0][0]]  # two sizes in one batch
     batched = SamMaskMap(batch_size=2, **settings)

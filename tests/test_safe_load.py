@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from regionaldiff.data.safe_load import DataFormatError, UnsafeFileError, expect_array, expect_keys, load_numpy_dict, load_torch
+from regionaldiff.data.safe_load import (
+    DataFormatError,
+    UnsafeFileError,
+    expect_array,
+    expect_keys,
+    load_numpy_dict,
+    load_torch,
+)
 
 
 class Payload:
@@ -22,8 +29,14 @@ class Payload:
 
 
 def test_numpy_dict_round_trip(tmp_path):
-    data = {"preprocessed_eeg_data": np.zeros((2, 3, 4, 5)), "ch_names": ["O1", "Oz"], "times": np.arange(5.0),
-            "sfreq": np.float64(100.0), "n": 3, "nested": {"a": (1, 2), "s": {1, 2}}}
+    data = {
+        "preprocessed_eeg_data": np.zeros((2, 3, 4, 5)),
+        "ch_names": ["O1", "Oz"],
+        "times": np.arange(5.0),
+        "sfreq": np.float64(100.0),
+        "n": 3,
+        "nested": {"a": (1, 2), "s": {1, 2}},
+    }
     np.save(tmp_path / "d.npy", data)
     out = load_numpy_dict(tmp_path / "d.npy", required=("preprocessed_eeg_data", "ch_names", "times"))
     assert out["preprocessed_eeg_data"].shape == (2, 3, 4, 5) and out["ch_names"] == ["O1", "Oz"]
@@ -61,7 +74,11 @@ def test_numpy_dict_bad_inputs(tmp_path):
 
 @pytest.mark.parametrize("legacy", [True, False])
 def test_torch_round_trip(tmp_path, legacy):
-    data = {"dataset": [{"eeg": torch.ones(3, 4), "image": 0, "label": 1, "subject": 4}], "labels": ["n1"], "images": ["n1_2"]}
+    data = {
+        "dataset": [{"eeg": torch.ones(3, 4), "image": 0, "label": 1, "subject": 4}],
+        "labels": ["n1"],
+        "images": ["n1_2"],
+    }
     torch.save(data, tmp_path / "f.pth", _use_new_zipfile_serialization=not legacy)
     out = load_torch(tmp_path / "f.pth")
     assert out["dataset"][0]["subject"] == 4 and torch.equal(out["dataset"][0]["eeg"], torch.ones(3, 4))

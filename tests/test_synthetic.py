@@ -113,7 +113,8 @@ def test_retinotopy_left_field_drives_right_hemisphere():
 
 
 @pytest.mark.parametrize(
-    "key, value", [("n_classes", 1), ("n_train", 0), ("snr", -1.0), ("montage", "nope"), ("min_objects", 4), ("tmax", -0.1)]
+    "key, value",
+    [("n_classes", 1), ("n_train", 0), ("snr", -1.0), ("montage", "nope"), ("min_objects", 4), ("tmax", -0.1)],
 )
 def test_bad_values_name_the_key(key, value):
     with pytest.raises(ValueError, match=f"dataset.{key}"):
@@ -125,7 +126,10 @@ def _decode(snr):
     tr, te = dm.get_split("train"), dm.get_split("test")
     x_tr, x_te = tr.eeg.reshape(len(tr), -1), te.eeg.reshape(len(te), -1)
     cls = LogisticRegression(max_iter=2000, C=0.05).fit(x_tr, tr.labels).score(x_te, te.labels)
-    side = lambda s: (s.extras["centroid"][:, 1] > 0.5).astype(int)
+
+    def side(s):
+        return (s.extras["centroid"][:, 1] > 0.5).astype(int)
+
     pos = LogisticRegression(max_iter=2000, C=0.05).fit(x_tr, side(tr)).score(x_te, side(te))
     chance_cls = np.bincount(te.labels).max() / len(te)
     chance_pos = max(side(te).mean(), 1 - side(te).mean())

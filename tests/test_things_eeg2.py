@@ -8,8 +8,8 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from official_formats import THINGS63, write_things_eeg2, write_things_raw
 
+from official_formats import THINGS63, write_things_eeg2, write_things_raw
 from regionaldiff.data.images import ImageFileError
 from regionaldiff.data.mvnn import RawConfig, noise_covariance, whitener
 from regionaldiff.data.safe_load import DataFormatError, UnsafeFileError
@@ -34,8 +34,14 @@ def concepts_of(dm, split):
 
 
 def test_hydra_config_and_contract(fx, compose_cfg):
-    cfg = compose_cfg("dataset=things_eeg2", f"dataset.root={fx.root}", "dataset.subjects=[1,2]", "dataset.image_size=16",
-                      "dataset.val_fraction=0.25", "dataset.batch_size=4")
+    cfg = compose_cfg(
+        "dataset=things_eeg2",
+        f"dataset.root={fx.root}",
+        "dataset.subjects=[1,2]",
+        "dataset.image_size=16",
+        "dataset.val_fraction=0.25",
+        "dataset.batch_size=4",
+    )
     dm = hydra.utils.instantiate(cfg.dataset)
     dm.setup("fit")
     assert (dm.n_chans, dm.n_times, dm.sfreq) == (17, 100, 100.0) and dm.ch_names[:3] == ["O1", "Oz", "O2"]
@@ -79,7 +85,9 @@ def test_63_channel_250hz_variant(tmp_path):
     fx = write_things_eeg2(tmp_path / "t63", subjects=(1,), variant="63ch", eeg_dir="preprocessed_250hz")
     dm = make(fx, tmp_path, subjects=[1], eeg_dir="preprocessed_250hz")
     assert (dm.n_chans, dm.n_times, dm.sfreq) == (63, 248, 250.0)  # 250 samples cut to a multiple of 4
-    window = make(fx, tmp_path, subjects=[1], eeg_dir="preprocessed_250hz", tmin=0.0, tmax=0.8, channels=["O1", "Oz", "O2"])
+    window = make(
+        fx, tmp_path, subjects=[1], eeg_dir="preprocessed_250hz", tmin=0.0, tmax=0.8, channels=["O1", "Oz", "O2"]
+    )
     assert (window.n_chans, window.n_times) == (3, 200) and window.ch_names == ["O1", "Oz", "O2"]
     with pytest.raises(ValueError, match=r"dataset.channels: \['Xz'\]"):
         make(fx, tmp_path, subjects=[1], eeg_dir="preprocessed_250hz", channels=["Xz"]).setup()
@@ -97,8 +105,9 @@ def test_nonfinite_repetitions(tmp_path):
         make(fx, tmp_path, on_bad_trial="fail").setup()
     avg = make(fx, tmp_path, subjects=[1])
     avg.setup()
-    assert avg.data_report["n_nonfinite_reps_sub01"] == 1 and all(np.isfinite(avg.get_split(s).eeg[i]).all()
-                                                                     for s in ("train", "val") for i in range(len(avg.get_split(s))))
+    assert avg.data_report["n_nonfinite_reps_sub01"] == 1 and all(
+        np.isfinite(avg.get_split(s).eeg[i]).all() for s in ("train", "val") for i in range(len(avg.get_split(s)))
+    )
     sep = make(fx, tmp_path, subjects=[1], train_repetitions="separate")
     sep.setup()
     assert sep.data_report["n_train_dropped_nonfinite"] + sep.data_report["n_val_dropped_nonfinite"] == 1
@@ -108,7 +117,10 @@ def test_bad_files(fx, tmp_path):
     path = fx.root / "preprocessed_data" / "sub-01" / "preprocessed_eeg_training.npy"
     good = np.load(path, allow_pickle=True).item()
     np.save(path, {**good, "preprocessed_eeg_data": good["preprocessed_eeg_data"][:5]})
-    with pytest.raises(DataFormatError, match=r"preprocessed_eeg_training\.npy: field 'preprocessed_eeg_data' has shape \(5, 4, 17, 100\); expected \[8, \*, \*, \*\]"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"preprocessed_eeg_training\.npy: field 'preprocessed_eeg_data' has shape \(5, 4, 17, 100\); expected \[8, \*, \*, \*\]",
+    ):
         make(fx, tmp_path).setup()
     np.save(path, {**good, "ch_names": good["ch_names"][:3]})
     with pytest.raises(DataFormatError, match="ch_names has 3 names but preprocessed_eeg_data has 17 channels"):
@@ -162,7 +174,9 @@ def test_mvnn_whitens():
 def test_raw_files_with_mne(fx, tmp_path):
     write_things_raw(fx.root, subject=1)
     raw = {"sessions": [1, 2], "mvnn_dim": "epochs"}
-    dm = make(fx, tmp_path, subjects=[1], source="raw", raw=raw, train_repetitions="separate", test_repetitions="separate")
+    dm = make(
+        fx, tmp_path, subjects=[1], source="raw", raw=raw, train_repetitions="separate", test_repetitions="separate"
+    )
     dm.setup()
     assert (dm.n_chans, dm.n_times, dm.sfreq) == (17, 100, 100.0)  # official 17 channels, -0.2..0.8 s at 100 Hz
     assert dm.ch_names == [c for c in THINGS63 if re.match("^O *|^P *", c)] and len(dm.ch_names) == 17

@@ -91,7 +91,9 @@ def expand_evaluate_command(argv: list[str]) -> list[str]:
     for key, value in (("eval.generated_dir", rest[0]), ("eval.reference_dir", rest[1])):
         path = Path(value).resolve()
         if not path.is_dir():
-            raise SystemExit(f"regionaldiff evaluate: {key.split('.')[1]} {value!r} is not a folder.\n\n{EVALUATE_USAGE}")
+            raise SystemExit(
+                f"regionaldiff evaluate: {key.split('.')[1]} {value!r} is not a folder.\n\n{EVALUATE_USAGE}"
+            )
         escaped = str(path).replace("\\", "\\\\").replace("'", "\\'")
         folders.append(f"{key}='{escaped}'")
     return ["pipeline.steps=[evaluate]", *folders, *rest[2:]]

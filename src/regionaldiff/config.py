@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+if TYPE_CHECKING:
+    import torch
 
 
 def plain(value: Any) -> Any:
@@ -25,7 +28,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def resolve_device(name: str, key: str) -> "torch.device":
+def resolve_device(name: str, key: str) -> torch.device:
     """A device setting: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``.
 
     ``key`` names the config key in the error raised for a bad name or a CUDA device that is not there.
@@ -124,12 +127,23 @@ class EncoderConfig:
     max_epochs: int = 30
 
     def __post_init__(self) -> None:
-        _positive("encoder", patch_size=self.patch_size, embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
-                  decoder_embed_dim=self.decoder_embed_dim, decoder_depth=self.decoder_depth, lr=self.lr, max_epochs=self.max_epochs)
+        _positive(
+            "encoder",
+            patch_size=self.patch_size,
+            embed_dim=self.embed_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
+            decoder_embed_dim=self.decoder_embed_dim,
+            decoder_depth=self.decoder_depth,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+        )
         _fraction("encoder", low_open=True, mask_ratio=self.mask_ratio)
         _fraction("encoder", dropout=self.dropout)
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"encoder.embed_dim={self.embed_dim} must be divisible by encoder.num_heads={self.num_heads}.")
+            raise ValueError(
+                f"encoder.embed_dim={self.embed_dim} must be divisible by encoder.num_heads={self.num_heads}."
+            )
         if self.decoder_embed_dim % self.decoder_num_heads:
             raise ValueError("encoder.decoder_embed_dim must be divisible by encoder.decoder_num_heads.")
         if self.region_grid < 0:
@@ -214,12 +228,19 @@ class LDMConfig:
     def __post_init__(self) -> None:
         _positive("ldm", cross_attention_dim=self.cross_attention_dim, lr=self.lr, max_epochs=self.max_epochs)
         _fraction("ldm", cond_drop_prob=self.cond_drop_prob)
-        _positive("ldm.sampling", num_steps=self.sampling.num_steps, guidance_scale=self.sampling.guidance_scale,
-                  batch_size=self.sampling.batch_size, samples_per_eeg=self.sampling.samples_per_eeg)
+        _positive(
+            "ldm.sampling",
+            num_steps=self.sampling.num_steps,
+            guidance_scale=self.sampling.guidance_scale,
+            batch_size=self.sampling.batch_size,
+            samples_per_eeg=self.sampling.samples_per_eeg,
+        )
         if self.latent.kind == LatentKind.vae and not self.latent.pretrained:
             raise ValueError("ldm.latent.kind=vae needs ldm.latent.pretrained (a local Stable Diffusion folder).")
         if not self.unet.pretrained and not self.unet.config:
-            raise ValueError("ldm.unet needs either `pretrained` (a local folder) or `config` (UNet2DConditionModel kwargs).")
+            raise ValueError(
+                "ldm.unet needs either `pretrained` (a local folder) or `config` (UNet2DConditionModel kwargs)."
+            )
 
 
 @dataclass
@@ -295,6 +316,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         node = cfg[group]
         obj = OmegaConf.to_object(node)
         if not isinstance(obj, (EncoderConfig, LDMConfig, TrainerConfig, LoggerConfig, PipelineConfig)):
-            raise ValueError(f"Config group {group!r} does not use its schema: add `- schema` first in its defaults list.")
+            raise ValueError(
+                f"Config group {group!r} does not use its schema: add `- schema` first in its defaults list."
+            )
         typed[group] = obj
     return typed

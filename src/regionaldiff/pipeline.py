@@ -106,7 +106,9 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
     if cfg.get("ablation_arm"):
         tracker.set_tags({"regionaldiff.ablation_arm": str(cfg.ablation_arm)})
     if ctx.typed["pipeline"].test_maps.value == "oracle":
-        tracker.set_tags({"regionaldiff.analysis_only": "oracle region maps at test time (not a valid reconstruction result)"})
+        tracker.set_tags(
+            {"regionaldiff.analysis_only": "oracle region maps at test time (not a valid reconstruction result)"}
+        )
     wanted = [s.value for s in ctx.typed["pipeline"].steps]
     if cfg.eval.get("generated_dir") or cfg.eval.get("reference_dir"):
         if wanted != [Step.evaluate.value]:
@@ -158,7 +160,9 @@ def prepare(ctx: PipelineContext, train: bool = True) -> None:
     if train:
         ids, images, _ = dm.stimuli("train")
         n = min(16, len(ids))
-        grid = save_stimulus_grid(ctx.output_dir / "stimuli.png", images[:n], [maps[i] for i in ids[:n]] if maps else None)
+        grid = save_stimulus_grid(
+            ctx.output_dir / "stimuli.png", images[:n], [maps[i] for i in ids[:n]] if maps else None
+        )
         ctx.tracker.log_artifact(grid, "figures")
     log.info("prepare: %s", ", ".join(f"{k}={v}" for k, v in sizes.items()))
 
@@ -182,7 +186,9 @@ def _quiet_known_warnings() -> None:
     # the pretrained EEG encoder is frozen in eval mode on purpose while the LDM trains
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     # small datasets: fewer batches than the logging interval is fine
-    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    warnings.filterwarnings(
+        "ignore", message=r"The number of training batches .* is smaller than the logging interval"
+    )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
@@ -206,8 +212,12 @@ def _trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer:
         # one rolling checkpoint, rewritten every epoch, so an interrupted run loses at most one epoch
         callbacks=[
             ModelCheckpoint(
-                dirpath=str(slot.path / "checkpoints"), filename="last", monitor=None, save_top_k=1,
-                every_n_epochs=1, enable_version_counter=False,
+                dirpath=str(slot.path / "checkpoints"),
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                every_n_epochs=1,
+                enable_version_counter=False,
             )
         ],
         enable_model_summary=False,
@@ -225,7 +235,9 @@ def _resume_path(slot: Slot) -> str | None:
     except Exception as err:  # noqa: BLE001 - any unreadable file means: start this step over
         broken = last.with_suffix(".ckpt.broken")
         last.replace(broken)
-        log.warning("last checkpoint %s is unreadable (%s); moved to %s, training this step from the start", last, err, broken)
+        log.warning(
+            "last checkpoint %s is unreadable (%s); moved to %s, training this step from the start", last, err, broken
+        )
         return None
     log.info("resuming from %s", last)
     return str(last)
@@ -256,19 +268,30 @@ def build_encoder(ctx: PipelineContext) -> EEGMaskedAutoencoder:
 def pretrain(ctx: PipelineContext, train: bool = True) -> None:
     """Pretrain the EEG encoder (masked recovery + classification + regions), or reuse the artifact."""
     e = ctx.typed["encoder"]
-    ctx.keys["pretrain"] = {"prepare": ctx.keys["prepare"], "encoder": plain(ctx.cfg.encoder), "seed": int(ctx.cfg.seed)}
+    ctx.keys["pretrain"] = {
+        "prepare": ctx.keys["prepare"],
+        "encoder": plain(ctx.cfg.encoder),
+        "seed": int(ctx.cfg.seed),
+    }
     slot = ctx.slots["pretrain"] = ctx.store.slot("pretrain", ctx.keys["pretrain"])
     ctx.tracker.set_tags({"artifact.encoder": str(slot.path)})
     with slot.lock():
         if not slot.done:
             if not train:
-                raise RuntimeError(f"No pretrained encoder for this config at {slot.path}: add 'pretrain' to pipeline.steps.")
+                raise RuntimeError(
+                    f"No pretrained encoder for this config at {slot.path}: add 'pretrain' to pipeline.steps."
+                )
             L.seed_everything(int(ctx.cfg.seed), workers=True)
             model = build_encoder(ctx)
             module = EncoderPretrainModule(model, e.lr, e.weight_decay, e.w_mae, e.w_cls, e.w_region, e.max_epochs)
             trainer = _trainer(ctx, slot, e.max_epochs)
             dm = ctx.datamodule
-            trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader(), ckpt_path=_resume_path(slot))
+            trainer.fit(
+                module,
+                train_dataloaders=dm.train_dataloader(),
+                val_dataloaders=dm.val_dataloader(),
+                ckpt_path=_resume_path(slot),
+            )
             torch.save({"state_dict": model.state_dict(), "region_grid": model.region_grid}, slot.path / "encoder.pt")
             slot.mark_done({k: float(v) for k, v in trainer.callback_metrics.items()})
             log.info("pretrain: encoder saved to %s", slot.path / "encoder.pt")
@@ -316,7 +339,9 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
     with slot.lock():
         if not slot.done:
             if not train:
-                raise RuntimeError(f"No fine-tuned LDM for this config at {slot.path}: add 'finetune' to pipeline.steps.")
+                raise RuntimeError(
+                    f"No fine-tuned LDM for this config at {slot.path}: add 'finetune' to pipeline.steps."
+                )
             L.seed_everything(int(ctx.cfg.seed), workers=True)
             ldm, codec = build_model(ctx, encoder)
             module = LDMFinetuneModule(encoder, ldm, codec, l_cfg.lr, l_cfg.weight_decay, l_cfg.train_maps.value)
@@ -350,13 +375,19 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
     """Reconstruct the test split from EEG (region maps predicted from EEG unless ``test_maps=oracle``)."""
     sampling = ctx.typed["ldm"].sampling
     test_maps = ctx.typed["pipeline"].test_maps.value
-    ctx.keys["generate"] = {"finetune": ctx.keys["finetune"], "sampling": plain(ctx.cfg.ldm.sampling), "test_maps": test_maps}
+    ctx.keys["generate"] = {
+        "finetune": ctx.keys["finetune"],
+        "sampling": plain(ctx.cfg.ldm.sampling),
+        "test_maps": test_maps,
+    }
     slot = ctx.slots["generate"] = ctx.store.slot("generate", ctx.keys["generate"])
     out_file = slot.path / "generated.npz"
     with slot.lock():
         if not slot.done:
             if not train:
-                raise RuntimeError(f"No reconstructions for this config at {slot.path}: add 'generate' to pipeline.steps.")
+                raise RuntimeError(
+                    f"No reconstructions for this config at {slot.path}: add 'generate' to pipeline.steps."
+                )
             arrays = _sample_test_split(ctx, sampling, test_maps)
             np.savez_compressed(out_file, **arrays)
             _write_image_folders(slot.path, arrays)
@@ -367,8 +398,12 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
     n = min(ctx.typed["pipeline"].grid_size, len(arrays["labels"]))
     maps, map_title = grid_maps(arrays, test_maps, n, ctx.datamodule.image_size)
     grid = save_reconstruction_grid(
-        ctx.output_dir / "reconstructions.png", arrays["reference"][:n], arrays["generated"][:n, 0],
-        maps=maps, num_labels=ctx.datamodule.num_classes + 1, map_title=map_title,
+        ctx.output_dir / "reconstructions.png",
+        arrays["reference"][:n],
+        arrays["generated"][:n, 0],
+        maps=maps,
+        num_labels=ctx.datamodule.num_classes + 1,
+        map_title=map_title,
     )
     ctx.tracker.log_artifact(grid, "figures")
     ctx.tracker.set_tags({"artifact.generated": str(slot.path)})
@@ -394,7 +429,9 @@ def _sample_test_split(ctx: PipelineContext, sampling, test_maps: str) -> dict[s
     size = dm.image_size
     latent_shape = (codec.latent_channels, size // codec.downsample, size // codec.downsample)
     generator = torch.Generator(device=device).manual_seed(int(ctx.cfg.seed))
-    out: dict[str, list] = {k: [] for k in ("generated", "reference", "labels", "eeg_pred", "region_probs", "image_ids", "region_maps")}
+    out: dict[str, list] = {
+        k: [] for k in ("generated", "reference", "labels", "eeg_pred", "region_probs", "image_ids", "region_maps")
+    }
     loader = dm.loader("test", False, sampling.batch_size)
     for batch in tqdm(loader, desc="generate (test split)"):
         eeg = batch["eeg"].to(device)
@@ -411,14 +448,23 @@ def _sample_test_split(ctx: PipelineContext, sampling, test_maps: str) -> dict[s
             if test_maps == "oracle":
                 if "region_map" not in batch:
                     raise ValueError("pipeline.test_maps=oracle needs reference region maps: set a maskmap.")
-                probs = coarse_region_target(batch["region_map"].to(device), encoder.num_classes + 1, encoder.region_grid)
+                probs = coarse_region_target(
+                    batch["region_map"].to(device), encoder.num_classes + 1, encoder.region_grid
+                )
         if not ldm.uses_regions:
             probs = None
         samples = []
         for _ in range(sampling.samples_per_eeg):
             latents = ldm.sample(
-                context, probs, latent_shape, sampling.num_steps, sampling.guidance_scale, generator, sampling.eta,
-                clip_sample=sampling.clip_sample, clip_sample_range=sampling.clip_sample_range,
+                context,
+                probs,
+                latent_shape,
+                sampling.num_steps,
+                sampling.guidance_scale,
+                generator,
+                sampling.eta,
+                clip_sample=sampling.clip_sample,
+                clip_sample_range=sampling.clip_sample_range,
             )
             samples.append(tensor_to_image(codec.decode(latents)))
         out["generated"].append(np.stack(samples, axis=1))
@@ -458,8 +504,8 @@ def eeg_top1(arrays: dict[str, np.ndarray], w_cls: float) -> tuple[dict[str, flo
 
 def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     """Metrics of the reconstructions: the configured suite, plus known-truth metrics where the dataset has them."""
-    from regionaldiff.evaluation.suite import evaluate_images
     from regionaldiff.evaluation.alignment import reconstruction_alignment
+    from regionaldiff.evaluation.suite import evaluate_images
     from regionaldiff.evaluation.synthetic import region_and_class_metrics
 
     arrays = dict(np.load(ctx.slots["generate"].path / "generated.npz"))
@@ -499,6 +545,12 @@ def evaluate_folder_pair(ctx: PipelineContext) -> None:
     generated_dir, reference_dir = ctx.cfg.eval.get("generated_dir"), ctx.cfg.eval.get("reference_dir")
     if not generated_dir or not reference_dir:
         raise ValueError("Folder evaluation needs both eval.generated_dir and eval.reference_dir.")
-    ctx.tracker.set_tags({"regionaldiff.mode": "folder evaluation", "eval.generated_dir": generated_dir, "eval.reference_dir": reference_dir})
+    ctx.tracker.set_tags(
+        {
+            "regionaldiff.mode": "folder evaluation",
+            "eval.generated_dir": generated_dir,
+            "eval.reference_dir": reference_dir,
+        }
+    )
     result = evaluate_folders(generated_dir, reference_dir, ctx.cfg.eval)
     _report_metrics(ctx, dict(result.metrics), dict(result.skipped))

@@ -227,7 +227,9 @@ class EEGDataModule(L.LightningDataModule):
         }
 
 
-def check_no_stimulus_leak(splits: Mapping[str, Sequence[str]], pairs: Sequence[tuple[str, str]] = (("train", "test"), ("val", "test"))) -> dict[str, int]:
+def check_no_stimulus_leak(
+    splits: Mapping[str, Sequence[str]], pairs: Sequence[tuple[str, str]] = (("train", "test"), ("val", "test"))
+) -> dict[str, int]:
     """Raise if a stimulus id is in two splits that must be disjoint; return the overlap counts (all 0)."""
     counts = {}
     for a, b in pairs:

@@ -206,7 +206,9 @@ class ArrayCache:
         if manifest.get("format") != CACHE_FORMAT or manifest.get("config") != self.config:
             self.reason = "the manifest's config differs"
             return None
-        if set(manifest.get("sources", {})) != set(self.sources) or set(manifest.get("stat_sources", {})) != set(self.stat_sources):
+        if set(manifest.get("sources", {})) != set(self.sources) or set(manifest.get("stat_sources", {})) != set(
+            self.stat_sources
+        ):
             self.reason = "the set of source files differs"
             return None
         changed = False

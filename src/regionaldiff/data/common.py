@@ -104,7 +104,12 @@ def image_table(
     ids = list(ids)
     config = {"ids": ids, "paths": [str(p) for p in paths], "image_size": image_size, "resize": resize}
     cache = ArrayCache(
-        cache_dir, f"{name}_images", config, sources={}, stat_sources={str(i): p for i, p in enumerate(paths)}, verify=verify
+        cache_dir,
+        f"{name}_images",
+        config,
+        sources={},
+        stat_sources={str(i): p for i, p in enumerate(paths)},
+        verify=verify,
     )
 
     def fill(writer):
@@ -118,7 +123,9 @@ def image_table(
     return ImageTable(ids, entry["images"], unavailable=list(failed)), failed, entry.status
 
 
-def leak_report(splits: Mapping[str, Sequence[str]], strict: Sequence[tuple[str, str]] = (("train", "test"), ("val", "test"))) -> dict[str, int]:
+def leak_report(
+    splits: Mapping[str, Sequence[str]], strict: Sequence[tuple[str, str]] = (("train", "test"), ("val", "test"))
+) -> dict[str, int]:
     """Stimulus overlap counts of every pair of splits; raise if a pair in ``strict`` shares a stimulus."""
     from regionaldiff.data.base import check_no_stimulus_leak
 

@@ -35,7 +35,14 @@ from tqdm.auto import tqdm
 from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS, EEGDataModule, EEGSplit
 from regionaldiff.data.cache import ArrayCache
-from regionaldiff.data.common import BAD_TRIAL_POLICIES, RowView, check_choice, check_multiple, image_table, leak_report
+from regionaldiff.data.common import (
+    BAD_TRIAL_POLICIES,
+    RowView,
+    check_choice,
+    check_multiple,
+    image_table,
+    leak_report,
+)
 from regionaldiff.data.images import RESIZE_MODES, check_policy
 from regionaldiff.data.safe_load import DataFormatError, expect_array, expect_keys, load_torch
 
@@ -137,7 +144,9 @@ class EEGImageNetDataModule(EEGDataModule):
         if crop is None or len(crop) != 2 or not 0 <= int(crop[0]) < int(crop[1]):
             raise ValueError(f"dataset.crop must be [start, stop] with 0 <= start < stop; got {crop!r}.")
         if not 0 < min_length <= max_length:
-            raise ValueError(f"dataset.min_length/max_length must satisfy 0 < min <= max; got {min_length}, {max_length}.")
+            raise ValueError(
+                f"dataset.min_length/max_length must satisfy 0 < min <= max; got {min_length}, {max_length}."
+            )
         if resample is not None and int(resample) < 2:
             raise ValueError(f"dataset.resample must be null or >= 2 samples; got {resample}.")
         if sfreq <= 0:
@@ -216,14 +225,23 @@ class EEGImageNetDataModule(EEGDataModule):
     def cache_config(self) -> dict[str, Any]:
         """Everything the cached EEG arrays depend on (besides the source file)."""
         return {
-            "min_length": self.min_length, "max_length": self.max_length, "crop": list(self.crop),
-            "resample": self.resample, "resample_method": self.resample_method, "l_freq": self.l_freq,
-            "h_freq": self.h_freq, "sfreq": self.file_sfreq, "n_times_multiple": self.n_times_multiple, "version": 1,
+            "min_length": self.min_length,
+            "max_length": self.max_length,
+            "crop": list(self.crop),
+            "resample": self.resample,
+            "resample_method": self.resample_method,
+            "l_freq": self.l_freq,
+            "h_freq": self.h_freq,
+            "sfreq": self.file_sfreq,
+            "n_times_multiple": self.n_times_multiple,
+            "version": 1,
         }
 
     def _prepared(self):
         if self._entry is None:
-            cache = ArrayCache(self.cache_dir, self.name, self.cache_config(), {"eeg": self.eeg_path}, verify=self.cache_verify)
+            cache = ArrayCache(
+                self.cache_dir, self.name, self.cache_config(), {"eeg": self.eeg_path}, verify=self.cache_verify
+            )
             self._entry = cache.get_or_build(self._convert)
             self.data_report["cache_hit"] = float(self._entry.status == "hit")
             for key in ("n_trials_file", "n_dropped_length", "n_dropped_short_for_crop", "n_nonfinite_trials"):
@@ -243,10 +261,14 @@ class EEGImageNetDataModule(EEGDataModule):
         expect_keys(data, ("dataset", "labels", "images"), path, "the EEG-ImageNet EEG file")
         trials, labels, images = data["dataset"], list(data["labels"]), list(data["images"])
         if not isinstance(trials, (list, tuple)) or not trials:
-            raise DataFormatError(f"{path}: 'dataset' must be a non-empty list of trial dicts; got {type(trials).__name__}.")
+            raise DataFormatError(
+                f"{path}: 'dataset' must be a non-empty list of trial dicts; got {type(trials).__name__}."
+            )
         for field, values in (("labels", labels), ("images", images)):
             if not values or not all(isinstance(v, str) for v in values):
-                raise DataFormatError(f"{path}: '{field}' must be a non-empty list of strings (WordNet ids / image names).")
+                raise DataFormatError(
+                    f"{path}: '{field}' must be a non-empty list of strings (WordNet ids / image names)."
+                )
         n = len(trials)
         all_subject = np.zeros(n, dtype=np.int64)
         all_label = np.zeros(n, dtype=np.int64)
@@ -262,16 +284,26 @@ class EEGImageNetDataModule(EEGDataModule):
             eeg = trial["eeg"]
             shape = tuple(getattr(eeg, "shape", ()))
             if len(shape) != 2:
-                raise DataFormatError(f"{path}: dataset[{i}]['eeg'] has shape {shape}; expected a 2-D Tensor [channels, T].")
+                raise DataFormatError(
+                    f"{path}: dataset[{i}]['eeg'] has shape {shape}; expected a 2-D Tensor [channels, T]."
+                )
             n_chans = shape[0] if n_chans is None else n_chans
             if shape[0] != n_chans:
-                raise DataFormatError(f"{path}: dataset[{i}]['eeg'] has {shape[0]} channels; dataset[0] has {n_chans}.")
+                raise DataFormatError(
+                    f"{path}: dataset[{i}]['eeg'] has {shape[0]} channels; dataset[0] has {n_chans}."
+                )
             all_length[i] = shape[1]
-            all_label[i], all_image[i], all_subject[i] = (self._int(trial, k, i) for k in ("label", "image", "subject"))
+            all_label[i], all_image[i], all_subject[i] = (
+                self._int(trial, k, i) for k in ("label", "image", "subject")
+            )
         if (all_label < 0).any() or (all_label >= len(labels)).any():
-            raise DataFormatError(f"{path}: trial labels must index 'labels' (0..{len(labels) - 1}); found {all_label.min()}..{all_label.max()}.")
+            raise DataFormatError(
+                f"{path}: trial labels must index 'labels' (0..{len(labels) - 1}); found {all_label.min()}..{all_label.max()}."
+            )
         if (all_image < 0).any() or (all_image >= len(images)).any():
-            raise DataFormatError(f"{path}: trial 'image' must index 'images' (0..{len(images) - 1}); found {all_image.min()}..{all_image.max()}.")
+            raise DataFormatError(
+                f"{path}: trial 'image' must index 'images' (0..{len(images) - 1}); found {all_image.min()}..{all_image.max()}."
+            )
 
         start, stop = self.crop
         length_ok = (all_length >= self.min_length) & (all_length <= self.max_length)
@@ -292,18 +324,31 @@ class EEGImageNetDataModule(EEGDataModule):
             block = np.stack(chunk)[:, :, :n_out]
             finite[lo : lo + len(rows)] = np.isfinite(block).all(axis=(1, 2))
             eeg_out[lo : lo + len(rows)] = block
-        for name, array in (("kept_index", keep), ("finite", finite), ("all_subject", all_subject),
-                            ("all_label", all_label), ("all_image", all_image), ("all_length", all_length)):
+        for name, array in (
+            ("kept_index", keep),
+            ("finite", finite),
+            ("all_subject", all_subject),
+            ("all_label", all_label),
+            ("all_image", all_image),
+            ("all_length", all_length),
+        ):
             writer.save(name, array)
         out_sfreq = self.file_sfreq if self.resample is None else self.file_sfreq * self.resample / (stop - start)
         nonfinite = [int(i) for i in keep[~finite]]
         if nonfinite:
-            log.warning("EEG-ImageNet: %d trial(s) with NaN/Inf samples (file indices %s)", len(nonfinite), nonfinite[:20])
+            log.warning(
+                "EEG-ImageNet: %d trial(s) with NaN/Inf samples (file indices %s)", len(nonfinite), nonfinite[:20]
+            )
         return {
-            "labels": labels, "images": images, "n_chans": int(n_chans), "sfreq": out_sfreq,
-            "n_trials_file": n, "n_dropped_length": int((~length_ok).sum()),
+            "labels": labels,
+            "images": images,
+            "n_chans": int(n_chans),
+            "sfreq": out_sfreq,
+            "n_trials_file": n,
+            "n_dropped_length": int((~length_ok).sum()),
             "n_dropped_short_for_crop": int((length_ok & ~fits).sum()),
-            "n_nonfinite_trials": len(nonfinite), "nonfinite_trials": nonfinite,
+            "n_nonfinite_trials": len(nonfinite),
+            "nonfinite_trials": nonfinite,
         }
 
     def _int(self, trial: dict, key: str, i: int) -> int:
@@ -340,9 +385,13 @@ class EEGImageNetDataModule(EEGDataModule):
             expect_keys(data, ("splits",), path, "the EEG-ImageNet split file")
             splits = data["splits"]
             if not isinstance(splits, (list, tuple)) or not splits:
-                raise DataFormatError(f"{path}: 'splits' must be a non-empty list of {{'train', 'val', 'test'}} dicts.")
+                raise DataFormatError(
+                    f"{path}: 'splits' must be a non-empty list of {{'train', 'val', 'test'}} dicts."
+                )
             if self.split_num >= len(splits):
-                raise ValueError(f"dataset.split_num={self.split_num}, but {path} has {len(splits)} split(s) (0..{len(splits) - 1}).")
+                raise ValueError(
+                    f"dataset.split_num={self.split_num}, but {path} has {len(splits)} split(s) (0..{len(splits) - 1})."
+                )
             chosen = splits[self.split_num]
             expect_keys(chosen, SPLITS, path, f"splits[{self.split_num}]")
             out = {}
@@ -360,7 +409,14 @@ class EEGImageNetDataModule(EEGDataModule):
             ids = [names[i] for i in used]
             paths = [self.images_root / name.split("_")[0] / f"{name}.JPEG" for name in ids]
             self._images, self._failed_images, status = image_table(
-                self.cache_dir, self.name, ids, paths, self.image_size, self.image_resize, self.on_missing_image, self.cache_verify
+                self.cache_dir,
+                self.name,
+                ids,
+                paths,
+                self.image_size,
+                self.image_resize,
+                self.on_missing_image,
+                self.cache_verify,
             )
             self.data_report["n_skipped_images"] = float(len(self._failed_images))
             if self._failed_images:
@@ -382,12 +438,15 @@ class EEGImageNetDataModule(EEGDataModule):
                 )
         else:
             members = np.arange(n_file)
-        if len(idx) and (idx.min() < 0 or idx.max() >= (len(members) if self.split_index_base == "filtered" else n_file)):
+        if len(idx) and (
+            idx.min() < 0 or idx.max() >= (len(members) if self.split_index_base == "filtered" else n_file)
+        ):
             limit = len(members) if self.split_index_base == "filtered" else n_file
             hint = (
                 " This split file indexes the whole file: set dataset.subject=0, or dataset.split_index_base=full "
                 "to read it before the subject filter (or use block_splits_by_image_single.pth)."
-                if self.subject and self.split_index_base == "filtered" else ""
+                if self.subject and self.split_index_base == "filtered"
+                else ""
             )
             raise DataFormatError(
                 f"{self.split_path}: {split!r} indices span {idx.min()}..{idx.max()}, but there are {limit} trials to "
@@ -416,13 +475,21 @@ class EEGImageNetDataModule(EEGDataModule):
         self.data_report[f"n_{split}_dropped_nonfinite"] = float(n_bad)
         self.data_report[f"n_{split}_skipped_missing_image"] = float(n_skipped)
         self.data_report["n_skipped_trials_missing_image"] = sum(
-            v for k, v in self.data_report.items() if k.endswith("_skipped_missing_image") and k != "n_skipped_trials_missing_image"
+            v
+            for k, v in self.data_report.items()
+            if k.endswith("_skipped_missing_image") and k != "n_skipped_trials_missing_image"
         )
         if not len(rows):
-            raise ValueError(f"EEG-ImageNet: the {split!r} split is empty after filtering (subject={self.subject}, split {self.split_num}).")
+            raise ValueError(
+                f"EEG-ImageNet: the {split!r} split is empty after filtering (subject={self.subject}, split {self.split_num})."
+            )
         log.info(
             "EEG-ImageNet %s: %d trials (dropped: %d by length/crop, %d NaN/Inf, %d missing image)",
-            split, len(rows), n_filtered, n_bad, n_skipped,
+            split,
+            len(rows),
+            n_filtered,
+            n_bad,
+            n_skipped,
         )
         return EEGSplit(
             eeg=RowView.of(entry["eeg"], rows),
@@ -438,7 +505,9 @@ class EEGImageNetDataModule(EEGDataModule):
         for split in SPLITS:
             self.get_split(split)
         self.leak_counts = leak_report({s: self._splits_ids(s) for s in SPLITS})
-        self.run_tags["data.leak_check_detail"] = "stimulus overlap " + ", ".join(f"{k}={v}" for k, v in self.leak_counts.items())
+        self.run_tags["data.leak_check_detail"] = "stimulus overlap " + ", ".join(
+            f"{k}={v}" for k, v in self.leak_counts.items()
+        )
         self.data_report.update({f"leak_{k}": float(v) for k, v in self.leak_counts.items()})
         log.info("EEG-ImageNet leak check passed: %s", self.leak_counts)
 

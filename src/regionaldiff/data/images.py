@@ -98,7 +98,11 @@ def report_failed_images(failed: Mapping[str, str], policy: str, dataset: str) -
         )
     log.warning(
         "%s: %d stimulus image(s) are missing or cannot be decoded; their trials are skipped "
-        "(dataset.on_missing_image=skip):\n%s%s", dataset, len(failed), listing, more,
+        "(dataset.on_missing_image=skip):\n%s%s",
+        dataset,
+        len(failed),
+        listing,
+        more,
     )
 
 

@@ -99,7 +99,9 @@ def load_raw_session(path: Path) -> dict[str, Any]:
             "expected one name and one type per row."
         )
     if "stim" not in types:
-        raise DataFormatError(f"{path}: ch_types has no 'stim' channel; the raw files carry the image conditions on one.")
+        raise DataFormatError(
+            f"{path}: ch_types has no 'stim' channel; the raw files carry the image conditions on one."
+        )
     try:
         sfreq = float(np.asarray(data["sfreq"]).item())
     except (TypeError, ValueError):
@@ -142,8 +144,16 @@ def epoch_session(path: Path, n_conditions: int, cfg: RawConfig, max_reps: int, 
     raw.pick(picks)
     if cfg.l_freq is not None or cfg.h_freq is not None:
         raw.filter(cfg.l_freq, cfg.h_freq, verbose="error")
-    epochs = mne.Epochs(raw, events, tmin=cfg.tmin, tmax=cfg.tmax, baseline=cfg.baseline, preload=True,
-                        reject_by_annotation=False, verbose="error")
+    epochs = mne.Epochs(
+        raw,
+        events,
+        tmin=cfg.tmin,
+        tmax=cfg.tmax,
+        baseline=cfg.baseline,
+        preload=True,
+        reject_by_annotation=False,
+        verbose="error",
+    )
     if cfg.sfreq < raw.info["sfreq"]:
         epochs.resample(cfg.sfreq, verbose="error")
     data = epochs.get_data(copy=False)
@@ -182,7 +192,9 @@ def noise_covariance(conditions: dict[int, np.ndarray], dim: str, desc: str = "M
         else:
             sigmas.append(np.mean([_shrunk_cov(rep.T) for rep in data], axis=0))
     if not sigmas:
-        raise ValueError("MVNN needs at least 2 repetitions of some condition per session (mvnn_dim=time); use mvnn_dim=epochs.")
+        raise ValueError(
+            "MVNN needs at least 2 repetitions of some condition per session (mvnn_dim=time); use mvnn_dim=epochs."
+        )
     return np.mean(sigmas, axis=0)
 
 
@@ -207,7 +219,10 @@ def preprocess_subject(
     for ses in tqdm(cfg.sessions, desc=f"THINGS-EEG2 sub-{subject:02d} raw -> epochs", leave=False):
         folder = raw_dir / f"sub-{subject:02d}" / f"ses-{ses:02d}"
         parts = {}
-        for part, n_cond, max_reps in (("training", n_train, cfg.max_reps_training), ("test", n_test, cfg.max_reps_test)):
+        for part, n_cond, max_reps in (
+            ("training", n_train, cfg.max_reps_training),
+            ("test", n_test, cfg.max_reps_test),
+        ):
             parts[part], names, t = epoch_session(folder / f"raw_eeg_{part}.npy", n_cond, cfg, max_reps, rng)
             if ch_names is None:
                 ch_names, times = names, t

@@ -96,7 +96,11 @@ def load_torch(path: str | Path, *, what: str = "torch file", mmap: bool = True)
                 f"containers, so it was not loaded (no code from it was run): {blocked.group(0)[:200].rstrip('.')}. "
                 "Use the file as released, or re-save it with only tensors and plain containers."
             ) from None
-        detail = [line for line in text.splitlines() if line.strip() and "weights_only" not in line and "Weights only" not in line]
+        detail = [
+            line
+            for line in text.splitlines()
+            if line.strip() and "weights_only" not in line and "Weights only" not in line
+        ]
         raise DataFormatError(
             f"{path} is not a readable {what} ({'; '.join(detail[:2])[:300]}). "
             "The file may be truncated or in another format; download it again."
@@ -163,7 +167,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:  # pragma: no cover - np.save never writes persistent ids
-        raise UnsafeFileError(f"{self._path} ({self._what}) uses pickle persistent ids, which .npy files never contain.")
+        raise UnsafeFileError(
+            f"{self._path} ({self._what}) uses pickle persistent ids, which .npy files never contain."
+        )
 
 
 def _read_header(f, path: Path, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -226,7 +232,11 @@ def load_numpy_dict(
                 "the file may be truncated. Download it again."
             ) from None
     if not isinstance(array, np.ndarray) or array.shape != () or not isinstance(array.item(), dict):
-        kind = type(array.item()).__name__ if isinstance(array, np.ndarray) and array.shape == () else f"array {getattr(array, 'shape', '?')}"
+        kind = (
+            type(array.item()).__name__
+            if isinstance(array, np.ndarray) and array.shape == ()
+            else f"array {getattr(array, 'shape', '?')}"
+        )
         raise DataFormatError(f"{path}: expected {what}, a dict saved with np.save; it holds {kind}.")
     data = array.item()
     expect_keys(data, required, path, what)

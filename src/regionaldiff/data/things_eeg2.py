@@ -38,7 +38,14 @@ import numpy as np
 from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS, EEGDataModule, EEGSplit
 from regionaldiff.data.cache import ArrayCache
-from regionaldiff.data.common import BAD_TRIAL_POLICIES, RowView, check_choice, check_multiple, image_table, leak_report
+from regionaldiff.data.common import (
+    BAD_TRIAL_POLICIES,
+    RowView,
+    check_choice,
+    check_multiple,
+    image_table,
+    leak_report,
+)
 from regionaldiff.data.images import RESIZE_MODES, check_policy
 from regionaldiff.data.mvnn import RawConfig, preprocess_subject
 from regionaldiff.data.safe_load import DataFormatError, expect_array, load_numpy_dict
@@ -212,7 +219,9 @@ class ThingsEEG2DataModule(EEGDataModule):
                 if isinstance(value, np.ndarray):
                     value = value.tolist()
                 if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
-                    raise DataFormatError(f"{path}: {key!r} must be a non-empty list of strings; got {type(value).__name__}.")
+                    raise DataFormatError(
+                        f"{path}: {key!r} must be a non-empty list of strings; got {type(value).__name__}."
+                    )
                 lists[key] = list(value)
             for part in ("train", "test"):
                 if len(lists[f"{part}_img_concepts"]) != len(lists[f"{part}_img_files"]):
@@ -231,12 +240,21 @@ class ThingsEEG2DataModule(EEGDataModule):
                 raise DataFormatError(f"{path}: image file names must be unique across partitions; repeated: {dup}.")
             self._meta = {
                 "class_names": class_names,
-                "labels": {"train": np.asarray([index[c] for c in train_c]), "test": np.asarray([index[c] for c in test_c])},
+                "labels": {
+                    "train": np.asarray([index[c] for c in train_c]),
+                    "test": np.asarray([index[c] for c in test_c]),
+                },
                 "concepts": {"train": train_c, "test": test_c},
                 "ids": ids,
                 "paths": {
-                    "train": [self.image_root / "training_images" / c / f for c, f in zip(lists["train_img_concepts"], lists["train_img_files"])],
-                    "test": [self.image_root / "test_images" / c / f for c, f in zip(lists["test_img_concepts"], lists["test_img_files"])],
+                    "train": [
+                        self.image_root / "training_images" / c / f
+                        for c, f in zip(lists["train_img_concepts"], lists["train_img_files"])
+                    ],
+                    "test": [
+                        self.image_root / "test_images" / c / f
+                        for c, f in zip(lists["test_img_concepts"], lists["test_img_files"])
+                    ],
                 },
             }
             self._check_concepts()
@@ -271,7 +289,9 @@ class ThingsEEG2DataModule(EEGDataModule):
         else:
             for ses in self.raw.sessions:
                 for part in PARTS:
-                    sources[f"ses-{ses:02d}-{part}"] = self.raw_root / f"sub-{subject:02d}" / f"ses-{ses:02d}" / f"raw_eeg_{part}.npy"
+                    sources[f"ses-{ses:02d}-{part}"] = (
+                        self.raw_root / f"sub-{subject:02d}" / f"ses-{ses:02d}" / f"raw_eeg_{part}.npy"
+                    )
         for role, path in sources.items():
             if not path.is_file():
                 raise FileNotFoundError(
@@ -282,15 +302,23 @@ class ThingsEEG2DataModule(EEGDataModule):
 
     def cache_config(self, subject: int) -> dict[str, Any]:
         return {
-            "subject": subject, "source": self.source, "channels": self.channels, "tmin": self.tmin, "tmax": self.tmax,
-            "n_times_multiple": self.n_times_multiple, "repetitions": self.repetitions,
-            "raw": self.raw.as_dict() if self.raw is not None else None, "version": 1,
+            "subject": subject,
+            "source": self.source,
+            "channels": self.channels,
+            "tmin": self.tmin,
+            "tmax": self.tmax,
+            "n_times_multiple": self.n_times_multiple,
+            "repetitions": self.repetitions,
+            "raw": self.raw.as_dict() if self.raw is not None else None,
+            "version": 1,
         }
 
     def _entry(self, subject: int):
         if subject not in self._entries:
             meta = self._metadata()
-            cache = ArrayCache(self.cache_dir, self.name, self.cache_config(subject), self._sources(subject), verify=self.cache_verify)
+            cache = ArrayCache(
+                self.cache_dir, self.name, self.cache_config(subject), self._sources(subject), verify=self.cache_verify
+            )
             entry = cache.get_or_build(lambda writer: self._convert(writer, subject, meta))
             self._entries[subject] = entry
             self.data_report[f"cache_hit_sub{subject:02d}"] = float(entry.status == "hit")
@@ -304,13 +332,19 @@ class ThingsEEG2DataModule(EEGDataModule):
             first = self._entries[next(iter(self._entries))]
             for key in ("ch_names", "times"):
                 if entry.meta[key] != first.meta[key]:
-                    raise DataFormatError(f"THINGS-EEG2 subject {subject}: {key} differ from those of the first subject loaded.")
+                    raise DataFormatError(
+                        f"THINGS-EEG2 subject {subject}: {key} differ from those of the first subject loaded."
+                    )
         return self._entries[subject]
 
     def _read_partition(self, subject: int, part: str, n_images: int) -> tuple[np.ndarray, list[str], np.ndarray]:
         path = self.eeg_root / f"sub-{subject:02d}" / f"preprocessed_eeg_{part}.npy"
-        data = load_numpy_dict(path, what="THINGS-EEG2 preprocessed EEG file", required=("preprocessed_eeg_data", "ch_names", "times"))
-        eeg = expect_array(data["preprocessed_eeg_data"], path, "preprocessed_eeg_data", shape=(n_images, None, None, None), kinds="f")
+        data = load_numpy_dict(
+            path, what="THINGS-EEG2 preprocessed EEG file", required=("preprocessed_eeg_data", "ch_names", "times")
+        )
+        eeg = expect_array(
+            data["preprocessed_eeg_data"], path, "preprocessed_eeg_data", shape=(n_images, None, None, None), kinds="f"
+        )
         names = [str(c) for c in data["ch_names"]]
         times = expect_array(data["times"], path, "times", shape=(eeg.shape[3],), kinds="f")
         if len(names) != eeg.shape[2]:
@@ -324,20 +358,26 @@ class ThingsEEG2DataModule(EEGDataModule):
         n = {"training": len(meta["ids"]["train"]), "test": len(meta["ids"]["test"])}
         info: dict[str, Any] = {}
         if self.source == "raw":
-            train, test, names, times, info = preprocess_subject(self.raw_root, subject, n["training"], n["test"], self.raw)
+            train, test, names, times, info = preprocess_subject(
+                self.raw_root, subject, n["training"], n["test"], self.raw
+            )
             arrays = {"training": train, "test": test}
         else:
             arrays, names, times = {}, None, None
             for part in PARTS:
                 arrays[part], part_names, part_times = self._read_partition(subject, part, n[part])
                 if names is not None and (part_names != names or not np.allclose(part_times, times)):
-                    raise DataFormatError(f"THINGS-EEG2 subject {subject}: training and test files differ in ch_names or times.")
+                    raise DataFormatError(
+                        f"THINGS-EEG2 subject {subject}: training and test files differ in ch_names or times."
+                    )
                 names, times = part_names, part_times
         chan_idx = list(range(len(names)))
         if self.channels is not None:
             missing = [c for c in self.channels if c not in names]
             if missing:
-                raise ValueError(f"dataset.channels: {missing} are not in the files of subject {subject} (channels: {names}).")
+                raise ValueError(
+                    f"dataset.channels: {missing} are not in the files of subject {subject} (channels: {names})."
+                )
             chan_idx = [names.index(c) for c in self.channels]
         keep_t = np.ones(len(times), dtype=bool)
         if self.tmin is not None:
@@ -346,7 +386,9 @@ class ThingsEEG2DataModule(EEGDataModule):
             keep_t &= times <= self.tmax + 1e-9
         t_idx = np.flatnonzero(keep_t)
         if not len(t_idx):
-            raise ValueError(f"dataset.tmin/tmax=[{self.tmin}, {self.tmax}] keep no sample of times {times[0]:.3f}..{times[-1]:.3f} s.")
+            raise ValueError(
+                f"dataset.tmin/tmax=[{self.tmin}, {self.tmax}] keep no sample of times {times[0]:.3f}..{times[-1]:.3f} s."
+            )
         t_idx = t_idx[: check_multiple(len(t_idx), self.n_times_multiple)]
         nonfinite: list[list[int]] = []
         for part, split in PARTS.items():
@@ -373,9 +415,17 @@ class ThingsEEG2DataModule(EEGDataModule):
         times_kept = [float(t) for t in times[t_idx]]
         sfreq = round(float(1.0 / np.median(np.diff(times))), 6) if len(times) > 1 else 1.0
         if nonfinite:
-            log.warning("THINGS-EEG2 subject %d: %d repetition(s) with NaN/Inf: %s", subject, len(nonfinite), nonfinite[:10])
-        return {"ch_names": [names[c] for c in chan_idx], "times": times_kept, "sfreq": sfreq,
-                "nonfinite": nonfinite[:1000], "n_nonfinite": len(nonfinite), **info}
+            log.warning(
+                "THINGS-EEG2 subject %d: %d repetition(s) with NaN/Inf: %s", subject, len(nonfinite), nonfinite[:10]
+            )
+        return {
+            "ch_names": [names[c] for c in chan_idx],
+            "times": times_kept,
+            "sfreq": sfreq,
+            "nonfinite": nonfinite[:1000],
+            "n_nonfinite": len(nonfinite),
+            **info,
+        }
 
     # -- sizes ------------------------------------------------------------------------------
     def _first(self):
@@ -404,7 +454,14 @@ class ThingsEEG2DataModule(EEGDataModule):
             ids = meta["ids"]["train"] + meta["ids"]["test"]
             paths = meta["paths"]["train"] + meta["paths"]["test"]
             self._images, failed, _ = image_table(
-                self.cache_dir, self.name, ids, paths, self.image_size, self.image_resize, self.on_missing_image, self.cache_verify
+                self.cache_dir,
+                self.name,
+                ids,
+                paths,
+                self.image_size,
+                self.image_resize,
+                self.on_missing_image,
+                self.cache_verify,
             )
             self.data_report["n_skipped_images"] = float(len(failed))
             if failed:
@@ -426,7 +483,9 @@ class ThingsEEG2DataModule(EEGDataModule):
                 n_val = min(max(1, round(self.val_fraction * n_img)), n_img - 1)
                 self._val_images = {int(i) for i in rng.permutation(n_img)[:n_val]}
             if not self._val_images or len(self._val_images) == len(meta["ids"]["train"]):
-                raise ValueError(f"dataset.val_fraction={self.val_fraction} leaves no training or no validation images.")
+                raise ValueError(
+                    f"dataset.val_fraction={self.val_fraction} leaves no training or no validation images."
+                )
         return self._val_images
 
     def build_split(self, split: str) -> EEGSplit:
@@ -461,11 +520,22 @@ class ThingsEEG2DataModule(EEGDataModule):
         self.data_report[f"n_{split}_dropped_nonfinite"] = float(n_bad)
         self.data_report[f"n_{split}_skipped_missing_image"] = float(n_missing)
         self.data_report["n_skipped_trials_missing_image"] = sum(
-            v for key, v in self.data_report.items() if key.startswith("n_") and key.endswith("_skipped_missing_image") and key != "n_skipped_trials_missing_image"
+            v
+            for key, v in self.data_report.items()
+            if key.startswith("n_")
+            and key.endswith("_skipped_missing_image")
+            and key != "n_skipped_trials_missing_image"
         )
         if not ids:
             raise ValueError(f"THINGS-EEG2: the {split!r} split is empty (subjects {subjects}).")
-        log.info("THINGS-EEG2 %s: %d trials of subjects %s (dropped: %d NaN/Inf, %d missing image)", split, len(ids), subjects, n_bad, n_missing)
+        log.info(
+            "THINGS-EEG2 %s: %d trials of subjects %s (dropped: %d NaN/Inf, %d missing image)",
+            split,
+            len(ids),
+            subjects,
+            n_bad,
+            n_missing,
+        )
         return EEGSplit(
             eeg=RowView(parts, np.concatenate(which), np.concatenate(rows)),
             labels=np.concatenate(labels).astype(np.int64),

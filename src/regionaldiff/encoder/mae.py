@@ -132,7 +132,10 @@ class EEGMaskedAutoencoder(nn.Module):
             self.region_query_pos = nn.Parameter(torch.randn(1, region_grid * region_grid, embed_dim) * 0.02)
             self.region_attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
             self.region_mlp = nn.Sequential(
-                nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, num_classes + 1)
+                nn.LayerNorm(embed_dim),
+                nn.Linear(embed_dim, embed_dim),
+                nn.GELU(),
+                nn.Linear(embed_dim, num_classes + 1),
             )
         nn.init.normal_(self.mask_token, std=0.02)
 
@@ -149,7 +152,9 @@ class EEGMaskedAutoencoder(nn.Module):
     def patchify(self, eeg: torch.Tensor) -> torch.Tensor:
         """``[B, C, T]`` -> ``[B, L, patch_size * C]`` (time-major inside a patch)."""
         b, c, _ = eeg.shape
-        return eeg.reshape(b, c, self.num_patches, self.patch_size).permute(0, 2, 3, 1).reshape(b, self.num_patches, -1)
+        return (
+            eeg.reshape(b, c, self.num_patches, self.patch_size).permute(0, 2, 3, 1).reshape(b, self.num_patches, -1)
+        )
 
     def _embed(self, eeg: torch.Tensor) -> torch.Tensor:
         self.check_input(eeg)

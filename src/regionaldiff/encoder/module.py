@@ -15,7 +15,16 @@ class EncoderPretrainModule(L.LightningModule):
     A weight of 0 turns its term off; the region term also needs region maps in the batch.
     """
 
-    def __init__(self, model: EEGMaskedAutoencoder, lr: float, weight_decay: float, w_mae: float, w_cls: float, w_region: float, max_epochs: int) -> None:
+    def __init__(
+        self,
+        model: EEGMaskedAutoencoder,
+        lr: float,
+        weight_decay: float,
+        w_mae: float,
+        w_cls: float,
+        w_region: float,
+        max_epochs: int,
+    ) -> None:
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
@@ -34,18 +43,32 @@ class EncoderPretrainModule(L.LightningModule):
             losses["region"] = F.cross_entropy(out["region_logits"], target)
             pred = out["region_logits"].argmax(1)
             losses["region_acc"] = (pred == target.argmax(1)).float().mean()
-        total = sum(w * losses[k] for k, w in (("mae", self.w_mae), ("cls", self.w_cls), ("region", self.w_region)) if w > 0 and k in losses)
+        total = sum(
+            w * losses[k]
+            for k, w in (("mae", self.w_mae), ("cls", self.w_cls), ("region", self.w_region))
+            if w > 0 and k in losses
+        )
         losses["loss"] = total
         return losses
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch)
-        self.log_dict({f"pretrain/train_{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+        self.log_dict(
+            {f"pretrain/train_{k}": v for k, v in losses.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(batch["label"]),
+        )
         return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         losses = self._losses(batch)
-        self.log_dict({f"pretrain/val_{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+        self.log_dict(
+            {f"pretrain/val_{k}": v for k, v in losses.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(batch["label"]),
+        )
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -18,7 +18,11 @@ NAMES = ("eval/region_alignment_miou", "eval/region_alignment_acc")
 
 
 def reconstruction_alignment(
-    maskmap: MaskMapGenerator, generated: np.ndarray, reference_maps: np.ndarray | None, labels: np.ndarray, num_classes: int
+    maskmap: MaskMapGenerator,
+    generated: np.ndarray,
+    reference_maps: np.ndarray | None,
+    labels: np.ndarray,
+    num_classes: int,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """``(metrics, skipped)`` of :func:`region_alignment` for reconstructions ``[N, S, H, W, 3]``.
 

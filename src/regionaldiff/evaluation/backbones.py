@@ -52,23 +52,42 @@ SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.t
 #: clean-fid and torch-fidelity use in their own caches, so a copied ``~/.cache/torch/hub/checkpoints`` works.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     # n-way top-k classifier (Mind-vis / DreamDiffusion: torchvision ViT-H/14, SWAG end-to-end weights)
-    "classifier": {"arch": "vit_h_14", "weights": "IMAGENET1K_SWAG_E2E_V1", "path": "torchvision/vit_h_14_swag-80465313.pth"},
+    "classifier": {
+        "arch": "vit_h_14",
+        "weights": "IMAGENET1K_SWAG_E2E_V1",
+        "path": "torchvision/vit_h_14_swag-80465313.pth",
+    },
     # MindEye two-way identification / correlation distance backbones
     "alexnet": {
-        "arch": "alexnet", "weights": "IMAGENET1K_V1", "path": "torchvision/alexnet-owt-7be5be79.pth",
-        "nodes": {"alexnet2": "features.4", "alexnet5": "features.11"}, "resize": 256, "interpolation": "bilinear",
+        "arch": "alexnet",
+        "weights": "IMAGENET1K_V1",
+        "path": "torchvision/alexnet-owt-7be5be79.pth",
+        "nodes": {"alexnet2": "features.4", "alexnet5": "features.11"},
+        "resize": 256,
+        "interpolation": "bilinear",
     },
     "inception": {
-        "arch": "inception_v3", "weights": "IMAGENET1K_V1", "path": "torchvision/inception_v3_google-0cc3c7bd.pth",
-        "nodes": {"inception": "avgpool"}, "resize": 342, "interpolation": "bilinear",
+        "arch": "inception_v3",
+        "weights": "IMAGENET1K_V1",
+        "path": "torchvision/inception_v3_google-0cc3c7bd.pth",
+        "nodes": {"inception": "avgpool"},
+        "resize": 342,
+        "interpolation": "bilinear",
     },
     "effnet": {
-        "arch": "efficientnet_b1", "weights": "IMAGENET1K_V2", "path": "torchvision/efficientnet_b1-c27df63c.pth",
-        "nodes": {"effnet": "avgpool"}, "resize": 255, "interpolation": "bilinear",
+        "arch": "efficientnet_b1",
+        "weights": "IMAGENET1K_V2",
+        "path": "torchvision/efficientnet_b1-c27df63c.pth",
+        "nodes": {"effnet": "avgpool"},
+        "resize": 255,
+        "interpolation": "bilinear",
     },
     "swav": {
-        "arch": "resnet50", "path": "swav/swav_800ep_pretrain.pth.tar",
-        "nodes": {"swav": "avgpool"}, "resize": 224, "interpolation": "bilinear",
+        "arch": "resnet50",
+        "path": "swav/swav_800ep_pretrain.pth.tar",
+        "nodes": {"swav": "avgpool"},
+        "resize": 224,
+        "interpolation": "bilinear",
     },
     # CLIP ViT-L/14 image embedding (a transformers folder; MindEye used OpenAI's clip package, same weights)
     "clip": {"path": "clip-vit-large-patch14", "hub_id": "openai/clip-vit-large-patch14", "interpolation": "bicubic"},
@@ -78,7 +97,12 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "is_inception": {"path": "torch-fidelity/weights-inception-2015-12-05-6726825d.pth"},
     # LPIPS (DreamDiffusion pairwise identification): AlexNet trunk + the LPIPS v0.1 linear heads shipped with
     # torchmetrics (``lin_path: null``) or a given file
-    "lpips": {"arch": "alexnet", "weights": "IMAGENET1K_V1", "path": "torchvision/alexnet-owt-7be5be79.pth", "lin_path": None},
+    "lpips": {
+        "arch": "alexnet",
+        "weights": "IMAGENET1K_V1",
+        "path": "torchvision/alexnet-owt-7be5be79.pth",
+        "lin_path": None,
+    },
 }
 
 
@@ -193,7 +217,9 @@ def load_torchvision(spec: Mapping[str, Any], what: str) -> tuple[nn.Module, Any
     try:
         model.load_state_dict(_read_state_dict(path), strict=True)
     except RuntimeError as err:
-        raise WeightsUnavailable(f"{what}: {path} does not fit torchvision {arch} ({str(err).splitlines()[0]})") from err
+        raise WeightsUnavailable(
+            f"{what}: {path} does not fit torchvision {arch} ({str(err).splitlines()[0]})"
+        ) from err
     return model.eval(), weights
 
 
@@ -212,13 +238,17 @@ def load_swav_resnet(spec: Mapping[str, Any]) -> nn.Module:
         if not spec.get("allow_download"):
             raise _missing("SwAV ResNet-50", path, f"the SwAV checkpoint ({Path(SWAV_URL).name})")
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = torch.hub.load_state_dict_from_url(SWAV_URL, model_dir=str(path.parent), map_location="cpu", file_name=path.name)
+        state = torch.hub.load_state_dict_from_url(
+            SWAV_URL, model_dir=str(path.parent), map_location="cpu", file_name=path.name
+        )
     model = get_model(arch, weights=None, **(spec.get("kwargs") or {}))
     state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(("projection_head", "prototypes"))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise WeightsUnavailable(f"SwAV: {path} does not fit torchvision {arch} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise WeightsUnavailable(
+            f"SwAV: {path} does not fit torchvision {arch} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.eval()
 
 
@@ -260,7 +290,9 @@ def load_is_inception(spec: Mapping[str, Any]) -> nn.Module:
         import torch_fidelity  # noqa: F401
         from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError as err:
-        raise WeightsUnavailable("IS needs torch-fidelity (pip install torch-fidelity), which is not installed") from err
+        raise WeightsUnavailable(
+            "IS needs torch-fidelity (pip install torch-fidelity), which is not installed"
+        ) from err
     path = Path(str(spec["path"]))
     if not path.is_file():
         if not spec.get("allow_download"):
@@ -269,7 +301,9 @@ def load_is_inception(spec: Mapping[str, Any]) -> nn.Module:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, model_dir=str(path.parent), file_name=path.name)
-    return NoTrainInceptionV3(name="inception-v3-compat", features_list=["logits_unbiased"], feature_extractor_weights_path=str(path))
+    return NoTrainInceptionV3(
+        name="inception-v3-compat", features_list=["logits_unbiased"], feature_extractor_weights_path=str(path)
+    )
 
 
 # -- LPIPS ----------------------------------------------------------------------------------------------------------
@@ -331,5 +365,7 @@ def resize_square(images: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` -> uint8 ``[N, R, R, 3]`` (bilinear, antialiased; identity when already ``R x R``)."""
     if images.shape[1] == resolution and images.shape[2] == resolution:
         return images
-    x = F.interpolate(to_unit_tensor(images), size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(
+        to_unit_tensor(images), size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+    )
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -38,14 +38,22 @@ def frechet_distance_from_features(generated_features: np.ndarray, reference_fea
     """FID of two feature sets ``[N, D]``, ``[M, D]`` (``cleanfid.fid.fid_from_feats``: means, ``np.cov``, sqrtm)."""
     from cleanfid.fid import fid_from_feats
 
-    if generated_features.ndim != 2 or reference_features.ndim != 2 or generated_features.shape[1] != reference_features.shape[1]:
-        raise ValueError(f"FID: expected features [N, D] and [M, D], got {generated_features.shape} and {reference_features.shape}.")
+    if (
+        generated_features.ndim != 2
+        or reference_features.ndim != 2
+        or generated_features.shape[1] != reference_features.shape[1]
+    ):
+        raise ValueError(
+            f"FID: expected features [N, D] and [M, D], got {generated_features.shape} and {reference_features.shape}."
+        )
     if len(generated_features) < 2 or len(reference_features) < 2:
         raise ValueError("FID: needs at least 2 images in each set to estimate a covariance.")
     return float(fid_from_feats(generated_features.astype(np.float64), reference_features.astype(np.float64)))
 
 
-def fid(model: nn.Module, generated: np.ndarray, reference: np.ndarray, device: torch.device, batch_size: int = 32) -> float:
+def fid(
+    model: nn.Module, generated: np.ndarray, reference: np.ndarray, device: torch.device, batch_size: int = 32
+) -> float:
     """clean-fid FID of uint8 ``[N, S, H, W, 3]`` generated images (all samples pooled) against ``[N, H, W, 3]``."""
     generated = check_images(generated, "generated", sampled=True)
     gen = clean_fid_features(model, generated.reshape(-1, *generated.shape[2:]), device, batch_size)
@@ -58,7 +66,9 @@ class _Identity(nn.Module):
         return x
 
 
-def inception_score_from_logits(logits: np.ndarray | torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+def inception_score_from_logits(
+    logits: np.ndarray | torch.Tensor, splits: int = 10, seed: int = 0
+) -> tuple[float, float]:
     """torchmetrics' Inception Score arithmetic on given logits ``[N, C]``: (mean, std) over ``splits``."""
     return _score(_inception_score(_Identity(), splits), [torch.as_tensor(logits, dtype=torch.float64)], seed)
 
@@ -84,7 +94,14 @@ def _score(metric, batches, seed: int) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def inception_score(model: nn.Module, generated: np.ndarray, device: torch.device, splits: int = 10, seed: int = 0, batch_size: int = 32) -> tuple[float, float]:
+def inception_score(
+    model: nn.Module,
+    generated: np.ndarray,
+    device: torch.device,
+    splits: int = 10,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> tuple[float, float]:
     """torchmetrics ``InceptionScore`` (mean, std) of uint8 ``[N, S, H, W, 3]`` generated images, all samples pooled.
 
     ``model`` is the IS Inception (:func:`~regionaldiff.evaluation.backbones.load_is_inception`) taking uint8
@@ -93,5 +110,8 @@ def inception_score(model: nn.Module, generated: np.ndarray, device: torch.devic
     generated = check_images(generated, "generated", sampled=True)
     flat = generated.reshape(-1, *generated.shape[2:])
     metric = _inception_score(model.to(device), splits).to(device)
-    batches = (torch.from_numpy(np.ascontiguousarray(flat[s : s + batch_size])).permute(0, 3, 1, 2).to(device) for s in range(0, len(flat), batch_size))
+    batches = (
+        torch.from_numpy(np.ascontiguousarray(flat[s : s + batch_size])).permute(0, 3, 1, 2).to(device)
+        for s in range(0, len(flat), batch_size)
+    )
     return _score(metric, batches, seed)

@@ -29,14 +29,18 @@ def _images(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             if path.stem in files:
-                raise ValueError(f"evaluate_folders: {path.name} and {files[path.stem].name} have the same name in {folder}.")
+                raise ValueError(
+                    f"evaluate_folders: {path.name} and {files[path.stem].name} have the same name in {folder}."
+                )
             files[path.stem] = path
     if not files:
         raise ValueError(f"evaluate_folders: no images ({sorted(IMAGE_EXTENSIONS)}) in {folder}.")
     return files
 
 
-def match_folders(generated_dir: str | Path, reference_dir: str | Path) -> tuple[list[str], list[list[Path]], list[Path]]:
+def match_folders(
+    generated_dir: str | Path, reference_dir: str | Path
+) -> tuple[list[str], list[list[Path]], list[Path]]:
     """Pair files by name: ``(stems, generated paths [N][S], reference paths [N])`` in sorted stem order."""
     references = _images(Path(reference_dir))
     generated: dict[str, dict[int, Path]] = {}
@@ -48,15 +52,21 @@ def match_folders(generated_dir: str | Path, reference_dir: str | Path) -> tuple
         if match and match["stem"] in references:
             generated.setdefault(match["stem"], {})[int(match["k"])] = path
             continue
-        raise ValueError(f"evaluate_folders: generated image {path.name} has no reference named {stem} (or {stem} without _s<k>) in {reference_dir}.")
+        raise ValueError(
+            f"evaluate_folders: generated image {path.name} has no reference named {stem} (or {stem} without _s<k>) in {reference_dir}."
+        )
     missing = sorted(set(references) - set(generated))
     if missing:
-        raise ValueError(f"evaluate_folders: {len(missing)} reference image(s) have no generated image, e.g. {missing[:3]}.")
+        raise ValueError(
+            f"evaluate_folders: {len(missing)} reference image(s) have no generated image, e.g. {missing[:3]}."
+        )
     stems = sorted(references)
     grouped = [[generated[s][k] for k in sorted(generated[s])] for s in stems]
     counts = {len(g) for g in grouped}
     if len(counts) != 1:
-        raise ValueError(f"evaluate_folders: every reference needs the same number of generated samples, found {sorted(counts)}.")
+        raise ValueError(
+            f"evaluate_folders: every reference needs the same number of generated samples, found {sorted(counts)}."
+        )
     return stems, grouped, [references[s] for s in stems]
 
 
@@ -72,11 +82,15 @@ def _load(paths: list[Path], size: int | None, what: str) -> np.ndarray:
             arrays.append(np.asarray(im, dtype=np.uint8))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise ValueError(f"evaluate_folders: {what} images have different sizes {sorted(shapes)[:3]}; set eval.image_size to resize them.")
+        raise ValueError(
+            f"evaluate_folders: {what} images have different sizes {sorted(shapes)[:3]}; set eval.image_size to resize them."
+        )
     return np.stack(arrays)
 
 
-def evaluate_folders(generated_dir: str | Path, reference_dir: str | Path, cfg: Mapping[str, Any] | None) -> EvalResult:
+def evaluate_folders(
+    generated_dir: str | Path, reference_dir: str | Path, cfg: Mapping[str, Any] | None
+) -> EvalResult:
     """Run :func:`~regionaldiff.evaluation.suite.evaluate_images` on two folders of images matched by file name.
 
     Parameters

@@ -71,7 +71,9 @@ def correlation_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _check_pairs(generated_features: np.ndarray, reference_features: np.ndarray, name: str) -> None:
     if len(generated_features) != len(reference_features):
-        raise ValueError(f"{name}: generated has {len(generated_features)} rows, reference {len(reference_features)}; expected equal N.")
+        raise ValueError(
+            f"{name}: generated has {len(generated_features)} rows, reference {len(reference_features)}; expected equal N."
+        )
     if len(reference_features) < 2:
         raise ValueError(f"{name}: needs at least 2 image pairs, got {len(reference_features)}.")
 
@@ -88,7 +90,9 @@ def two_way_identification(generated_features: np.ndarray, reference_features: n
 def correlation_distance(generated_features: np.ndarray, reference_features: np.ndarray) -> float:
     """Mean over pairs of ``1 - Pearson(ref_i, gen_i)`` (``scipy.spatial.distance.correlation``); lower is better."""
     if len(generated_features) != len(reference_features) or len(reference_features) == 0:
-        raise ValueError(f"correlation_distance: expected two non-empty [N, ...] arrays of equal N; got {len(generated_features)} and {len(reference_features)}.")
+        raise ValueError(
+            f"correlation_distance: expected two non-empty [N, ...] arrays of equal N; got {len(generated_features)} and {len(reference_features)}."
+        )
     corr = (_zscore_rows(generated_features) * _zscore_rows(reference_features)).sum(1)
     return float(np.mean(1.0 - corr))
 
@@ -110,7 +114,9 @@ def pairwise_identification(scores: np.ndarray, larger_is_better: bool) -> float
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1] or len(scores) < 2:
-        raise ValueError(f"pairwise_identification: scores must be a square [N, N] matrix with N >= 2, got {scores.shape}.")
+        raise ValueError(
+            f"pairwise_identification: scores must be a square [N, N] matrix with N >= 2, got {scores.shape}."
+        )
     own = np.diag(scores)[:, None]
     better = scores < own if larger_is_better else scores > own
     np.fill_diagonal(better, False)
@@ -125,12 +131,15 @@ def mse_matrix(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return ((g**2).sum(1)[:, None] + (r**2).sum(1)[None, :] - 2 * g @ r.T) / g.shape[1]
 
 
-def ssim_matrix(generated: np.ndarray, reference: np.ndarray, win_size: int = 7, data_range: float = 255.0) -> np.ndarray:
+def ssim_matrix(
+    generated: np.ndarray, reference: np.ndarray, win_size: int = 7, data_range: float = 255.0
+) -> np.ndarray:
     """``[N, M]`` SSIM with ``skimage.metrics.structural_similarity`` defaults (as called by Mind-vis).
 
     Uniform ``win_size`` window, sample covariance, K1 = 0.01, K2 = 0.03, ``data_range=255``, mean over the valid
     (border-cropped) region and the channels (``channel_axis=-1``).
     """
+
     def local(x):  # [B, 3, H, W] -> windowed means over the valid region
         return F.avg_pool2d(x, win_size, stride=1)
 
@@ -152,7 +161,9 @@ def ssim_matrix(generated: np.ndarray, reference: np.ndarray, win_size: int = 7,
 
 
 @torch.no_grad()
-def lpips_matrix(lpips: torch.nn.Module, generated: np.ndarray, reference: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
+def lpips_matrix(
+    lpips: torch.nn.Module, generated: np.ndarray, reference: np.ndarray, device: torch.device, batch_size: int = 32
+) -> np.ndarray:
     """``[N, M]`` LPIPS distance of every generated / reference pair, from per-image features computed once.
 
     LPIPS is ``sum_l mean_hw sum_c w_lc (a_lchw - b_lchw)^2`` on channel-normalised trunk features ``a``, ``b``; the
@@ -185,7 +196,9 @@ def lpips_matrix(lpips: torch.nn.Module, generated: np.ndarray, reference: np.nd
 
 # -- feature extraction ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _batched(fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+def _batched(
+    fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: np.ndarray, batch_size: int
+) -> dict[str, np.ndarray]:
     out: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), batch_size):
         for key, value in fn(to_unit_tensor(images[start : start + batch_size])).items():
@@ -193,7 +206,9 @@ def _batched(fn: Callable[[torch.Tensor], dict[str, torch.Tensor]], images: np.n
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def feature_function(slot: str, spec: Mapping[str, Any], device: torch.device) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+def feature_function(
+    slot: str, spec: Mapping[str, Any], device: torch.device
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """Load the backbone of ``slot`` and return ``fn(images [B, 3, H, W] in [0, 1]) -> {metric: features}``.
 
     Raises
@@ -228,7 +243,14 @@ def feature_function(slot: str, spec: Mapping[str, Any], device: torch.device) -
     return fn
 
 
-def mindeye_metrics(generated: np.ndarray, reference: np.ndarray, wanted: list[str], specs: Mapping[str, Mapping[str, Any]], device: torch.device, batch_size: int = 32) -> tuple[dict[str, float], dict[str, str]]:
+def mindeye_metrics(
+    generated: np.ndarray,
+    reference: np.ndarray,
+    wanted: list[str],
+    specs: Mapping[str, Mapping[str, Any]],
+    device: torch.device,
+    batch_size: int = 32,
+) -> tuple[dict[str, float], dict[str, str]]:
     """The MindEye identification / distance metrics in ``wanted`` (names of :data:`MINDEYE_METRICS`).
 
     Parameters
@@ -271,7 +293,15 @@ def mindeye_metrics(generated: np.ndarray, reference: np.ndarray, wanted: list[s
     return metrics, skipped
 
 
-def pairwise_metrics(generated: np.ndarray, reference: np.ndarray, wanted: list[str], resolution: int, lpips_spec: Mapping[str, Any] | None, device: torch.device, batch_size: int = 32) -> tuple[dict[str, float], dict[str, str]]:
+def pairwise_metrics(
+    generated: np.ndarray,
+    reference: np.ndarray,
+    wanted: list[str],
+    resolution: int,
+    lpips_spec: Mapping[str, Any] | None,
+    device: torch.device,
+    batch_size: int = 32,
+) -> tuple[dict[str, float], dict[str, str]]:
     """DreamDiffusion pair-wise identification rates (``pairwise_mse/pcc/ssim/lpips``) at ``resolution`` pixels.
 
     Images are resized to ``resolution x resolution`` (Mind-vis scores 256 x 256 images); scores averaged over
@@ -300,6 +330,9 @@ def pairwise_metrics(generated: np.ndarray, reference: np.ndarray, wanted: list[
         if name not in table:
             continue
         fn, larger = table[name]
-        scores = [pairwise_identification(fn(resize_square(generated[:, s], resolution)), larger) for s in range(generated.shape[1])]
+        scores = [
+            pairwise_identification(fn(resize_square(generated[:, s], resolution)), larger)
+            for s in range(generated.shape[1])
+        ]
         metrics[f"eval/{name}"] = float(np.mean(scores))
     return metrics, skipped

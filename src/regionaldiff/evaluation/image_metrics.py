@@ -19,7 +19,9 @@ def _resize(images: np.ndarray, resolution: int) -> np.ndarray:
 
 def _check(generated: np.ndarray, reference: np.ndarray) -> None:
     if generated.shape[0] != reference.shape[0] or generated.ndim != 4 or reference.ndim != 4:
-        raise ValueError(f"generated and reference: expected two [N, H, W, 3] arrays of equal N; got {generated.shape} and {reference.shape}.")
+        raise ValueError(
+            f"generated and reference: expected two [N, H, W, 3] arrays of equal N; got {generated.shape} and {reference.shape}."
+        )
 
 
 def ssim(generated: np.ndarray, reference: np.ndarray, resolution: int = 425) -> float:
@@ -40,7 +42,9 @@ def ssim(generated: np.ndarray, reference: np.ndarray, resolution: int = 425) ->
     g = rgb2gray(_resize(generated, resolution))
     r = rgb2gray(_resize(reference, resolution))
     scores = [
-        structural_similarity(r[i], g[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
+        structural_similarity(
+            r[i], g[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+        )
         for i in range(len(g))
     ]
     return float(np.mean(scores))

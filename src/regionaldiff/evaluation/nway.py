@@ -28,7 +28,9 @@ import torch
 from regionaldiff.evaluation.backbones import check_images, load_torchvision
 
 
-def nway_topk_accuracy(probs: np.ndarray, true_class: np.ndarray, n_way: int, top_k: int = 1, trials: int = 50, seed: int = 0) -> np.ndarray:
+def nway_topk_accuracy(
+    probs: np.ndarray, true_class: np.ndarray, n_way: int, top_k: int = 1, trials: int = 50, seed: int = 0
+) -> np.ndarray:
     """Per-image, per-sample n-way top-k accuracy from classifier scores.
 
     Parameters
@@ -81,7 +83,9 @@ def nway_topk_accuracy(probs: np.ndarray, true_class: np.ndarray, n_way: int, to
 
 
 @torch.no_grad()
-def classifier_probs(model: torch.nn.Module, transform: Any, images: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
+def classifier_probs(
+    model: torch.nn.Module, transform: Any, images: np.ndarray, device: torch.device, batch_size: int = 32
+) -> np.ndarray:
     """Softmax ``[N, C]`` of a torchvision classifier on uint8 ``[N, H, W, 3]`` images, with ``transform`` applied."""
     out = []
     for start in range(0, len(images), batch_size):
@@ -91,7 +95,14 @@ def classifier_probs(model: torch.nn.Module, transform: Any, images: np.ndarray,
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def nway_metrics(generated: np.ndarray, reference: np.ndarray, spec: Mapping[str, Any], nway_cfg: Mapping[str, Any], device: torch.device | None = None, batch_size: int = 32) -> dict[str, float]:
+def nway_metrics(
+    generated: np.ndarray,
+    reference: np.ndarray,
+    spec: Mapping[str, Any],
+    nway_cfg: Mapping[str, Any],
+    device: torch.device | None = None,
+    batch_size: int = 32,
+) -> dict[str, float]:
     """``eval/nway_top{k}`` and ``eval/nway_top{k}_max`` with the configured classifier (see module docstring).
 
     Parameters
@@ -123,7 +134,14 @@ def nway_metrics(generated: np.ndarray, reference: np.ndarray, spec: Mapping[str
     ks = nway_cfg.get("k", 1)
     metrics = {}
     for k in [ks] if isinstance(ks, int) else list(ks):
-        acc = nway_topk_accuracy(probs, true_class, int(nway_cfg.get("n", 50)), int(k), int(nway_cfg.get("trials", 50)), int(nway_cfg.get("seed", 0)))
+        acc = nway_topk_accuracy(
+            probs,
+            true_class,
+            int(nway_cfg.get("n", 50)),
+            int(k),
+            int(nway_cfg.get("trials", 50)),
+            int(nway_cfg.get("seed", 0)),
+        )
         metrics[f"eval/nway_top{k}"] = float(acc.mean())
         metrics[f"eval/nway_top{k}_max"] = float(acc.max(1).mean())
     return metrics

@@ -25,7 +25,9 @@ def mean_iou(pred: np.ndarray, target: np.ndarray, num_labels: int, include_back
         raise ValueError(f"mean_iou: prediction has {pred.size} pixels, target {target.size}.")
     if pred.size and (pred.max() >= num_labels or target.max() >= num_labels or min(pred.min(), target.min()) < 0):
         raise ValueError(f"mean_iou: labels must be in [0, {num_labels}).")
-    confusion = np.bincount(target * num_labels + pred, minlength=num_labels * num_labels).reshape(num_labels, num_labels)
+    confusion = np.bincount(target * num_labels + pred, minlength=num_labels * num_labels).reshape(
+        num_labels, num_labels
+    )
     intersection = np.diag(confusion).astype(float)
     union = confusion.sum(0) + confusion.sum(1) - intersection
     labels = np.arange(num_labels) if include_background else np.arange(1, num_labels)
@@ -60,7 +62,12 @@ def region_alignment(generated_maps: np.ndarray, reference_maps: np.ndarray, num
     reference_maps = np.asarray(reference_maps).astype(np.int64)
     if generated_maps.ndim == 3:
         generated_maps = generated_maps[:, None]
-    if reference_maps.ndim != 3 or generated_maps.ndim != 4 or generated_maps.shape[0] != reference_maps.shape[0] or generated_maps.shape[2:] != reference_maps.shape[1:]:
+    if (
+        reference_maps.ndim != 3
+        or generated_maps.ndim != 4
+        or generated_maps.shape[0] != reference_maps.shape[0]
+        or generated_maps.shape[2:] != reference_maps.shape[1:]
+    ):
         raise ValueError(
             f"region_alignment: expected generated_maps [N, H, W] or [N, S, H, W] and reference_maps [N, H, W] of the same N, H, W; "
             f"got {generated_maps.shape} and {reference_maps.shape}."
@@ -70,5 +77,7 @@ def region_alignment(generated_maps: np.ndarray, reference_maps: np.ndarray, num
     for s in range(generated_maps.shape[1]):
         pred = generated_maps[:, s].astype(np.int64)
         mious.append(mean_iou(pred, reference_maps, num_labels))
-        accs.append(float((pred[foreground] == reference_maps[foreground]).mean()) if foreground.any() else float("nan"))
+        accs.append(
+            float((pred[foreground] == reference_maps[foreground]).mean()) if foreground.any() else float("nan")
+        )
     return {"eval/region_alignment_miou": float(np.mean(mious)), "eval/region_alignment_acc": float(np.mean(accs))}

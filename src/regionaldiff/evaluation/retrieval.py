@@ -14,7 +14,12 @@ from collections.abc import Iterable
 import numpy as np
 
 
-def retrieval_topk(eeg_embeddings: np.ndarray, image_embeddings: np.ndarray, targets: np.ndarray | None = None, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
+def retrieval_topk(
+    eeg_embeddings: np.ndarray,
+    image_embeddings: np.ndarray,
+    targets: np.ndarray | None = None,
+    ks: Iterable[int] = (1, 5),
+) -> dict[int, float]:
     """Top-k retrieval accuracy of EEG embeddings against candidate image embeddings.
 
     Parameters
@@ -36,7 +41,9 @@ def retrieval_topk(eeg_embeddings: np.ndarray, image_embeddings: np.ndarray, tar
     eeg = np.asarray(eeg_embeddings, dtype=np.float64)
     img = np.asarray(image_embeddings, dtype=np.float64)
     if eeg.ndim != 2 or img.ndim != 2 or eeg.shape[1] != img.shape[1]:
-        raise ValueError(f"retrieval_topk: expected eeg_embeddings [N, D] and image_embeddings [M, D], got {eeg.shape} and {img.shape}.")
+        raise ValueError(
+            f"retrieval_topk: expected eeg_embeddings [N, D] and image_embeddings [M, D], got {eeg.shape} and {img.shape}."
+        )
     if targets is None:
         if len(eeg) != len(img):
             raise ValueError(f"retrieval_topk: without targets, N ({len(eeg)}) must equal M ({len(img)}).")

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from regionaldiff.evaluation.backbones import WeightsUnavailable, backbone_config, check_images, resolve_device, to_plain
+from regionaldiff.evaluation.backbones import (
+    WeightsUnavailable,
+    backbone_config,
+    check_images,
+    resolve_device,
+    to_plain,
+)
 from regionaldiff.evaluation.identification import MINDEYE_METRICS, PAIRWISE_METRICS
 from regionaldiff.evaluation.image_metrics import pixcorr, ssim
 
@@ -53,21 +59,27 @@ def validate_eval_config(cfg: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
     if int(plain.get("resolution", 425)) < 11:
-        raise ValueError(f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {plain.get('resolution')}.")
+        raise ValueError(
+            f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {plain.get('resolution')}."
+        )
     nway = plain.get("nway") or {}
     n, ks = int(nway.get("n", 50)), _ks(nway.get("k", 1))
     if n < 2 or any(not 1 <= k <= n for k in ks) or int(nway.get("trials", 50)) < 1:
-        raise ValueError(f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.get('trials', 50)}.")
+        raise ValueError(
+            f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.get('trials', 50)}."
+        )
     if any(k < 1 for k in _ks((plain.get("retrieval") or {}).get("k", [1, 5]))):
         raise ValueError("eval.retrieval.k: values must be >= 1.")
-    for slot in (plain.get("backbones") or {}):
+    for slot in plain.get("backbones") or {}:
         backbone_config(plain, slot)  # raises on unknown slots
     return plain
 
 
 def _skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:
     if name == "nway":
-        return [f"eval/nway_top{k}{suffix}" for k in _ks((cfg.get("nway") or {}).get("k", 1)) for suffix in ("", "_max")]
+        return [
+            f"eval/nway_top{k}{suffix}" for k in _ks((cfg.get("nway") or {}).get("k", 1)) for suffix in ("", "_max")
+        ]
     if name == "is":
         return ["eval/is", "eval/is_std"]
     if name == "retrieval":
@@ -120,7 +132,9 @@ def evaluate_images(
     generated = check_images(generated, "generated", sampled=True)
     reference = check_images(reference, "reference")
     if generated.shape[0] != reference.shape[0]:
-        raise ValueError(f"evaluate_images: generated has N={generated.shape[0]} trials, reference N={reference.shape[0]}.")
+        raise ValueError(
+            f"evaluate_images: generated has N={generated.shape[0]} trials, reference N={reference.shape[0]}."
+        )
     result = EvalResult()
     wanted = list(cfg.get("metrics", ["ssim", "pixcorr"]))
     device = resolve_device(cfg)
@@ -147,7 +161,13 @@ def evaluate_images(
 
         nway_cfg = dict(cfg.get("nway") or {})
         nway_cfg.setdefault("seed", seed)
-        run(["nway"], lambda: (nway_metrics(generated, reference, backbone_config(cfg, "classifier"), nway_cfg, device, batch_size), {}))
+        run(
+            ["nway"],
+            lambda: (
+                nway_metrics(generated, reference, backbone_config(cfg, "classifier"), nway_cfg, device, batch_size),
+                {},
+            ),
+        )
 
     if "fid" in wanted:
         from regionaldiff.evaluation.backbones import load_cleanfid_inception
@@ -182,7 +202,12 @@ def evaluate_images(
         from regionaldiff.evaluation.identification import pairwise_metrics
 
         resolution_pw = int(cfg.get("pairwise_resolution", 256))
-        run(pairwise, lambda: pairwise_metrics(generated, reference, pairwise, resolution_pw, backbone_config(cfg, "lpips"), device, batch_size))
+        run(
+            pairwise,
+            lambda: pairwise_metrics(
+                generated, reference, pairwise, resolution_pw, backbone_config(cfg, "lpips"), device, batch_size
+            ),
+        )
 
     if "retrieval" in wanted:
         ks = _ks((cfg.get("retrieval") or {}).get("k", [1, 5]))

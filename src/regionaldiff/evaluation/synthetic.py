@@ -36,7 +36,11 @@ class SegmentationJudge(nn.Module):
         layers: list[nn.Module] = []
         channels = 3
         for dilation in (1, 1, 2, 4, 1):
-            layers += [nn.Conv2d(channels, width, 3, padding=dilation, dilation=dilation), nn.BatchNorm2d(width), nn.ReLU()]
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=dilation, dilation=dilation),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+            ]
             channels = width
         layers.append(nn.Conv2d(width, num_labels, 1))
         self.net = nn.Sequential(*layers)
@@ -55,7 +59,9 @@ class SegmentationJudge(nn.Module):
         return np.concatenate(out)
 
 
-def train_judge(images: np.ndarray, maps: np.ndarray, num_labels: int, epochs: int = 15, seed: int = 0) -> SegmentationJudge:
+def train_judge(
+    images: np.ndarray, maps: np.ndarray, num_labels: int, epochs: int = 15, seed: int = 0
+) -> SegmentationJudge:
     """Fit the judge on stimuli and their true maps (per-pixel cross-entropy, Adam)."""
     torch.manual_seed(seed)
     judge = SegmentationJudge(num_labels)
@@ -102,7 +108,9 @@ def _judge(ctx: PipelineContext) -> tuple[SegmentationJudge, dict[str, Any]]:
     return judge.eval(), {"path": str(slot.path)}
 
 
-def region_and_class_metrics(ctx: PipelineContext, arrays: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, str]]:
+def region_and_class_metrics(
+    ctx: PipelineContext, arrays: dict[str, np.ndarray]
+) -> tuple[dict[str, float], dict[str, str]]:
     """Metrics and skipped-with-reason for the EEG-predicted maps and the reconstructions' classes and regions."""
     dm = ctx.datamodule
     num_labels = dm.num_classes + 1
@@ -113,13 +121,17 @@ def region_and_class_metrics(ctx: PipelineContext, arrays: dict[str, np.ndarray]
         predicted = upsample_prediction(arrays["region_probs"], dm.image_size)
         metrics["eval/region_miou"] = mean_iou(predicted, reference_maps.astype(np.int64), num_labels)
     else:
-        skipped["eval/region_miou"] = "no EEG-predicted region maps (maskmap=none, or no trained region head: encoder.w_region=0)"
+        skipped["eval/region_miou"] = (
+            "no EEG-predicted region maps (maskmap=none, or no trained region head: encoder.w_region=0)"
+        )
 
     truth = dm.ground_truth_region_maps()
     names = ("eval/recon_class_acc", "eval/recon_region_miou", "eval/judge_stimulus_acc", "eval/judge_stimulus_miou")
     if truth is None:
         for name in names:
-            skipped[name] = f"needs known-truth region maps, which dataset {dm.name!r} does not have (synthetic benchmark only)"
+            skipped[name] = (
+                f"needs known-truth region maps, which dataset {dm.name!r} does not have (synthetic benchmark only)"
+            )
         return metrics, skipped
     judge, _ = _judge(ctx)
     true_maps = np.stack([truth[str(i)] for i in arrays["image_ids"]]).astype(np.int64)

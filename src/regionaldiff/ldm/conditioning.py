@@ -16,11 +16,19 @@ class EEGConditioner(nn.Module):
     """
 
     def __init__(
-        self, code_len: int, code_dim: int, num_classes: int, cross_attention_dim: int, n_tokens: int, use_class_token: bool
+        self,
+        code_len: int,
+        code_dim: int,
+        num_classes: int,
+        cross_attention_dim: int,
+        n_tokens: int,
+        use_class_token: bool,
     ) -> None:
         super().__init__()
         self.use_class_token = use_class_token
-        self.proj = nn.Sequential(nn.Linear(code_dim, cross_attention_dim), nn.GELU(), nn.Linear(cross_attention_dim, cross_attention_dim))
+        self.proj = nn.Sequential(
+            nn.Linear(code_dim, cross_attention_dim), nn.GELU(), nn.Linear(cross_attention_dim, cross_attention_dim)
+        )
         n_seq = n_tokens - 1 if use_class_token else n_tokens
         if n_seq < 1:
             raise ValueError(f"ldm.conditioner.n_tokens must be >= 2 with a class token; got {n_tokens}.")
@@ -60,7 +68,9 @@ def fuse_class_into_map(region_probs: torch.Tensor, class_probs: torch.Tensor, e
         ``[B, K]`` class probabilities.
     """
     if region_probs.shape[1] != class_probs.shape[1] + 1:
-        raise ValueError(f"region map has {region_probs.shape[1]} labels; expected K + 1 = {class_probs.shape[1] + 1}.")
+        raise ValueError(
+            f"region map has {region_probs.shape[1]} labels; expected K + 1 = {class_probs.shape[1] + 1}."
+        )
     background = region_probs[:, :1]
     objects = region_probs[:, 1:] * class_probs[:, :, None, None]
     objects = objects / objects.sum(dim=1, keepdim=True).clamp_min(eps) * (1.0 - background)

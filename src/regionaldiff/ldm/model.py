@@ -32,7 +32,9 @@ def build_unet(cfg: Mapping[str, Any], in_channels: int, cross_attention_dim: in
             )
         unet = UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder)
         if unet.config.in_channels != in_channels:
-            raise ValueError(f"UNet at {root} takes {unet.config.in_channels} latent channels; the latent space gives {in_channels}.")
+            raise ValueError(
+                f"UNet at {root} takes {unet.config.in_channels} latent channels; the latent space gives {in_channels}."
+            )
         return unet
     config = dict(cfg["config"])
     config.update(in_channels=in_channels, out_channels=in_channels, cross_attention_dim=cross_attention_dim)
@@ -106,7 +108,9 @@ class RegionalLDM(nn.Module):
         """Replace the conditions of a random ``cond_drop_prob`` of the batch by the null condition."""
         if self.cond_drop_prob <= 0:
             return context, region_probs
-        keep = (torch.rand(context.shape[0], device=context.device, generator=generator) >= self.cond_drop_prob).float()
+        keep = (
+            torch.rand(context.shape[0], device=context.device, generator=generator) >= self.cond_drop_prob
+        ).float()
         context = context * keep[:, None, None]
         if region_probs is not None:
             region_probs = region_probs * keep[:, None, None, None]
@@ -122,7 +126,11 @@ class RegionalLDM(nn.Module):
         """The denoising loss (MSE against the scheduler's prediction target) of one batch."""
         noise = torch.randn(latents.shape, device=latents.device, generator=generator, dtype=latents.dtype)
         steps = torch.randint(
-            0, self.scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device, generator=generator
+            0,
+            self.scheduler.config.num_train_timesteps,
+            (latents.shape[0],),
+            device=latents.device,
+            generator=generator,
         )
         noisy = self.scheduler.add_noise(latents, noise, steps)
         context, region_probs = self._drop(context, region_probs, generator)
@@ -154,7 +162,9 @@ class RegionalLDM(nn.Module):
         ``clip_sample`` clips the predicted clean latents to ``[-clip_sample_range, clip_sample_range]`` at every
         step (for latents that are images in [-1, 1]).
         """
-        sampler = DDIMScheduler.from_config(self.scheduler.config, clip_sample=clip_sample, clip_sample_range=clip_sample_range)
+        sampler = DDIMScheduler.from_config(
+            self.scheduler.config, clip_sample=clip_sample, clip_sample_range=clip_sample_range
+        )
         sampler.set_timesteps(num_steps, device=context.device)
         b = context.shape[0]
         latents = torch.randn((b, *latent_shape), generator=generator, device=context.device, dtype=context.dtype)
@@ -176,7 +186,16 @@ class RegionalLDM(nn.Module):
         return latents
 
 
-def build_ldm(cfg: Mapping[str, Any], *, latent_channels: int, code_len: int, code_dim: int, num_classes: int, image_size: int, latent_size: int) -> RegionalLDM:
+def build_ldm(
+    cfg: Mapping[str, Any],
+    *,
+    latent_channels: int,
+    code_len: int,
+    code_dim: int,
+    num_classes: int,
+    image_size: int,
+    latent_size: int,
+) -> RegionalLDM:
     """Build the LDM from the ``ldm`` config node and the sizes of the data, latent space and encoder."""
     cross_dim = int(cfg["cross_attention_dim"])
     unet = build_unet(cfg["unet"], latent_channels, cross_dim)

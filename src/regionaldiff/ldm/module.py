@@ -20,7 +20,15 @@ class LDMFinetuneModule(L.LightningModule):
     time and sharp true maps). Validation uses the test-time condition (predicted maps) unless ``reference``.
     """
 
-    def __init__(self, encoder: EEGMaskedAutoencoder, ldm: RegionalLDM, codec: torch.nn.Module, lr: float, weight_decay: float, train_maps: str) -> None:
+    def __init__(
+        self,
+        encoder: EEGMaskedAutoencoder,
+        ldm: RegionalLDM,
+        codec: torch.nn.Module,
+        lr: float,
+        weight_decay: float,
+        train_maps: str,
+    ) -> None:
         super().__init__()
         allowed = [m.value for m in TrainMaps]
         if train_maps not in allowed:
@@ -45,7 +53,9 @@ class LDMFinetuneModule(L.LightningModule):
         if maps == "predicted":
             return context, out["region_logits"].softmax(dim=1)
         if "region_map" not in batch:
-            raise ValueError(f"The regional LDM trains on reference region maps (ldm.train_maps={maps}), but the batch has none: set a maskmap.")
+            raise ValueError(
+                f"The regional LDM trains on reference region maps (ldm.train_maps={maps}), but the batch has none: set a maskmap."
+            )
         reference = coarse_region_target(batch["region_map"], self.encoder.num_classes + 1, self.encoder.region_grid)
         if maps == "reference":
             return context, reference

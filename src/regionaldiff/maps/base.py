@@ -73,7 +73,10 @@ class MaskMapGenerator:
 
     def segment_regions(self, images: Sequence[np.ndarray], labels: Sequence[int]) -> list[Regions]:
         """Regions of a batch of images (default: :meth:`segment` image by image, no instances)."""
-        return [Regions(np.asarray(self.segment(image, int(label)), dtype=np.int64)) for image, label in zip(images, labels)]
+        return [
+            Regions(np.asarray(self.segment(image, int(label)), dtype=np.int64))
+            for image, label in zip(images, labels)
+        ]
 
     def config(self) -> dict[str, Any]:
         """The settings that determine the maps (the on-disk cache key); runtime knobs (device, batch size) excluded."""
@@ -89,7 +92,9 @@ class MaskMapGenerator:
             with tqdm(total=len(todo), desc=f"{self.name} maps ({split})", leave=False) as bar:
                 for start in range(0, len(todo), step):
                     chunk = todo[start : start + step]
-                    for i, regions in zip(chunk, self.segment_regions([images[i] for i in chunk], [labels[i] for i in chunk])):
+                    for i, regions in zip(
+                        chunk, self.segment_regions([images[i] for i in chunk], [labels[i] for i in chunk])
+                    ):
                         maps[ids[i]] = np.asarray(regions.semantic, dtype=np.int64)
                     bar.update(len(chunk))
         return maps

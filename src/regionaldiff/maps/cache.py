@@ -83,7 +83,9 @@ class ShardStore:
         self.shards.mkdir(parents=True, exist_ok=True)
         config = self.folder / "config.json"
         if not config.is_file():
-            self._atomic_write(config, lambda f: f.write(json.dumps(key, indent=2, sort_keys=True, default=str).encode()))
+            self._atomic_write(
+                config, lambda f: f.write(json.dumps(key, indent=2, sort_keys=True, default=str).encode())
+            )
 
     def _atomic_write(self, path: Path, write) -> None:
         tmp = path.parent / f".tmp-{uuid.uuid4().hex}{path.suffix}"
@@ -103,7 +105,7 @@ class ShardStore:
             try:
                 with np.load(shard) as data:
                     ids, digests = data["ids"].tolist(), data["digests"].tolist()
-            except Exception as err:  # a damaged file of any kind: set it aside and recompute its images
+            except Exception as err:  # noqa: BLE001 - a damaged file of any kind: set it aside and recompute its images
                 log.warning("mask-map cache: unreadable shard %s (%s); its images will be recomputed", shard, err)
                 shard.replace(shard.with_suffix(".bad"))
                 continue
@@ -138,7 +140,9 @@ class ShardStore:
         return maps, instances
 
 
-def iter_stimuli(datamodule: EEGDataModule, splits: Sequence[str]) -> Iterator[tuple[str, int, Mapping[str, np.ndarray]]]:
+def iter_stimuli(
+    datamodule: EEGDataModule, splits: Sequence[str]
+) -> Iterator[tuple[str, int, Mapping[str, np.ndarray]]]:
     """Unique stimuli of ``splits`` (first seen wins): id, label and the split's (possibly lazy) image mapping."""
     seen: set[str] = set()
     for split in splits:
@@ -149,7 +153,9 @@ def iter_stimuli(datamodule: EEGDataModule, splits: Sequence[str]) -> Iterator[t
                 yield image_id, int(data.labels[index]), data.images
 
 
-def _check(generator: MaskMapGenerator, image_id: str, image: np.ndarray, regions: Regions, num_classes: int | None) -> None:
+def _check(
+    generator: MaskMapGenerator, image_id: str, image: np.ndarray, regions: Regions, num_classes: int | None
+) -> None:
     semantic = np.asarray(regions.semantic)
     if semantic.shape != image.shape[:2] or not np.issubdtype(semantic.dtype, np.integer):
         raise ValueError(
@@ -163,7 +169,9 @@ def _check(generator: MaskMapGenerator, image_id: str, image: np.ndarray, region
             f"region maps must lie in [0, num_classes={top}] (0 = background, class c -> c + 1)."
         )
     if regions.instances is not None and np.shape(regions.instances) != semantic.shape:
-        raise ValueError(f"maskmap {generator.name!r}: instance map of image {image_id!r} has shape {np.shape(regions.instances)}.")
+        raise ValueError(
+            f"maskmap {generator.name!r}: instance map of image {image_id!r} has shape {np.shape(regions.instances)}."
+        )
 
 
 def generate_cached(
@@ -223,7 +231,9 @@ def generate_cached(
             if todo:
                 regions = generator.segment_regions([images[j] for j in todo], [chunk[j][1] for j in todo])
                 if len(regions) != len(todo):
-                    raise ValueError(f"maskmap {generator.name!r} returned {len(regions)} maps for {len(todo)} images.")
+                    raise ValueError(
+                        f"maskmap {generator.name!r} returned {len(regions)} maps for {len(todo)} images."
+                    )
                 for j, r in zip(todo, regions):
                     _check(generator, chunk[j][0], images[j], r, num_classes)
                 ids = [chunk[j][0] for j in todo]

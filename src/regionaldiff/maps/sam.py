@@ -64,7 +64,9 @@ def read_checkpoint(checkpoint: str | Path, model_type: str) -> dict[str, torch.
     """
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint {str(path)!r} (maskmap.checkpoint, model_type={model_type}) does not exist. {_fix_hint(model_type)}")
+        raise FileNotFoundError(
+            f"SAM checkpoint {str(path)!r} (maskmap.checkpoint, model_type={model_type}) does not exist. {_fix_hint(model_type)}"
+        )
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -80,7 +82,9 @@ def read_checkpoint(checkpoint: str | Path, model_type: str) -> dict[str, torch.
                 state = state[wrapper]
                 break
     if not isinstance(state, Mapping) or not state:
-        raise ValueError(f"SAM checkpoint {str(path)!r} (model_type={model_type}) holds no state dict. {_fix_hint(model_type)}")
+        raise ValueError(
+            f"SAM checkpoint {str(path)!r} (model_type={model_type}) holds no state dict. {_fix_hint(model_type)}"
+        )
     return dict(state)
 
 
@@ -201,19 +205,31 @@ class SamMaskMap(ProposalMaskMap):
         rule: SemanticRule | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(mode=mode, rule=rule)
-        for key, value in (("batch_size", batch_size), ("points_per_side", points_per_side), ("points_per_batch", points_per_batch)):
+        for key, value in (
+            ("batch_size", batch_size),
+            ("points_per_side", points_per_side),
+            ("points_per_batch", points_per_batch),
+        ):
             if value < 1:
                 raise ValueError(f"maskmap.{key} must be >= 1; got {value}.")
-        for key, value in (("pred_iou_thresh", pred_iou_thresh), ("stability_score_thresh", stability_score_thresh), ("box_nms_thresh", box_nms_thresh)):
+        for key, value in (
+            ("pred_iou_thresh", pred_iou_thresh),
+            ("stability_score_thresh", stability_score_thresh),
+            ("box_nms_thresh", box_nms_thresh),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"maskmap.{key} must be in [0, 1]; got {value}.")
         if crop_n_layers < 0 or min_mask_region_area < 0:
-            raise ValueError(f"maskmap.crop_n_layers and maskmap.min_mask_region_area must be >= 0; got {crop_n_layers}, {min_mask_region_area}.")
+            raise ValueError(
+                f"maskmap.crop_n_layers and maskmap.min_mask_region_area must be >= 0; got {crop_n_layers}, {min_mask_region_area}."
+            )
         if min_mask_region_area > 0:
             try:
                 import cv2  # noqa: F401
             except ImportError as err:
-                raise ValueError("maskmap.min_mask_region_area > 0 needs opencv (pip install opencv-python-headless); or set it to 0.") from err
+                raise ValueError(
+                    "maskmap.min_mask_region_area > 0 needs opencv (pip install opencv-python-headless); or set it to 0."
+                ) from err
         self.checkpoint = Path(checkpoint).expanduser()
         self.model_type = model_type
         self.device = resolve_device(device, "maskmap.device")
@@ -239,7 +255,9 @@ class SamMaskMap(ProposalMaskMap):
             from segment_anything import SamAutomaticMaskGenerator
 
             model = load_sam(self.checkpoint, self.model_type, self.device)
-            amg = SamAutomaticMaskGenerator(model, points_per_batch=self.points_per_batch, output_mode="binary_mask", **self.amg_settings)
+            amg = SamAutomaticMaskGenerator(
+                model, points_per_batch=self.points_per_batch, output_mode="binary_mask", **self.amg_settings
+            )
             amg.predictor = _batched_predictor_class()(model)
             self._amg = amg
         return self._amg
@@ -268,10 +286,17 @@ class SamMaskMap(ProposalMaskMap):
                 records = amg.generate(image)
                 amg.predictor.pending = None
                 height, width = image.shape[:2]
-                masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, height, width), bool)
+                masks = (
+                    np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, height, width), bool)
+                )
                 quality = np.clip([r["predicted_iou"] * r["stability_score"] for r in records], 0.0, 1.0)
                 out.append(Proposals(masks, quality))
         return out
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "model_type": self.model_type, "checkpoint": self._fingerprint, **self.amg_settings}
+        return {
+            **super().config(),
+            "model_type": self.model_type,
+            "checkpoint": self._fingerprint,
+            **self.amg_settings,
+        }

@@ -173,13 +173,23 @@ class SemanticRule:
     largest_component: bool = False
 
     def __post_init__(self) -> None:
-        fractions = ("min_area", "max_area", "min_quality", "max_border", "center_weight", "keep_ratio", "min_saliency")
+        fractions = (
+            "min_area",
+            "max_area",
+            "min_quality",
+            "max_border",
+            "center_weight",
+            "keep_ratio",
+            "min_saliency",
+        )
         for key in fractions:
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"maskmap.rule.{key} must be in [0, 1]; got {value}.")
         if self.min_area >= self.max_area:
-            raise ValueError(f"maskmap.rule.min_area ({self.min_area}) must be below maskmap.rule.max_area ({self.max_area}).")
+            raise ValueError(
+                f"maskmap.rule.min_area ({self.min_area}) must be below maskmap.rule.max_area ({self.max_area})."
+            )
         if self.center_sigma <= 0:
             raise ValueError(f"maskmap.rule.center_sigma must be > 0; got {self.center_sigma}.")
         for key in ("border_clusters",):
@@ -254,7 +264,9 @@ def instance_map(proposals: Proposals, candidates: np.ndarray) -> np.ndarray:
     return instances
 
 
-def proposals_to_regions(image: np.ndarray, proposals: Proposals, label: int, rule: SemanticRule, mode: str) -> Regions:
+def proposals_to_regions(
+    image: np.ndarray, proposals: Proposals, label: int, rule: SemanticRule, mode: str
+) -> Regions:
     """Apply ``rule`` in ``mode`` (``semantic`` or ``instance``) to one image's proposals."""
     if mode not in MODES:
         raise ValueError(f"maskmap.mode must be one of {list(MODES)}; got {mode!r}.")
@@ -297,7 +309,10 @@ class ProposalMaskMap(MaskMapGenerator):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"{self.name}: images must be uint8 [H, W, 3]; got {image.dtype} {image.shape}.")
         proposals = self.propose_batch(images)
-        return [proposals_to_regions(im, p, int(lab), self.rule, self.mode) for im, p, lab in zip(images, proposals, labels)]
+        return [
+            proposals_to_regions(im, p, int(lab), self.rule, self.mode)
+            for im, p, lab in zip(images, proposals, labels)
+        ]
 
     def segment(self, image: np.ndarray, label: int) -> np.ndarray:
         return self.segment_regions([image], [label])[0].semantic

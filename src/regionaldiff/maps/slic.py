@@ -78,8 +78,12 @@ class SuperpixelMaskMap(ProposalMaskMap):
         """int ``[H, W]`` superpixel index of each pixel of a uint8 ``[H, W, 3]`` image."""
         if self.method == "slic":
             return slic(
-                image, n_segments=self.n_segments, compactness=self.compactness, sigma=self.sigma,
-                start_label=0, channel_axis=-1,
+                image,
+                n_segments=self.n_segments,
+                compactness=self.compactness,
+                sigma=self.sigma,
+                start_label=0,
+                channel_axis=-1,
             )
         return felzenszwalb(image, scale=self.scale, sigma=self.sigma, min_size=self.min_size, channel_axis=-1)
 

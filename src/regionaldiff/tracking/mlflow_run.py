@@ -72,7 +72,15 @@ class JobTracker:
         The multirun's folder: jobs of one sweep become children of one parent run.
     """
 
-    def __init__(self, enabled: bool, tracking_uri: str, experiment_name: str, artifact_root: Path, run_name: str, sweep_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        tracking_uri: str,
+        experiment_name: str,
+        artifact_root: Path,
+        run_name: str,
+        sweep_dir: str | None = None,
+    ) -> None:
         self.enabled = enabled
         self.tracking_uri = tracking_uri
         self.run_id: str | None = None
@@ -85,7 +93,9 @@ class JobTracker:
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
             artifact_root.mkdir(parents=True, exist_ok=True)
-            experiment_id = self.client.create_experiment(experiment_name, artifact_location=artifact_root.resolve().as_uri())
+            experiment_id = self.client.create_experiment(
+                experiment_name, artifact_location=artifact_root.resolve().as_uri()
+            )
         else:
             experiment_id = experiment.experiment_id
         self.experiment_id = experiment_id
@@ -99,12 +109,16 @@ class JobTracker:
 
     def _parent_run(self, sweep_dir: str) -> str:
         found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_dir}' and tags.`regionaldiff.role` = 'sweep'", max_results=1
+            [self.experiment_id],
+            filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_dir}' and tags.`regionaldiff.role` = 'sweep'",
+            max_results=1,
         )
         if found:
             return found[0].info.run_id
         run = self.client.create_run(
-            self.experiment_id, run_name=f"sweep {Path(sweep_dir).name}", tags={SWEEP_TAG: sweep_dir, "regionaldiff.role": "sweep"}
+            self.experiment_id,
+            run_name=f"sweep {Path(sweep_dir).name}",
+            tags={SWEEP_TAG: sweep_dir, "regionaldiff.role": "sweep"},
         )
         return run.info.run_id
 
@@ -134,7 +148,11 @@ class JobTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        batch = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
         for start in range(0, len(batch), 500):
             self.client.log_batch(self.run_id, metrics=batch[start : start + 500])
 

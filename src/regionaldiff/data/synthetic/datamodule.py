@@ -63,7 +63,9 @@ def class_shares(maps: np.ndarray, n_classes: int) -> np.ndarray:
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
 
 
-def simulate_signal(maps: np.ndarray, head: HeadModel, times: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+def simulate_signal(
+    maps: np.ndarray, head: HeadModel, times: np.ndarray, n_classes: int, rng: np.random.Generator
+) -> np.ndarray:
     """Noise-free scalp signal ``[N, C, T]`` of the scenes whose region maps are ``maps``, unit RMS."""
     coverage = retinotopic_coverage(maps)
     g = RETINO_GRID
@@ -71,7 +73,9 @@ def simulate_signal(maps: np.ndarray, head: HeadModel, times: np.ndarray, n_clas
     eccentricity = np.hypot(centre[:, None], centre[None, :]).ravel() / np.hypot(0.5, 0.5)
     cell_waves = np.stack([visual_evoked(times, delay=0.02 * e) for e in eccentricity])  # [G*G, T]
     retino = np.einsum("cs,ns,st->nct", head.retino, coverage, cell_waves)
-    category = np.einsum("ck,nk,kt->nct", head.category, class_shares(maps, n_classes), class_waveforms(times, n_classes, rng))
+    category = np.einsum(
+        "ck,nk,kt->nct", head.category, class_shares(maps, n_classes), class_waveforms(times, n_classes, rng)
+    )
     signal = RETINO_WEIGHT * retino / _rms(retino) + CATEGORY_WEIGHT * category / _rms(category)
     return (signal / _rms(signal)).astype(np.float32)
 
@@ -79,10 +83,14 @@ def simulate_signal(maps: np.ndarray, head: HeadModel, times: np.ndarray, n_clas
 def simulate_noise(head: HeadModel, n_trials: int, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS noise ``[N, C, T]``: pink background sources + alpha rhythm (forward-modelled) + sensor noise."""
     n_times = len(times)
-    background = np.einsum("cs,nst->nct", head.background, pink_noise(rng, (n_trials, head.background.shape[1]), n_times))
+    background = np.einsum(
+        "cs,nst->nct", head.background, pink_noise(rng, (n_trials, head.background.shape[1]), n_times)
+    )
     alpha = np.einsum("cs,nst->nct", head.alpha, alpha_rhythm(rng, n_trials, head.alpha.shape[1], times))
     sensor = rng.normal(size=background.shape)
-    noise = BACKGROUND_WEIGHT * background / _rms(background) + ALPHA_WEIGHT * alpha / _rms(alpha) + SENSOR_WEIGHT * sensor
+    noise = (
+        BACKGROUND_WEIGHT * background / _rms(background) + ALPHA_WEIGHT * alpha / _rms(alpha) + SENSOR_WEIGHT * sensor
+    )
     return (noise / _rms(noise)).astype(np.float32)
 
 
@@ -143,7 +151,12 @@ class SyntheticDataModule(EEGDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, image_size=image_size)
         if not 2 <= n_classes <= MAX_CLASSES:
             raise ValueError(f"dataset.n_classes must be in [2, {MAX_CLASSES}]; got {n_classes}.")
-        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("n_repetitions", n_repetitions)):
+        for key, value in (
+            ("n_train", n_train),
+            ("n_val", n_val),
+            ("n_test", n_test),
+            ("n_repetitions", n_repetitions),
+        ):
             if value < 1:
                 raise ValueError(f"dataset.{key} must be >= 1; got {value}.")
         if snr < 0:
@@ -153,9 +166,13 @@ class SyntheticDataModule(EEGDataModule):
         if sfreq <= 0:
             raise ValueError(f"dataset.sfreq must be > 0 Hz; got {sfreq}.")
         if not tmin < 0 < tmax:
-            raise ValueError(f"dataset.tmin and dataset.tmax must satisfy tmin < 0 < tmax (s, onset at 0); got {tmin}, {tmax}.")
+            raise ValueError(
+                f"dataset.tmin and dataset.tmax must satisfy tmin < 0 < tmax (s, onset at 0); got {tmin}, {tmax}."
+            )
         if not 1 <= min_objects <= max_objects:
-            raise ValueError(f"dataset.min_objects/max_objects must satisfy 1 <= min_objects <= max_objects; got {min_objects}, {max_objects}.")
+            raise ValueError(
+                f"dataset.min_objects/max_objects must satisfy 1 <= min_objects <= max_objects; got {min_objects}, {max_objects}."
+            )
         self.config = {
             "seed": int(seed), "n_classes": int(n_classes), "n_train": int(n_train), "n_val": int(n_val),
             "n_test": int(n_test), "n_repetitions": int(n_repetitions), "average_repetitions": bool(average_repetitions),
@@ -216,7 +233,10 @@ class SyntheticDataModule(EEGDataModule):
                 arrays = {key: data[key] for key in data.files}
             log.info("synthetic benchmark read from cache %s", path)
         else:
-            log.info("generating the synthetic benchmark (%d images)", self.config["n_train"] + self.config["n_val"] + self.config["n_test"])
+            log.info(
+                "generating the synthetic benchmark (%d images)",
+                self.config["n_train"] + self.config["n_val"] + self.config["n_test"],
+            )
             arrays = self.generate_arrays()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,8 +260,10 @@ class SyntheticDataModule(EEGDataModule):
     def build_split(self, split: str) -> EEGSplit:
         a = self._load()
         bounds = self._bounds()
-        check_no_stimulus_leak({s: [self.image_id(i) for i in range(*b)] for s, b in bounds.items()},
-                               pairs=(("train", "test"), ("val", "test"), ("train", "val")))
+        check_no_stimulus_leak(
+            {s: [self.image_id(i) for i in range(*b)] for s, b in bounds.items()},
+            pairs=(("train", "test"), ("val", "test"), ("train", "val")),
+        )
         lo, hi = bounds[split]
         reps = a["eeg"].shape[1]
         index = np.repeat(np.arange(lo, hi), reps)

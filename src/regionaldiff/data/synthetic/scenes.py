@@ -155,9 +155,7 @@ class Scene:
     label: int
 
 
-def render_scene(
-    rng: np.random.Generator, n_classes: int, size: int, min_objects: int, max_objects: int
-) -> Scene:
+def render_scene(rng: np.random.Generator, n_classes: int, size: int, min_objects: int, max_objects: int) -> Scene:
     """Draw one scene of ``min_objects..max_objects`` objects of classes ``0..n_classes-1``."""
     image = background(rng, size)
     region = np.zeros((size, size), dtype=np.int64)
