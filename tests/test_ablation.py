@@ -25,11 +25,12 @@ from ablation_summary import CLAIMS, PairedDifference, claims_markdown, plot, su
 def test_each_arm_sets_what_it_ablates(compose_cfg, arm, ldm, w_cls, w_region, test_maps):
     cfg = compose_cfg(f"ablation={arm}")
     typed = validate(cfg)
-    assert typed["ldm"].name == ldm and typed["ldm"].regions == (ldm == "regional")
-    assert typed["encoder"].w_cls == w_cls and typed["encoder"].w_region == w_region and typed["encoder"].w_mae == 1.0
-    assert typed["pipeline"].test_maps.value == test_maps
+    assert typed.ldm.name == ldm and typed.ldm.regions == (ldm == "regional")
+    assert typed.encoder.w_cls == w_cls and typed.encoder.w_region == w_region and typed.encoder.w_mae == 1.0
+    assert typed.pipeline.test_maps.value == test_maps
     assert cfg.ablation_arm == arm
-    assert typed["ldm"].train_maps.value == ("mixed" if arm.endswith("_mixed") else "predicted")
+    expected_maps = None if ldm == "global" else ("mixed" if arm.endswith("_mixed") else "predicted")
+    assert (typed.ldm.train_maps.value if typed.ldm.train_maps else None) == expected_maps
 
 
 def test_predicted_and_oracle_arms_share_their_trained_models(compose_cfg):

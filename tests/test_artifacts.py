@@ -18,7 +18,7 @@ def test_slot_is_reused_for_the_same_key_and_marks_done(tmp_path):
 
 
 def test_a_checkpoint_cut_off_mid_write_is_set_aside_not_resumed(tmp_path):
-    from regionaldiff.pipeline import _resume_path
+    from regionaldiff.steps.training import resume_path as _resume_path
 
     slot = ArtifactStore(tmp_path).slot("pretrain", {"k": 1})
     assert _resume_path(slot) is None

@@ -37,9 +37,9 @@ def test_bad_overrides_fail_with_key_and_allowed_values(run_cli, tmp_path, overr
 
 
 def test_out_of_range_value_fails_before_any_work(run_cli, tmp_path):
-    proc = run_cli("encoder.mask_ratio=1.5", check=False)
+    proc = run_cli("encoder.net.mask_ratio=1.5", check=False)
     assert proc.returncode != 0
-    assert "encoder.mask_ratio must be in (0, 1)" in proc.stdout + proc.stderr
+    assert "encoder.net.mask_ratio must be in (0, 1)" in proc.stdout + proc.stderr
     assert not (tmp_path / "outputs" / "artifacts").exists()
 
 
@@ -56,7 +56,7 @@ def test_regional_ldm_without_maps_is_refused(compose_cfg):
 def test_every_shipped_config_group_option_composes_and_validates(compose_cfg):
     for override in ("ldm=global", "ldm=regional", "encoder=dreamdiffusion", "trainer=gpu", "logger=none"):
         typed = validate(compose_cfg(override))
-        assert typed["ldm"].lr > 0
+        assert typed.ldm.lr > 0
 
 
 def test_regional_ldm_with_an_untrained_region_head_is_refused(compose_cfg):

@@ -5,10 +5,12 @@ import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from omegaconf import OmegaConf
 
-from regionaldiff.config import LDMConfig, UNetConfig
+from regionaldiff.components import build_codec, build_ldm
+from regionaldiff.config import LDMConfig, SamplingConfig, SchedulerConfig
 from regionaldiff.ldm.conditioning import EEGConditioner, map_condition
-from regionaldiff.ldm.latent import PixelUnshuffleCodec, VAECodec, build_codec
-from regionaldiff.ldm.model import build_ldm, build_unet
+from regionaldiff.ldm.latent import PixelUnshuffleCodec, VAECodec
+from regionaldiff.ldm.sampling import denoise
+from regionaldiff.ldm.unet import unet_from_pretrained
 
 TINY_UNET = dict(
     sample_size=8,
@@ -21,17 +23,52 @@ TINY_UNET = dict(
 )
 
 
-def ldm_cfg(regions: bool) -> dict:
-    typed = LDMConfig(regions=regions, cross_attention_dim=16, unet=UNetConfig(config=dict(TINY_UNET)))
-    cfg = OmegaConf.to_container(OmegaConf.structured(typed), resolve=True, enum_to_str=True)
-    cfg["conditioner"] = {"n_tokens": 4, "use_class_token": True}
-    return cfg
+def ldm_cfg(regions: bool, prediction_type: str = "epsilon", emb: tuple[int, ...] = (8, 16)) -> LDMConfig:
+    """A tiny LDM config, every value stated (the schema has no defaults of its own)."""
+    values = dict(
+        name="tiny_regional" if regions else "tiny_global",
+        unet={"_target_": "regionaldiff.ldm.unet.unet_from_config", "cross_attention_dim": 16, **TINY_UNET},
+        conditioner={
+            "_target_": "regionaldiff.ldm.conditioning.EEGConditioner",
+            "n_tokens": 4,
+            "use_class_token": True,
+        },
+        latent={"_target_": "regionaldiff.ldm.latent.PixelUnshuffleCodec", "factor": 2, "scale": 1.0},
+        controlnet=(
+            {
+                "_target_": "regionaldiff.ldm.controlnet.controlnet_from_unet",
+                "conditioning_embedding_out_channels": list(emb),
+                "init_from_unet": True,
+            }
+            if regions
+            else None
+        ),
+        train_maps="reference" if regions else None,
+        cond_drop_prob=0.1,
+        lr=3e-4,
+        weight_decay=0.0,
+        max_epochs=1,
+        batch_size=None,
+        scheduler=SchedulerConfig(1000, "squaredcos_cap_v2", prediction_type),
+        sampling=SamplingConfig(3, 1.0, 0.0, 4, 1, False, 1.0, False),
+    )
+    obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LDMConfig), values))
+    assert isinstance(obj, LDMConfig)
+    return obj
+
+
+def build_from(cfg: LDMConfig):
+    return build_ldm(cfg, latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8)
 
 
 def build(regions: bool):
-    return build_ldm(
-        ldm_cfg(regions), latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8
-    )
+    return build_from(ldm_cfg(regions))
+
+
+def sample(ldm, context, probs, latent_shape, num_steps, guidance_scale, generator, **kwargs):
+    """Noise -> clean latents through the one sampling code path (DDIM's initial noise scale is 1)."""
+    latents = torch.randn((context.shape[0], *latent_shape), generator=generator)
+    return denoise(ldm, context, probs, latents, num_steps, guidance_scale, generator, **kwargs)
 
 
 def test_pixel_unshuffle_is_exactly_invertible():
@@ -71,32 +108,30 @@ def test_map_loss_has_gradient_wrt_controlnet_and_map_changes_prediction():
     assert grads and sum(g.abs().sum() for g in grads) > 0
     t = torch.tensor([10, 10])
     with torch.no_grad():
-        a = ldm.predict_noise(latents, t, context, probs)
-        b = ldm.predict_noise(latents, t, context, torch.roll(probs, 1, dims=1))
+        a = ldm.model_output(latents, t, context, probs)
+        b = ldm.model_output(latents, t, context, torch.roll(probs, 1, dims=1))
     assert not torch.allclose(a, b)
 
 
 def test_regional_model_refuses_missing_map():
     with pytest.raises(ValueError, match="region map"):
-        build(True).predict_noise(torch.randn(1, 12, 8, 8), torch.tensor([1]), torch.randn(1, 4, 16), None)
+        build(True).model_output(torch.randn(1, 12, 8, 8), torch.tensor([1]), torch.randn(1, 4, 16), None)
 
 
 def test_controlnet_downsampling_must_match_latents():
-    cfg = ldm_cfg(True)
-    cfg["controlnet"]["conditioning_embedding_out_channels"] = [8, 16, 32]
     with pytest.raises(ValueError, match="conditioning_embedding_out_channels"):
-        build_ldm(cfg, latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8)
+        build_from(ldm_cfg(True, emb=(8, 16, 32)))
 
 
 def test_sampling_shape_and_determinism():
     ldm = build(True).eval()
     context = torch.randn(3, 4, 16)
     probs = torch.rand(3, 4, 4, 4).softmax(1)
-    a = ldm.sample(
-        context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1)
+    a = sample(
+        ldm, context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1)
     )
-    b = ldm.sample(
-        context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1)
+    b = sample(
+        ldm, context, probs, (12, 8, 8), num_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(1)
     )
     assert a.shape == (3, 12, 8, 8)
     assert torch.equal(a, b)
@@ -141,11 +176,11 @@ def test_unet_and_vae_load_from_local_folders_like_sd15(tmp_path):
         sample_size=16,
     )
     vae.save_pretrained(tmp_path / "sd" / "vae")
-    loaded = build_unet(
-        {"pretrained": str(tmp_path / "sd"), "subfolder": "unet"}, in_channels=4, cross_attention_dim=16
-    )
+    loaded = unet_from_pretrained(str(tmp_path / "sd"), in_channels=4, latent_size=8, subfolder="unet")
     assert torch.equal(loaded.conv_in.weight, unet.conv_in.weight)
-    codec = build_codec({"kind": "vae", "pretrained": str(tmp_path / "sd"), "subfolder": "vae"})
+    codec = build_codec(
+        {"_target_": "regionaldiff.ldm.latent.VAECodec", "pretrained": str(tmp_path / "sd"), "subfolder": "vae"}
+    )
     assert isinstance(codec, VAECodec) and codec.downsample == 2 and codec.latent_channels == 4
     latents = codec.encode(torch.rand(1, 3, 16, 16) * 2 - 1)
     assert latents.shape == (1, 4, 8, 8)
@@ -154,7 +189,7 @@ def test_unet_and_vae_load_from_local_folders_like_sd15(tmp_path):
 
 def test_missing_local_weights_say_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="paths.weights_dir"):
-        build_unet({"pretrained": str(tmp_path / "nope"), "subfolder": "unet"}, in_channels=4, cross_attention_dim=16)
+        unet_from_pretrained(str(tmp_path / "nope"), in_channels=4, latent_size=8)
     with pytest.raises(FileNotFoundError, match="weights_dir"):
         VAECodec(str(tmp_path / "nope"))
 
@@ -225,10 +260,11 @@ def test_regional_prediction_depends_on_the_map_after_training_opens_the_control
         torch.nn.init.normal_(block.weight, std=0.1)
     context = torch.randn(2, 4, 16)
     probs = torch.rand(2, 4, 4, 4).softmax(1)
-    a = ldm.sample(
-        context, probs, (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0)
+    a = sample(
+        ldm, context, probs, (12, 8, 8), num_steps=3, guidance_scale=1.0, generator=torch.Generator().manual_seed(0)
     )
-    b = ldm.sample(
+    b = sample(
+        ldm,
         context,
         probs.flip(-1),
         (12, 8, 8),
@@ -242,9 +278,7 @@ def test_regional_prediction_depends_on_the_map_after_training_opens_the_control
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_training_target_follows_the_prediction_type(prediction_type):
     """A model that outputs exactly the configured target has zero loss (checks the target, not the model)."""
-    cfg = ldm_cfg(False)
-    cfg["scheduler"]["prediction_type"] = prediction_type
-    ldm = build_ldm(cfg, latent_channels=12, code_len=10, code_dim=16, num_classes=3, image_size=16, latent_size=8)
+    ldm = build_from(ldm_cfg(False, prediction_type=prediction_type))
     ldm.cond_drop_prob = 0.0
     latents = torch.randn(2, 12, 8, 8)
     captured = {}
@@ -260,14 +294,15 @@ def test_training_target_follows_the_prediction_type(prediction_type):
             "v_prediction": ldm.scheduler.get_velocity(latents, noise, steps),
         }[prediction_type]
 
-    ldm.predict_noise = oracle
+    ldm.model_output = oracle
     loss = ldm.training_loss(latents, torch.randn(2, 4, 16), None, generator=torch.Generator().manual_seed(0))
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_clipped_sampling_stays_in_the_image_range():
     ldm = build(False).eval()
-    out = ldm.sample(
+    out = sample(
+        ldm,
         torch.randn(2, 4, 16),
         None,
         (12, 8, 8),

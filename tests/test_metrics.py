@@ -59,7 +59,7 @@ def test_dominant_class_and_upsampling():
 
 
 def test_eeg_top1_is_scored_only_for_a_trained_class_head():
-    from regionaldiff.pipeline import eeg_top1
+    from regionaldiff.steps.evaluate import eeg_top1
 
     arrays = {"eeg_pred": np.array([0, 1, 2, 2]), "labels": np.array([0, 1, 2, 0])}
     assert eeg_top1(arrays, w_cls=1.0) == ({"eval/eeg_top1": 0.75}, {})
@@ -68,7 +68,7 @@ def test_eeg_top1_is_scored_only_for_a_trained_class_head():
 
 
 def test_grid_shows_the_maps_that_conditioned_generation():
-    from regionaldiff.pipeline import grid_maps
+    from regionaldiff.steps.generate import grid_maps
 
     probs = np.zeros((3, 4, 2, 2), dtype=np.float16)
     probs[:, 2] = 1.0  # every cell predicted as label 2

@@ -1,7 +1,8 @@
 """``regionaldiff [overrides]``: the one entrypoint (a Hydra app, ``version_base="1.3"``).
 
 Runs ``pipeline.steps`` for one config, or a sweep with ``-m``; every job is an MLflow run (in a sweep, a child
-of one parent run). ``regionaldiff --help`` lists the config groups, ``--cfg job`` prints the composed config.
+of one parent run). Subcommands: ``regionaldiff evaluate GEN_DIR REF_DIR`` scores a folder of images,
+``regionaldiff reconstruct RUN_DIR EEG_FILE OUT_DIR`` reconstructs images from new EEG with a trained model. ``regionaldiff --help`` lists the config groups, ``--cfg job`` prints the composed config.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def expand_evaluate_command(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entrypoint."""
+    if sys.argv[1:2] == ["reconstruct"]:
+        from regionaldiff.reconstruct_command import main as reconstruct_main
+
+        sys.exit(reconstruct_main(sys.argv[2:]))
     sys.argv[1:] = expand_evaluate_command(sys.argv[1:])
     register_configs()
     # Lightning prints through its own handlers; stop a second copy going to Hydra's root handler

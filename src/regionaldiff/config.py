@@ -3,18 +3,20 @@
 They are registered in Hydra's ConfigStore as ``<group>/schema`` and each YAML of the group lists that schema
 first in its defaults, so a wrong type (``ldm.lr=abc``) or choice (``ldm.scheduler.prediction_type=foo``) fails
 at compose time with the key and the allowed values, before any work starts. Range checks live in
-``__post_init__`` and run in :func:`validate` (also before any work). The dataset, maskmap and eval groups are
-validated by their own classes' constructors, which the pipeline instantiates first.
+``__post_init__`` and run in :func:`validate` (also before any work). Schema fields carry no defaults
+of their own (``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are
+the one source of values. The dataset, maskmap and eval groups are validated by their own classes' constructors,
+which the pipeline instantiates first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 if TYPE_CHECKING:
     import torch
@@ -77,11 +79,6 @@ class TrainMaps(str, Enum):
     mixed = "mixed"
 
 
-class LatentKind(str, Enum):
-    pixel_unshuffle = "pixel_unshuffle"
-    vae = "vae"
-
-
 class BetaSchedule(str, Enum):
     linear = "linear"
     scaled_linear = "scaled_linear"
@@ -105,49 +102,23 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 @dataclass
 class EncoderConfig:
-    """``encoder`` group: EEG MAE size, its joint objective and its training budget."""
+    """``encoder`` group: the EEG network (``net``, a ``_target_`` component) and its pretraining objective.
 
-    name: str = "tiny"
-    patch_size: int = 4
-    embed_dim: int = 64
-    depth: int = 2
-    num_heads: int = 4
-    decoder_embed_dim: int = 32
-    decoder_depth: int = 1
-    decoder_num_heads: int = 4
-    mlp_ratio: float = 4.0
-    mask_ratio: float = 0.75
-    region_grid: int = 8
-    dropout: float = 0.0
-    w_mae: float = 1.0
-    w_cls: float = 1.0
-    w_region: float = 1.0
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    max_epochs: int = 30
+    ``net`` is instantiated with the data's ``n_chans``, ``n_times``, ``sfreq`` and ``num_classes`` added
+    (:func:`regionaldiff.components.build_encoder`); its own arguments are checked before any work by
+    :func:`regionaldiff.components.check_component`.
+    """
+
+    net: Any = MISSING
+    w_mae: float = MISSING
+    w_cls: float = MISSING
+    w_region: float = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    max_epochs: int = MISSING
 
     def __post_init__(self) -> None:
-        _positive(
-            "encoder",
-            patch_size=self.patch_size,
-            embed_dim=self.embed_dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            decoder_embed_dim=self.decoder_embed_dim,
-            decoder_depth=self.decoder_depth,
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-        )
-        _fraction("encoder", low_open=True, mask_ratio=self.mask_ratio)
-        _fraction("encoder", dropout=self.dropout)
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"encoder.embed_dim={self.embed_dim} must be divisible by encoder.num_heads={self.num_heads}."
-            )
-        if self.decoder_embed_dim % self.decoder_num_heads:
-            raise ValueError("encoder.decoder_embed_dim must be divisible by encoder.decoder_num_heads.")
-        if self.region_grid < 0:
-            raise ValueError(f"encoder.region_grid must be >= 0 (0 = no region head); got {self.region_grid}.")
+        _positive("encoder", lr=self.lr, max_epochs=self.max_epochs)
         for key in ("w_mae", "w_cls", "w_region"):
             if getattr(self, key) < 0:
                 raise ValueError(f"encoder.{key} must be >= 0 (0 turns the term off); got {getattr(self, key)}.")
@@ -156,77 +127,59 @@ class EncoderConfig:
 
 
 @dataclass
-class LatentConfig:
-    kind: LatentKind = LatentKind.pixel_unshuffle
-    factor: int = 2
-    scale: float = 1.0
-    pretrained: Optional[str] = None
-    subfolder: Optional[str] = "vae"
-
-
-@dataclass
-class UNetConfig:
-    pretrained: Optional[str] = None
-    subfolder: Optional[str] = "unet"
-    config: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ControlNetConfig:
-    conditioning_embedding_out_channels: list[int] = field(default_factory=lambda: [16, 32])
-    init_from_unet: bool = True
-
-
-@dataclass
-class ConditionerConfig:
-    n_tokens: int = 8
-    use_class_token: bool = True
-
-
-@dataclass
 class SchedulerConfig:
-    num_train_timesteps: int = 1000
-    beta_schedule: BetaSchedule = BetaSchedule.squaredcos_cap_v2
-    prediction_type: PredictionType = PredictionType.epsilon
+    num_train_timesteps: int = MISSING
+    beta_schedule: BetaSchedule = MISSING
+    prediction_type: PredictionType = MISSING
 
 
 @dataclass
 class SamplingConfig:
-    num_steps: int = 25
-    guidance_scale: float = 2.0
-    eta: float = 0.0
-    batch_size: int = 64
-    samples_per_eeg: int = 1
+    num_steps: int = MISSING
+    guidance_scale: float = MISSING
+    eta: float = MISSING
+    batch_size: int = MISSING
+    samples_per_eeg: int = MISSING
     # clip the predicted clean latents to [-range, range] at every DDIM step: right for latents that are images in
     # [-1, 1] (pixel_unshuffle), where it keeps early steps of a cosine schedule from blowing up; off for VAE latents
-    clip_sample: bool = False
-    clip_sample_range: float = 1.0
+    clip_sample: bool = MISSING
+    clip_sample_range: float = MISSING
     # predicted maps only: make each cell's object class agree with the classification head (fuse_class_into_map)
-    class_fused_maps: bool = False
+    class_fused_maps: bool = MISSING
 
 
 @dataclass
 class LDMConfig:
-    """``ldm`` group: the denoiser, its conditions, latent space, schedule, training budget and sampler."""
+    """``ldm`` group: the denoiser's components, its training budget, noise schedule and sampler.
 
-    name: str = "regional"
-    regions: bool = True
-    cross_attention_dim: int = 64
-    cond_drop_prob: float = 0.1
-    train_maps: TrainMaps = TrainMaps.reference
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    max_epochs: int = 20
-    batch_size: Optional[int] = None
-    latent: LatentConfig = field(default_factory=LatentConfig)
-    unet: UNetConfig = field(default_factory=UNetConfig)
-    controlnet: ControlNetConfig = field(default_factory=ControlNetConfig)
-    conditioner: ConditionerConfig = field(default_factory=ConditionerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    ``unet``, ``conditioner``, ``latent`` (the latent codec) and ``controlnet`` are ``_target_`` components
+    (:mod:`regionaldiff.components`). ``controlnet`` and ``train_maps`` are left out (None) by the global-only
+    variants: a model has a region branch exactly when it has a ``controlnet``.
+    """
+
+    name: str = MISSING
+    unet: Any = MISSING
+    conditioner: Any = MISSING
+    latent: Any = MISSING
+    controlnet: Any = None
+    train_maps: Optional[TrainMaps] = None
+    cond_drop_prob: float = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    max_epochs: int = MISSING
+    batch_size: Optional[int] = MISSING
+    scheduler: SchedulerConfig = MISSING
+    sampling: SamplingConfig = MISSING
+
+    @property
+    def regions(self) -> bool:
+        """Whether the model conditions on region maps (it has a ControlNet)."""
+        return self.controlnet is not None
 
     def __post_init__(self) -> None:
-        _positive("ldm", cross_attention_dim=self.cross_attention_dim, lr=self.lr, max_epochs=self.max_epochs)
+        _positive("ldm", lr=self.lr, max_epochs=self.max_epochs)
+        if self.batch_size is not None:
+            _positive("ldm", batch_size=self.batch_size)
         _fraction("ldm", cond_drop_prob=self.cond_drop_prob)
         _positive(
             "ldm.sampling",
@@ -235,11 +188,10 @@ class LDMConfig:
             batch_size=self.sampling.batch_size,
             samples_per_eeg=self.sampling.samples_per_eeg,
         )
-        if self.latent.kind == LatentKind.vae and not self.latent.pretrained:
-            raise ValueError("ldm.latent.kind=vae needs ldm.latent.pretrained (a local Stable Diffusion folder).")
-        if not self.unet.pretrained and not self.unet.config:
+        if self.regions and self.train_maps is None:
+            allowed = ", ".join(m.value for m in TrainMaps)
             raise ValueError(
-                "ldm.unet needs either `pretrained` (a local folder) or `config` (UNet2DConditionModel kwargs)."
+                f"ldm={self.name} has a controlnet (region maps): set ldm.train_maps to one of {allowed}."
             )
 
 
@@ -247,13 +199,13 @@ class LDMConfig:
 class TrainerConfig:
     """``trainer`` group: where and how Lightning runs (shared by pretrain and finetune)."""
 
-    accelerator: Accelerator = Accelerator.cpu
-    devices: int = 1
-    precision: str = "32-true"
-    deterministic: bool = False
-    enable_progress_bar: bool = True
-    log_every_n_steps: int = 10
-    num_threads: Optional[int] = None
+    accelerator: Accelerator = MISSING
+    devices: int = MISSING
+    precision: str = MISSING
+    deterministic: bool = MISSING
+    enable_progress_bar: bool = MISSING
+    log_every_n_steps: int = MISSING
+    num_threads: Optional[int] = MISSING
 
     def __post_init__(self) -> None:
         _positive("trainer", devices=self.devices, log_every_n_steps=self.log_every_n_steps)
@@ -261,36 +213,62 @@ class TrainerConfig:
             raise ValueError(f"trainer.precision={self.precision!r} is not one of {list(PRECISIONS)}.")
 
 
+# tracking stores MLflow can share between jobs (the file store is refused: it breaks under parallel jobs)
+TRACKING_URI_SCHEMES = ("sqlite:", "http:", "https:", "postgresql", "mysql", "databricks")
+
+
+def check_tracking_uri(uri: str, key: str = "logger.tracking_uri") -> None:
+    """Raise a ValueError unless ``uri`` is a database or server URI (never the MLflow file store)."""
+    if not uri.startswith(TRACKING_URI_SCHEMES):
+        raise ValueError(
+            f"{key}={uri!r}: use a database (sqlite:///path/mlflow.db) or a server URI "
+            f"({', '.join(TRACKING_URI_SCHEMES)}); the MLflow file store is not supported."
+        )
+
+
 @dataclass
 class LoggerConfig:
     """``logger`` group: MLflow tracking (sqlite by default; never the file store)."""
 
-    enabled: bool = True
-    tracking_uri: Optional[str] = None
-    experiment_name: str = "regionaldiff"
-    log_images: bool = True
+    enabled: bool = MISSING
+    tracking_uri: Optional[str] = MISSING
+    experiment_name: str = MISSING
+    log_images: bool = MISSING
 
     def __post_init__(self) -> None:
-        uri = self.tracking_uri or ""
-        if uri and not (uri.startswith(("sqlite:", "http:", "https:", "postgresql", "mysql", "databricks"))):
-            raise ValueError(
-                f"logger.tracking_uri={uri!r}: use a database (sqlite:///path/mlflow.db) or a server URI; "
-                "the MLflow file store is not supported."
-            )
+        if self.tracking_uri:
+            check_tracking_uri(self.tracking_uri)
 
 
 @dataclass
 class PipelineConfig:
-    steps: list[Step] = field(default_factory=lambda: list(Step))
-    test_maps: TestMaps = TestMaps.predicted
-    grid_size: int = 16
+    steps: list[Step] = MISSING
+    test_maps: TestMaps = MISSING
+    grid_size: int = MISSING
 
     def __post_init__(self) -> None:
         if not self.steps:
             raise ValueError(f"pipeline.steps is empty; choose from {[s.value for s in Step]}.")
 
 
-SCHEMAS = {"encoder": EncoderConfig, "ldm": LDMConfig, "trainer": TrainerConfig, "logger": LoggerConfig}
+@dataclass(frozen=True)
+class TypedConfig:
+    """The validated, typed view of the groups the pipeline owns (what :func:`validate` returns)."""
+
+    encoder: EncoderConfig
+    ldm: LDMConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+    pipeline: PipelineConfig
+
+
+SCHEMAS: dict[str, type] = {
+    "encoder": EncoderConfig,
+    "ldm": LDMConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+    "pipeline": PipelineConfig,
+}
 
 
 def register_configs() -> None:
@@ -306,18 +284,21 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     for group, node in SCHEMAS.items():
         cs.store(group=group, name="schema", node=node)
-    cs.store(group="pipeline", name="schema", node=PipelineConfig)
 
 
-def validate(cfg: DictConfig) -> dict[str, Any]:
-    """Run every schema's range checks; return the typed objects by group. Raises ValueError naming the key."""
+def validate(cfg: DictConfig) -> TypedConfig:
+    """Run every schema's range checks and check each ``_target_`` component's arguments; return the typed
+    groups. Raises ValueError naming the key; nothing is built or written."""
+    from regionaldiff.components import check_components
+
     typed: dict[str, Any] = {}
-    for group in (*SCHEMAS, "pipeline"):
-        node = cfg[group]
-        obj = OmegaConf.to_object(node)
-        if not isinstance(obj, (EncoderConfig, LDMConfig, TrainerConfig, LoggerConfig, PipelineConfig)):
+    for group, schema in SCHEMAS.items():
+        obj = OmegaConf.to_object(cfg[group])
+        if not isinstance(obj, schema):
             raise ValueError(
                 f"Config group {group!r} does not use its schema: add `- schema` first in its defaults list."
             )
         typed[group] = obj
-    return typed
+    result = TypedConfig(**typed)
+    check_components(result)
+    return result

@@ -76,6 +76,53 @@ class EEGMaskedAutoencoder(nn.Module):
         Dropout inside the Transformer layers.
     """
 
+    @classmethod
+    def check_config(
+        cls,
+        key: str,
+        patch_size: int = 4,
+        embed_dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        decoder_embed_dim: int = 32,
+        decoder_depth: int = 1,
+        decoder_num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        mask_ratio: float = 0.75,
+        region_grid: int = 8,
+        dropout: float = 0.0,
+    ) -> None:
+        """Check the architecture's own arguments (everything but the data's sizes); a ValueError names
+        ``key.<argument>``. Runs before any work (:func:`regionaldiff.components.check_component`)."""
+        sizes = dict(
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            decoder_embed_dim=decoder_embed_dim,
+            decoder_depth=decoder_depth,
+            decoder_num_heads=decoder_num_heads,
+            mlp_ratio=mlp_ratio,
+        )
+        for name, value in sizes.items():
+            if value <= 0:
+                raise ValueError(f"{key}.{name} must be > 0; got {value}.")
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"{key}.mask_ratio must be in (0, 1); got {mask_ratio}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{key}.dropout must be in [0, 1); got {dropout}.")
+        if embed_dim % num_heads:
+            raise ValueError(f"{key}.embed_dim={embed_dim} must be divisible by {key}.num_heads={num_heads}.")
+        if decoder_embed_dim % decoder_num_heads:
+            raise ValueError(
+                f"{key}.decoder_embed_dim={decoder_embed_dim} must be divisible by "
+                f"{key}.decoder_num_heads={decoder_num_heads}."
+            )
+        if embed_dim % 2 or decoder_embed_dim % 2:
+            raise ValueError(f"{key}.embed_dim and decoder_embed_dim must be even (sine-cosine positions).")
+        if region_grid < 0:
+            raise ValueError(f"{key}.region_grid must be >= 0 (0 = no region head); got {region_grid}.")
+
     def __init__(
         self,
         n_chans: int,
@@ -95,15 +142,27 @@ class EEGMaskedAutoencoder(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.check_config(
+            "encoder.net",
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            decoder_embed_dim=decoder_embed_dim,
+            decoder_depth=decoder_depth,
+            decoder_num_heads=decoder_num_heads,
+            mlp_ratio=mlp_ratio,
+            mask_ratio=mask_ratio,
+            region_grid=region_grid,
+            dropout=dropout,
+        )
         if n_chans < 1 or n_times < 1 or sfreq <= 0:
             raise ValueError(f"n_chans, n_times and sfreq must be positive; got {n_chans}, {n_times}, {sfreq}.")
         if n_times % patch_size:
             raise ValueError(
-                f"n_times={n_times} is not a multiple of encoder.patch_size={patch_size}: pick a patch size that divides "
-                f"the number of time samples, or resample/crop the data."
+                f"n_times={n_times} is not a multiple of encoder.net.patch_size={patch_size}: pick a patch size that "
+                f"divides the number of time samples, or resample/crop the data."
             )
-        if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"encoder.mask_ratio must be in (0, 1); got {mask_ratio}.")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}.")
         self.n_chans, self.n_times, self.sfreq = n_chans, n_times, float(sfreq)

@@ -15,6 +15,15 @@ class EEGConditioner(nn.Module):
     the class-probability-weighted sum of learned class embeddings, carries the decoded class.
     """
 
+    @classmethod
+    def check_config(cls, key: str, n_tokens: int, use_class_token: bool) -> None:
+        """Raise a ValueError naming ``key`` when too few tokens are asked for."""
+        if n_tokens < (2 if use_class_token else 1):
+            raise ValueError(
+                f"{key}.n_tokens must be >= {2 if use_class_token else 1}"
+                f"{' with a class token' if use_class_token else ''}; got {n_tokens}."
+            )
+
     def __init__(
         self,
         code_len: int,
@@ -25,13 +34,12 @@ class EEGConditioner(nn.Module):
         use_class_token: bool,
     ) -> None:
         super().__init__()
+        self.check_config("ldm.conditioner", n_tokens=n_tokens, use_class_token=use_class_token)
         self.use_class_token = use_class_token
         self.proj = nn.Sequential(
             nn.Linear(code_dim, cross_attention_dim), nn.GELU(), nn.Linear(cross_attention_dim, cross_attention_dim)
         )
         n_seq = n_tokens - 1 if use_class_token else n_tokens
-        if n_seq < 1:
-            raise ValueError(f"ldm.conditioner.n_tokens must be >= 2 with a class token; got {n_tokens}.")
         self.token_mixer = nn.Conv1d(code_len, n_seq, kernel_size=1)
         if use_class_token:
             self.class_embed = nn.Linear(num_classes, cross_attention_dim, bias=False)

@@ -1,7 +1,8 @@
 """Latent spaces for the diffusion model: an invertible pixel-unshuffle (tiny, CPU) or a diffusers VAE.
 
-Both expose ``encode(images in [-1, 1]) -> latents``, ``decode(latents) -> images``, ``latent_channels``
-and ``downsample`` (image side / latent side), so the LDM code does not care which one is used.
+Both are :class:`LatentCodec` components (``ldm.latent`` with a ``_target_``): ``encode(images in [-1, 1]) ->
+latents``, ``decode(latents) -> images``, ``latent_channels`` and ``downsample`` (image side / latent side), so the
+LDM code does not care which one is used. A new latent space is a subclass plus a YAML node.
 """
 
 from __future__ import annotations
@@ -13,16 +14,37 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class PixelUnshuffleCodec(nn.Module):
+class LatentCodec(nn.Module):
+    """Base of the latent spaces: images ``[B, 3, H, W]`` in [-1, 1] <-> latents ``[B, latent_channels, H / d,
+    W / d]`` with ``d = downsample``."""
+
+    latent_channels: int
+    downsample: int
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PixelUnshuffleCodec(LatentCodec):
     """Invertible, parameter-free latent space: ``[B, 3, H, W] -> [B, 3 f^2, H/f, W/f]``.
 
     Exact reconstruction, no training, so the CPU default spends its minutes on the diffusion model.
     """
 
+    @classmethod
+    def check_config(cls, key: str, factor: int = 2, scale: float = 1.0) -> None:
+        """Raise a ValueError naming ``key`` for a factor below 1 or a non-positive scale."""
+        if factor < 1:
+            raise ValueError(f"{key}.factor must be >= 1; got {factor}.")
+        if scale <= 0:
+            raise ValueError(f"{key}.scale must be > 0; got {scale}.")
+
     def __init__(self, factor: int = 2, scale: float = 1.0) -> None:
         super().__init__()
-        if factor < 1:
-            raise ValueError(f"ldm.latent.factor must be >= 1; got {factor}.")
+        self.check_config("ldm.latent", factor=factor, scale=scale)
         self.factor, self.scale = factor, scale
         self.latent_channels = 3 * factor * factor
         self.downsample = factor
@@ -34,7 +56,7 @@ class PixelUnshuffleCodec(nn.Module):
         return F.pixel_shuffle(latents / self.scale, self.factor).clamp(-1, 1)
 
 
-class VAECodec(nn.Module):
+class VAECodec(LatentCodec):
     """A diffusers ``AutoencoderKL`` (e.g. Stable Diffusion 1.5's) read from a local folder, frozen.
 
     Parameters
@@ -70,13 +92,3 @@ class VAECodec(nn.Module):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents.to(self.vae.dtype) / self.scaling_factor).sample.clamp(-1, 1)
-
-
-def build_codec(cfg) -> nn.Module:
-    """Codec from the ``ldm.latent`` config node (``kind: pixel_unshuffle | vae``)."""
-    kind = cfg["kind"]
-    if kind == "pixel_unshuffle":
-        return PixelUnshuffleCodec(factor=int(cfg["factor"]), scale=float(cfg.get("scale", 1.0)))
-    if kind == "vae":
-        return VAECodec(pretrained=str(cfg["pretrained"]), subfolder=cfg.get("subfolder", "vae"))
-    raise ValueError(f"ldm.latent.kind must be 'pixel_unshuffle' or 'vae'; got {kind!r}.")

@@ -1,0 +1,202 @@
+"""Components built from ``_target_`` config nodes: the EEG encoder, the latent codec and the LDM's parts.
+
+Each component is a config node with a ``_target_`` (a class or factory) and its own arguments; what only the
+data or another component knows (the EEG's channel count, the latent channels, the encoder's code length) is
+added here at build time, as lightning-hydra-template does for ``model.net``:
+
+==================  =======================================  ==========================================
+node                built by                                 arguments added at build time
+==================  =======================================  ==========================================
+``encoder.net``     :func:`build_encoder`                    ``n_chans, n_times, sfreq, num_classes``
+``ldm.latent``      :func:`build_codec`                      (none)
+``ldm.unet``        :func:`build_ldm`                        ``in_channels, latent_size``
+``ldm.conditioner``  :func:`build_ldm`                       ``code_len, code_dim, num_classes,
+                                                             cross_attention_dim``
+``ldm.controlnet``  :func:`build_ldm` (regional variants)    ``unet, conditioning_channels,
+                                                             image_size, latent_size``
+==================  =======================================  ==========================================
+
+:func:`check_components` runs before any work (from :func:`regionaldiff.config.validate`): each ``_target_``
+must import, its arguments must be ones the target takes, and a target with a ``check_config`` classmethod
+checks their values (a bad ``encoder.net.mask_ratio`` fails at once, not after the dataset cache is built).
+A new component is one module (the class) plus one YAML (the node): nothing here changes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import hydra
+from hydra.errors import InstantiationException
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
+    from torch import nn
+
+    from regionaldiff.config import LDMConfig, TypedConfig
+    from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+    from regionaldiff.ldm.latent import LatentCodec
+    from regionaldiff.ldm.model import RegionalLDM
+
+# keys of a node that Hydra reads itself
+HYDRA_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_", "_args_"})
+
+# the arguments each component gets from the data or from other components (never from its YAML)
+RUNTIME_ARGS: dict[str, frozenset[str]] = {
+    "encoder.net": frozenset({"n_chans", "n_times", "sfreq", "num_classes"}),
+    "ldm.latent": frozenset(),
+    "ldm.unet": frozenset({"in_channels", "latent_size"}),
+    "ldm.conditioner": frozenset({"code_len", "code_dim", "num_classes", "cross_attention_dim"}),
+    "ldm.controlnet": frozenset({"unet", "conditioning_channels", "image_size", "latent_size"}),
+}
+
+
+def node_args(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The component's own arguments: the node without Hydra's keys."""
+    return {k: v for k, v in node.items() if k not in HYDRA_KEYS}
+
+
+def resolve_target(node: Any, key: str) -> Callable[..., Any]:
+    """The class or function a ``_target_`` node names; a ValueError naming ``key`` if it cannot be imported."""
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        raise ValueError(f"{key} must be a component node with a `_target_` (a class or function to build).")
+    target = node["_target_"]
+    try:
+        obj = hydra.utils.get_object(str(target))
+    except Exception as err:  # noqa: BLE001 - any import failure means: the config names no usable target
+        raise ValueError(f"{key}._target_={target!r} cannot be imported: {err}") from err
+    if not callable(obj):
+        raise ValueError(f"{key}._target_={target!r} is not a class or function.")
+    return obj
+
+
+def check_component(node: Any, key: str) -> None:
+    """Check a component node before any work: importable ``_target_``, known arguments, values it accepts.
+
+    Raises
+    ------
+    ValueError
+        Naming ``key`` and the argument at fault.
+    """
+    target = resolve_target(node, key)
+    args = node_args(node)
+    runtime = RUNTIME_ARGS.get(key, frozenset())
+    given_by_data = sorted(set(args) & runtime)
+    if given_by_data:
+        raise ValueError(
+            f"{key}.{given_by_data[0]} is set from the data or the other components at build time; "
+            f"remove it from the config (these are: {', '.join(sorted(runtime))})."
+        )
+    params = inspect.signature(target).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not takes_any:
+        unknown = sorted(set(args) - set(params))
+        if unknown:
+            allowed = sorted(set(params) - runtime - {"self"})
+            raise ValueError(
+                f"{key}.{unknown[0]} is not an argument of {node['_target_']}; it takes: {', '.join(allowed)}."
+            )
+    missing = [
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in args
+        and name not in runtime
+    ]
+    if missing:
+        raise ValueError(f"{key} needs {', '.join(missing)} (arguments of {node['_target_']} without a default).")
+    check_config = getattr(target, "check_config", None)
+    if callable(check_config):
+        check_config(key, **args)
+
+
+def check_components(typed: TypedConfig) -> None:
+    """:func:`check_component` for every component node of the encoder and LDM groups."""
+    nodes = {
+        "encoder.net": typed.encoder.net,
+        "ldm.latent": typed.ldm.latent,
+        "ldm.unet": typed.ldm.unet,
+        "ldm.conditioner": typed.ldm.conditioner,
+    }
+    if typed.ldm.controlnet is not None:
+        nodes["ldm.controlnet"] = typed.ldm.controlnet
+    for key, node in nodes.items():
+        check_component(node, key)
+
+
+def instantiate(node: Mapping[str, Any], key: str, **runtime: Any) -> Any:
+    """Build a component: Hydra's ``instantiate`` of ``node`` as a partial (plain Python containers, not
+    OmegaConf's), called with the build-time arguments ``runtime``. The constructor's own errors propagate."""
+    try:
+        factory = hydra.utils.instantiate(dict(node), _partial_=True, _convert_="all")
+    except InstantiationException as err:
+        raise ValueError(f"{key}: {err}") from err
+    return factory(**runtime)
+
+
+def build_encoder(
+    net: Mapping[str, Any], *, n_chans: int, n_times: int, sfreq: float, num_classes: int, with_regions: bool = True
+) -> EEGMaskedAutoencoder:
+    """The EEG encoder from ``encoder.net`` and the data's sizes (no region head when ``with_regions`` is False:
+    the dataset has no region maps to train it on)."""
+    extra: dict[str, Any] = {} if with_regions else {"region_grid": 0}
+    return instantiate(
+        net, "encoder.net", n_chans=n_chans, n_times=n_times, sfreq=sfreq, num_classes=num_classes, **extra
+    )
+
+
+def build_codec(node: Mapping[str, Any]) -> LatentCodec:
+    """The latent codec from ``ldm.latent`` (e.g. the invertible pixel-unshuffle, or a diffusers VAE)."""
+    return instantiate(node, "ldm.latent")
+
+
+def build_scheduler(cfg: LDMConfig) -> DDPMScheduler:
+    """The training noise schedule from ``ldm.scheduler``."""
+    from diffusers import DDPMScheduler
+
+    sched = cfg.scheduler
+    return DDPMScheduler(
+        num_train_timesteps=int(sched.num_train_timesteps),
+        beta_schedule=str(sched.beta_schedule.value),
+        prediction_type=str(sched.prediction_type.value),
+        clip_sample=False,
+    )
+
+
+def build_ldm(
+    cfg: LDMConfig,
+    *,
+    latent_channels: int,
+    code_len: int,
+    code_dim: int,
+    num_classes: int,
+    image_size: int,
+    latent_size: int,
+) -> RegionalLDM:
+    """The LDM from the ``ldm`` group: its UNet, EEG conditioner and (regional variants) ControlNet, built in
+    that order from their ``_target_`` nodes, with the sizes of the data, latent space and encoder."""
+    from regionaldiff.ldm.model import RegionalLDM
+
+    unet: nn.Module = instantiate(cfg.unet, "ldm.unet", in_channels=latent_channels, latent_size=latent_size)
+    conditioner = instantiate(
+        cfg.conditioner,
+        "ldm.conditioner",
+        code_len=code_len,
+        code_dim=code_dim,
+        num_classes=num_classes,
+        cross_attention_dim=int(unet.config.cross_attention_dim),  # type: ignore[attr-defined]
+    )
+    controlnet = None
+    if cfg.controlnet is not None:
+        controlnet = instantiate(
+            cfg.controlnet,
+            "ldm.controlnet",
+            unet=unet,
+            conditioning_channels=num_classes + 1,
+            image_size=image_size,
+            latent_size=latent_size,
+        )
+    return RegionalLDM(unet, conditioner, controlnet, build_scheduler(cfg), image_size, float(cfg.cond_drop_prob))

@@ -1,0 +1,60 @@
+"""The denoising UNet (diffusers' ``UNet2DConditionModel``, the Stable Diffusion 1.5 class) as a component.
+
+Two ``_target_`` factories for ``ldm.unet``: :func:`unet_from_config` builds a new UNet from its keyword arguments
+(the tiny CPU model), :func:`unet_from_pretrained` reads one from a local diffusers folder (SD-1.5). Both get the
+latent channels and the latent side from the latent codec at build time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diffusers import UNet2DConditionModel
+
+TUPLE_KEYS = ("down_block_types", "up_block_types", "block_out_channels")
+
+
+def unet_from_config(
+    in_channels: int, latent_size: int, cross_attention_dim: int, **config: Any
+) -> UNet2DConditionModel:
+    """A new UNet from ``UNet2DConditionModel`` keyword arguments (``config``), with ``in_channels`` and
+    ``out_channels`` set to the latent space's channels and ``sample_size`` to its side."""
+    kwargs = dict(config)
+    for key in TUPLE_KEYS:
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    kwargs.update(
+        in_channels=in_channels,
+        out_channels=in_channels,
+        cross_attention_dim=cross_attention_dim,
+        sample_size=latent_size,
+    )
+    return UNet2DConditionModel(**kwargs)
+
+
+def unet_from_pretrained(
+    pretrained: str, in_channels: int, latent_size: int, subfolder: str | None = "unet"
+) -> UNet2DConditionModel:
+    """A UNet read from a local diffusers folder (``pretrained``, with the UNet in ``subfolder``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder has no ``config.json``.
+    ValueError
+        When the UNet takes another number of latent channels than the latent space gives.
+    """
+    root = Path(str(pretrained))
+    folder = root / subfolder if subfolder else root
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No UNet at {folder} (expected config.json and weights). Put Stable Diffusion 1.5 under "
+            "paths.weights_dir or set ldm.unet.pretrained to its local folder (docs/setup.md)."
+        )
+    unet = UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder)
+    if unet.config.in_channels != in_channels:
+        raise ValueError(
+            f"UNet at {folder} takes {unet.config.in_channels} latent channels; the latent space gives {in_channels}."
+        )
+    return unet

@@ -1,0 +1,405 @@
+"""``RegionalDiffPipeline``: reconstruct images (and region maps) from EEG with a trained model, diffusers-style.
+
+::
+
+    from regionaldiff import RegionalDiffPipeline
+
+    pipe = RegionalDiffPipeline.from_pretrained("outputs/runs/<date>_<time>")  # or a finetune artifact folder
+    out = pipe(eeg, num_inference_steps=25, guidance_scale=1.0, num_images_per_eeg=2, generator=gen)
+    out.images        # uint8 [N, num_images_per_eeg, H, W, 3]
+    out.region_probs  # float [N, K + 1, g, g]: the region map predicted from EEG (None without a region head)
+
+The EEG must be preprocessed as the training data was (same channels in the same order, sampling rate, epoch
+and scaling): ``check_inputs`` refuses another channel count, number of time samples or sampling rate, and
+non-finite values. The pipeline's ``generate`` step samples the test split through this class (one sampling
+code path), and ``regionaldiff reconstruct RUN_DIR EEG_FILE OUT_DIR`` wraps it on the command line.
+
+A trained model is a folder (the ``finetune`` step's artifact) holding ``pipeline.json`` (what the model was
+trained on and how it is built), ``encoder.pt`` and ``ldm.pt``; a run folder points to it in ``model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from regionaldiff.components import build_codec, build_encoder, build_ldm
+from regionaldiff.config import LDMConfig, SamplingConfig
+from regionaldiff.data.base import tensor_to_image
+from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+from regionaldiff.ldm.conditioning import fuse_class_into_map
+from regionaldiff.ldm.latent import LatentCodec
+from regionaldiff.ldm.model import RegionalLDM
+from regionaldiff.ldm.sampling import ddim_sampler, denoise
+
+PIPELINE_FILE = "pipeline.json"  # in a trained-model folder
+RUN_POINTER_FILE = "model.json"  # in a run folder: {"model_dir": ..., "sampling": ...}
+FORMAT = "regionaldiff-pipeline/1"
+
+
+class NoTrainedModelError(FileNotFoundError):
+    """A folder given to :meth:`RegionalDiffPipeline.from_pretrained` holds no trained model."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the model was trained on: the EEG's shape and rate, the classes and the image size."""
+
+    n_chans: int
+    n_times: int
+    sfreq: float
+    num_classes: int
+    image_size: int
+    class_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RegionalDiffOutput:
+    """What :meth:`RegionalDiffPipeline.__call__` returns.
+
+    Attributes
+    ----------
+    images : np.ndarray
+        uint8 ``[N, num_images_per_eeg, H, W, 3]``.
+    class_logits : np.ndarray
+        ``[N, K]`` logits of the EEG classification head (``softmax`` for probabilities).
+    region_probs : np.ndarray or None
+        ``[N, K + 1, g, g]`` region-label probabilities predicted from EEG (class-fused when the sampler says so),
+        None when the model has no trained region head.
+    """
+
+    images: np.ndarray
+    class_logits: np.ndarray
+    region_probs: np.ndarray | None
+
+
+def sampling_from_dict(values: Mapping[str, Any]) -> SamplingConfig:
+    """A :class:`SamplingConfig` from its plain form (``ldm.sampling``)."""
+    return SamplingConfig(**{k: values[k] for k in SamplingConfig.__dataclass_fields__})
+
+
+class RegionalDiffPipeline:
+    """EEG -> reconstructed images, with the region map predicted from the same EEG.
+
+    Parameters
+    ----------
+    encoder : EEGMaskedAutoencoder
+        The pretrained EEG encoder (codes, class logits, region logits).
+    ldm : RegionalLDM
+        The fine-tuned denoiser (UNet, EEG conditioner, ControlNet for the regional variants).
+    codec : LatentCodec
+        The latent space (decodes the sampled latents to images).
+    data : DataSpec
+        What the model was trained on (checked against new EEG).
+    sampling : SamplingConfig
+        Default sampler settings (``ldm.sampling`` of the run); each call may override them.
+    use_class_head, use_region_head : bool
+        Whether those heads were trained (an untrained head's output is never used: ``encoder.w_cls=0`` or
+        ``encoder.w_region=0``).
+    """
+
+    def __init__(
+        self,
+        encoder: EEGMaskedAutoencoder,
+        ldm: RegionalLDM,
+        codec: LatentCodec,
+        data: DataSpec,
+        sampling: SamplingConfig,
+        use_class_head: bool = True,
+        use_region_head: bool = True,
+    ) -> None:
+        self.encoder, self.ldm, self.codec = encoder.eval(), ldm.eval(), codec.eval()
+        self.data, self.sampling = data, sampling
+        self.use_class_head = use_class_head
+        self.use_region_head = use_region_head and encoder.region_grid > 0
+
+    # -- loading ---------------------------------------------------------------------------------
+    @staticmethod
+    def resolve_model_dir(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any] | None]:
+        """The trained-model folder behind ``path`` (itself, or the one a run folder's ``model.json`` names),
+        and the run's sampling settings when ``path`` is a run folder."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise NoTrainedModelError(
+                f"{folder} is not a folder: give a run folder (outputs/runs/...) or a model folder."
+            )
+        if (folder / PIPELINE_FILE).is_file():
+            return folder, None
+        pointer = folder / RUN_POINTER_FILE
+        if pointer.is_file():
+            info = json.loads(pointer.read_text())
+            model_dir = Path(info["model_dir"])
+            if not (model_dir / PIPELINE_FILE).is_file():
+                raise NoTrainedModelError(
+                    f"{pointer} points to {model_dir}, which holds no {PIPELINE_FILE} (was the artifact folder "
+                    "moved or deleted?). Run the finetune step again with the same config."
+                )
+            return model_dir, info.get("sampling")
+        raise NoTrainedModelError(
+            f"No trained model in {folder}: expected {PIPELINE_FILE} (a finetune artifact folder) or "
+            f"{RUN_POINTER_FILE} (a run whose finetune step finished). Run `regionaldiff` with the finetune step first."
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> RegionalDiffPipeline:
+        """Load a trained model from a run folder or a trained-model (finetune artifact) folder.
+
+        Raises
+        ------
+        NoTrainedModelError
+            When the folder holds no trained model (the message says what was expected).
+        """
+        model_dir, run_sampling = cls.resolve_model_dir(path)
+        card = json.loads((model_dir / PIPELINE_FILE).read_text())
+        if card.get("format") != FORMAT:
+            raise NoTrainedModelError(
+                f"{model_dir / PIPELINE_FILE} has format {card.get('format')!r}; this version reads {FORMAT!r}."
+            )
+        for name in ("encoder.pt", "ldm.pt"):
+            if not (model_dir / name).is_file():
+                raise NoTrainedModelError(f"{model_dir} has {PIPELINE_FILE} but no {name}: the folder is incomplete.")
+        data = DataSpec(**card["data"])
+        ldm_cfg = ldm_config_from_dict(card["ldm"])
+        encoder = build_encoder(
+            card["encoder"]["net"],
+            n_chans=data.n_chans,
+            n_times=data.n_times,
+            sfreq=data.sfreq,
+            num_classes=data.num_classes,
+            with_regions=card["encoder"]["region_grid"] > 0,
+        )
+        encoder.load_state_dict(
+            torch.load(model_dir / "encoder.pt", map_location="cpu", weights_only=True)["state_dict"]
+        )
+        ldm, codec = build_ldm_and_codec(ldm_cfg, encoder, data.image_size)
+        ldm.load_state_dict(torch.load(model_dir / "ldm.pt", map_location="cpu", weights_only=True)["state_dict"])
+        sampling = sampling_from_dict(run_sampling or card["ldm"]["sampling"])
+        pipe = cls(
+            encoder,
+            ldm,
+            codec,
+            data,
+            sampling,
+            use_class_head=bool(card["encoder"]["w_cls"] > 0),
+            use_region_head=bool(card["encoder"]["w_region"] > 0),
+        )
+        return pipe.to(device)
+
+    def to(self, device: str | torch.device) -> RegionalDiffPipeline:
+        for module in (self.encoder, self.ldm, self.codec):
+            module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.ldm.parameters()).device
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def check_inputs(
+        self,
+        eeg: torch.Tensor,
+        sfreq: float | None,
+        num_inference_steps: int,
+        guidance_scale: float,
+        num_images_per_eeg: int,
+        region_probs: torch.Tensor | None,
+    ) -> None:
+        """Raise a ValueError naming what is wrong with the inputs and what the model expects."""
+        d = self.data
+        if eeg.ndim != 3:
+            raise ValueError(
+                f"EEG must be [trials, channels, time samples] = [N, {d.n_chans}, {d.n_times}]; got shape "
+                f"{tuple(eeg.shape)}."
+            )
+        if eeg.shape[1] != d.n_chans:
+            raise ValueError(
+                f"EEG has {eeg.shape[1]} channels; this model was trained on {d.n_chans} (same channels, same order)."
+            )
+        if eeg.shape[2] != d.n_times:
+            raise ValueError(
+                f"EEG has {eeg.shape[2]} time samples; this model was trained on {d.n_times} ({d.n_times / d.sfreq:g} s "
+                f"at {d.sfreq:g} Hz): epoch and resample the EEG as the training data."
+            )
+        if sfreq is not None and abs(float(sfreq) - d.sfreq) > 1e-6:
+            raise ValueError(f"EEG sampled at {sfreq:g} Hz; this model was trained at {d.sfreq:g} Hz: resample it.")
+        if not torch.isfinite(eeg).all():
+            bad = int((~torch.isfinite(eeg)).flatten(1).any(dim=1).sum())
+            raise ValueError(f"EEG has NaN or infinite values in {bad} of {len(eeg)} trials: clean or drop them.")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1; got {num_inference_steps}.")
+        if guidance_scale <= 0:
+            raise ValueError(f"guidance_scale must be > 0 (1.0 = no guidance); got {guidance_scale}.")
+        if num_images_per_eeg < 1:
+            raise ValueError(f"num_images_per_eeg must be >= 1; got {num_images_per_eeg}.")
+        if region_probs is not None:
+            g = self.encoder.region_grid
+            expected = (len(eeg), d.num_classes + 1, g, g)
+            if tuple(region_probs.shape) != expected:
+                raise ValueError(f"region_probs must be {list(expected)}; got {list(region_probs.shape)}.")
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.data.image_size // self.codec.downsample
+        return (self.codec.latent_channels, side, side)
+
+    def prepare_latents(
+        self, batch_size: int, dtype: torch.dtype, generator: torch.Generator | None, num_inference_steps: int
+    ) -> torch.Tensor:
+        """Initial noise ``[batch_size, *latent_shape]``, scaled as the sampler expects."""
+        sigma = ddim_sampler(self.ldm, num_inference_steps, self.device).init_noise_sigma
+        latents = torch.randn((batch_size, *self.latent_shape), generator=generator, device=self.device, dtype=dtype)
+        return latents * sigma
+
+    # -- conditions ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_eeg(
+        self, eeg: torch.Tensor, class_fused_maps: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Cross-attention context, class logits and the region map predicted from EEG (None without a trained
+        region head; class-fused when ``class_fused_maps`` and the class head was trained)."""
+        enc = self.encoder(eeg)
+        context = self.ldm.conditioner(enc["codes"], enc["class_logits"])
+        predicted = None
+        if "region_logits" in enc and self.use_region_head:
+            predicted = enc["region_logits"].softmax(dim=1)
+            if class_fused_maps and self.use_class_head:
+                predicted = fuse_class_into_map(predicted, enc["class_logits"].softmax(dim=-1))
+        return context, enc["class_logits"], predicted
+
+    # -- sampling --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        eeg: torch.Tensor | np.ndarray,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        num_images_per_eeg: int | None = None,
+        generator: torch.Generator | None = None,
+        region_probs: torch.Tensor | None = None,
+        sfreq: float | None = None,
+    ) -> RegionalDiffOutput:
+        """Reconstruct ``num_images_per_eeg`` images per EEG trial.
+
+        Parameters
+        ----------
+        eeg : torch.Tensor or np.ndarray
+            ``[N, n_chans, n_times]``, preprocessed as the training data.
+        num_inference_steps, guidance_scale, num_images_per_eeg : optional
+            Sampler settings; None takes the run's (``ldm.sampling``).
+        generator : torch.Generator, optional
+            Seeds the noise (same generator state, same images).
+        region_probs : torch.Tensor, optional
+            ``[N, K + 1, g, g]`` region maps to condition on instead of the ones predicted from EEG (analysis only,
+            e.g. the reference maps: ``pipeline.test_maps=oracle``).
+        sfreq : float, optional
+            The EEG's sampling rate, checked against the model's when given.
+        """
+        s = self.sampling
+        steps = int(num_inference_steps if num_inference_steps is not None else s.num_steps)
+        guidance = float(guidance_scale if guidance_scale is not None else s.guidance_scale)
+        n_images = int(num_images_per_eeg if num_images_per_eeg is not None else s.samples_per_eeg)
+        eeg_t = torch.as_tensor(eeg, dtype=torch.float32)
+        self.check_inputs(eeg_t, sfreq, steps, guidance, n_images, region_probs)
+        eeg_t = eeg_t.to(self.device)
+        context, class_logits, predicted = self.encode_eeg(eeg_t, s.class_fused_maps)
+        condition = None
+        if self.ldm.uses_regions:
+            condition = region_probs.to(self.device) if region_probs is not None else predicted
+            if condition is None:
+                raise ValueError(
+                    "This regional model needs a region map, but its region head was not trained "
+                    "(encoder.w_region=0): pass region_probs."
+                )
+        samples = []
+        for _ in range(n_images):
+            latents = self.prepare_latents(len(eeg_t), context.dtype, generator, steps)
+            latents = denoise(
+                self.ldm,
+                context,
+                condition,
+                latents,
+                steps,
+                guidance,
+                generator,
+                s.eta,
+                clip_sample=s.clip_sample,
+                clip_sample_range=s.clip_sample_range,
+            )
+            samples.append(tensor_to_image(self.codec.decode(latents)))
+        return RegionalDiffOutput(
+            images=np.stack(samples, axis=1),
+            class_logits=class_logits.float().cpu().numpy(),
+            region_probs=None if predicted is None else predicted.cpu().numpy(),
+        )
+
+
+def ldm_config_from_dict(values: Mapping[str, Any]) -> LDMConfig:
+    """The typed ``ldm`` config from its plain form (as saved in ``pipeline.json``), validated by its schema."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.merge(OmegaConf.structured(LDMConfig), dict(values))
+    obj = OmegaConf.to_object(node)
+    assert isinstance(obj, LDMConfig)
+    return obj
+
+
+def build_ldm_and_codec(
+    cfg: LDMConfig, encoder: EEGMaskedAutoencoder, image_size: int
+) -> tuple[RegionalLDM, LatentCodec]:
+    """The codec and the LDM for ``encoder``'s codes and ``image_size`` images (codec first, as in training)."""
+    codec = build_codec(cfg.latent)
+    if image_size % codec.downsample:
+        raise ValueError(
+            f"dataset.image_size={image_size} is not divisible by the latent downsampling {codec.downsample}."
+        )
+    if cfg.regions and encoder.region_grid <= 0:
+        raise ValueError("The regional LDM needs an encoder with a region head: set encoder.net.region_grid > 0.")
+    ldm = build_ldm(
+        cfg,
+        latent_channels=codec.latent_channels,
+        code_len=encoder.num_patches,
+        code_dim=encoder.embed_dim,
+        num_classes=encoder.num_classes,
+        image_size=image_size,
+        latent_size=image_size // codec.downsample,
+    )
+    return ldm, codec
+
+
+def write_model_card(
+    folder: Path,
+    *,
+    data: DataSpec,
+    encoder_net: Mapping[str, Any],
+    region_grid: int,
+    w_cls: float,
+    w_region: float,
+    ldm: Mapping[str, Any],
+) -> Path:
+    """``pipeline.json`` of a trained-model folder: everything :meth:`RegionalDiffPipeline.from_pretrained` needs
+    besides the weights."""
+    card = {
+        "format": FORMAT,
+        "data": asdict(data),
+        "encoder": {"net": dict(encoder_net), "region_grid": region_grid, "w_cls": w_cls, "w_region": w_region},
+        "ldm": dict(ldm),
+    }
+    path = folder / PIPELINE_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def write_run_pointer(run_dir: Path, model_dir: Path, sampling: Mapping[str, Any]) -> Path:
+    """``model.json`` of a run folder: the trained-model folder it used and its sampler settings."""
+    path = run_dir / RUN_POINTER_FILE
+    path.write_text(json.dumps({"model_dir": str(Path(model_dir).resolve()), "sampling": dict(sampling)}, indent=2))
+    return path
