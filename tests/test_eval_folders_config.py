@@ -54,18 +54,29 @@ def test_folders_report_unmatched_and_mixed_sizes(tmp_path):
     assert result.metrics["eval/ssim"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("name", ["synthetic", "imagenet", "things"])
-def test_eval_configs_resolve_and_validate(name, tmp_path):
-    root = OmegaConf.create({"paths": {"weights_dir": str(tmp_path)}, "eval": OmegaConf.load(CONF / f"{name}.yaml")})
-    plain = validate_eval_config(root.eval)
+@pytest.mark.parametrize("name", ["default", "synthetic", "imagenet", "things"])
+def test_eval_configs_resolve_and_validate(compose_cfg, name, tmp_path):
+    cfg = compose_cfg(f"eval={name}", f"paths.weights_dir={tmp_path}")
+    plain = validate_eval_config(cfg.eval)
     assert plain["allow_download"] is False and plain["resolution"] >= 11
     assert plain["backbones"]["alexnet"]["path"] == str(tmp_path / "torchvision" / "alexnet-owt-7be5be79.pth")
     assert {"n", "k", "trials", "seed"} <= set(plain["nway"])
 
 
-def test_synthetic_config_keeps_weight_free_defaults():
-    cfg = OmegaConf.load(CONF / "synthetic.yaml")
-    assert list(cfg.metrics) == ["ssim", "pixcorr"] and cfg.resolution == 64
+def test_synthetic_config_keeps_weight_free_defaults(compose_cfg):
+    cfg = compose_cfg("eval=synthetic")
+    assert list(cfg.eval.metrics) == ["ssim", "pixcorr"] and cfg.eval.resolution == 64
+    assert cfg.eval.pairwise_resolution == 64
+
+
+def test_eval_options_state_only_what_differs_from_default():
+    """Each option lists ``default`` first; the shared settings live once, in default.yaml."""
+    default = OmegaConf.load(CONF / "default.yaml")
+    for name in ("synthetic", "imagenet", "things"):
+        option = OmegaConf.load(CONF / f"{name}.yaml")
+        assert list(option.defaults) == ["default", "_self_"]
+        assert set(option) - {"defaults"} <= set(default), name
+        assert "backbones" not in option and "nway" not in option
 
 
 @pytest.mark.parametrize("option", ["synthetic", "imagenet", "things"])

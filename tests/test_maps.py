@@ -253,6 +253,7 @@ def test_a_damaged_shard_is_set_aside_and_recomputed(tmp_path):
 
 def test_generate_cached_passes_none_and_oracle_through_and_checks_label_range(tmp_path):
     dm = TinyDataModule(n=6)
+    assert not NoMaskMap().produces_maps and OracleMaskMap().produces_maps and SuperpixelMaskMap().produces_maps
     assert generate_cached(NoMaskMap(), dm, tmp_path) is None
     oracle = generate_cached(OracleMaskMap(), dm, tmp_path)
     np.testing.assert_array_equal(oracle["img001"], dm.scenes[1][1])

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from regionaldiff.artifacts import ArtifactStore
+from regionaldiff.data.base import EEGDataModule, EEGSplit
 from regionaldiff.evaluation.image_metrics import pixcorr, ssim
+from regionaldiff.evaluation.known_truth import dominant_class, region_and_class_metrics, upsample_prediction
 from regionaldiff.evaluation.region import mean_iou
 from regionaldiff.evaluation.suite import evaluate_images
-from regionaldiff.evaluation.synthetic import dominant_class, upsample_prediction
 
 
 def images(n=4, seed=0):
@@ -79,3 +81,73 @@ def test_grid_shows_the_maps_that_conditioned_generation():
     maps, title = grid_maps(arrays, "oracle", 2, 8)
     assert title == "true map (oracle)" and maps.shape == (2, 8, 8) and (maps == 1).all()
     assert grid_maps({"region_maps": reference[:0]}, "oracle", 2, 8) == (None, "")
+
+
+class _TruthDataModule(EEGDataModule):
+    """Six 16 px stimuli of two classes (a square of colour ``label``), with or without their true maps."""
+
+    name = "tiny_truth"
+    num_classes = 2
+
+    def __init__(self, with_truth: bool) -> None:
+        super().__init__(batch_size=4, image_size=16)
+        self.with_truth = with_truth
+        self.maps = {}
+        self.images = {}
+        for i in range(6):
+            label = i % 2
+            grid = np.zeros((16, 16), np.int64)
+            grid[2 + i : 10 + i, 4:12] = label + 1
+            image = np.zeros((16, 16, 3), np.uint8)
+            image[..., label] = np.where(grid > 0, 255, 0)
+            self.maps[f"s{i}"], self.images[f"s{i}"] = grid, image
+
+    def build_split(self, split: str) -> EEGSplit:
+        ids = list(self.images)
+        return EEGSplit(
+            eeg=np.zeros((len(ids), 2, 8), np.float32),
+            labels=np.array([i % 2 for i in range(len(ids))]),
+            image_ids=ids,
+            subjects=np.ones(len(ids), np.int64),
+            images=self.images,
+        )
+
+    def ground_truth_region_maps(self):
+        return self.maps if self.with_truth else None
+
+
+def test_known_truth_metrics_take_explicit_arguments_and_keep_the_judge(tmp_path):
+    store = ArtifactStore(tmp_path)
+    key = {"name": "tiny_truth"}
+    dm = _TruthDataModule(with_truth=True)
+    ids = list(dm.images)
+    reference = np.stack([dm.images[i] for i in ids])
+    probs = np.stack([np.eye(3)[dm.maps[i][::4, ::4]].transpose(2, 0, 1) for i in ids])
+    arrays = {
+        "generated": reference[:, None],
+        "reference": reference,
+        "labels": np.array([i % 2 for i in range(len(ids))]),
+        "image_ids": np.array(ids),
+        "region_probs": probs,
+        "region_maps": np.stack([dm.maps[i] for i in ids]),
+    }
+    metrics, skipped = region_and_class_metrics(arrays, dm, store, key)
+    assert not skipped
+    assert set(metrics) == {
+        "eval/region_miou",
+        "eval/recon_class_acc",
+        "eval/recon_region_miou",
+        "eval/judge_stimulus_acc",
+        "eval/judge_stimulus_miou",
+    }
+    # reconstructions identical to the stimuli score what the judge scores on the stimuli
+    assert metrics["eval/recon_class_acc"] == metrics["eval/judge_stimulus_acc"]
+    (judge_dir,) = (tmp_path / "judge").iterdir()
+    assert (judge_dir / "DONE").is_file()
+    again, _ = region_and_class_metrics(arrays, dm, store, key)  # the kept judge: the same numbers
+    assert again == pytest.approx(metrics)
+
+    without = {k: v for k, v in arrays.items() if k not in ("region_probs", "region_maps")}
+    metrics, skipped = region_and_class_metrics(without, _TruthDataModule(with_truth=False), store, key)
+    assert metrics == {} and "eval/region_miou" in skipped
+    assert "tiny_truth" in skipped["eval/recon_class_acc"]

@@ -1,4 +1,4 @@
-"""The data contract shared by every dataset (see ``ARCHITECTURE.md``, "Data contract").
+"""The data contract shared by every dataset (how each dataset fills it: ``docs/datasets.md``).
 
 A dataset is a :class:`EEGDataModule`: a ``lightning.LightningDataModule`` whose loaders yield dict
 batches with the keys ``eeg``, ``image``, ``label``, ``image_id``, ``subject`` and, once region maps
@@ -114,9 +114,10 @@ class EEGImageDataset(Dataset):
 class EEGDataModule(L.LightningDataModule):
     """Base datamodule of the data contract.
 
-    Subclasses set, in ``__init__`` or in :meth:`prepare_arrays`, the attributes ``n_chans``,
-    ``n_times``, ``sfreq``, ``ch_names``, ``num_classes``, ``class_names``, ``image_size`` and
-    implement :meth:`build_split`.
+    Subclasses provide ``n_chans``, ``n_times``, ``sfreq``, ``ch_names``, ``num_classes`` and ``class_names``
+    (attributes set in ``__init__``, or properties read from the prepared cache as the real datasets do) and
+    implement :meth:`build_split`. They may fill :attr:`run_tags` and :attr:`data_report`, which the pipeline's
+    ``prepare`` step logs to MLflow.
 
     Parameters
     ----------
@@ -126,6 +127,14 @@ class EEGDataModule(L.LightningDataModule):
         DataLoader workers (0 = load in the main process).
     image_size : int
         Side of the square stimulus images, in pixels.
+
+    Attributes
+    ----------
+    run_tags : dict of str to str
+        Facts about the data to record with the run (MLflow tags, e.g. ``data.warning``); empty by default.
+    data_report : dict of str to float
+        Counts from loading (dropped trials, skipped images, cache hits, leak checks), logged as ``data/<key>``
+        metrics; empty by default.
     """
 
     n_chans: int
@@ -147,6 +156,8 @@ class EEGDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
+        self.run_tags: dict[str, str] = {}
+        self.data_report: dict[str, float] = {}
         self._splits: dict[str, EEGSplit] = {}
         self._region_maps: Mapping[str, np.ndarray] | None = None
 

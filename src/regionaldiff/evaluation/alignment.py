@@ -30,9 +30,9 @@ def reconstruction_alignment(
     """
     if reference_maps is None:
         return {}, {name: "no reference region maps (maskmap=none)" for name in NAMES}
-    if not getattr(maskmap, "per_image", False):
+    if not maskmap.per_image:
         reason = (
-            f"maskmap={getattr(maskmap, 'name', type(maskmap).__name__)} cannot segment new images "
+            f"maskmap={maskmap.name} cannot segment new images "
             "(use maskmap=slic or maskmap=sam; on the synthetic benchmark see eval/recon_region_miou)"
         )
         return {}, {name: reason for name in NAMES}

@@ -36,8 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regionaldiff.config import resolve_device as config_device
-
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,22 +109,6 @@ class WeightsUnavailable(RuntimeError):
 
 
 # -- config helpers -------------------------------------------------------------------------------------------------
-def to_plain(cfg: Any) -> dict[str, Any]:
-    """A plain ``dict`` copy of the eval config (OmegaConf nodes are resolved, ``None`` gives ``{}``)."""
-    if cfg is None:
-        return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"eval config must be a mapping, got {type(cfg).__name__}.")
-    return copy.deepcopy(dict(cfg))
-
-
 def backbone_config(cfg: Mapping[str, Any], slot: str) -> dict[str, Any]:
     """Defaults of ``slot`` updated with ``cfg['backbones'][slot]``; ``path`` resolved against ``weights_dir``."""
     if slot not in BACKBONE_DEFAULTS:
@@ -142,11 +124,6 @@ def backbone_config(cfg: Mapping[str, Any], slot: str) -> dict[str, Any]:
         spec[key] = str(Path(str(weights_dir)) / str(value)) if weights_dir else str(value)
     spec["allow_download"] = bool(cfg.get("allow_download", False))
     return spec
-
-
-def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
-    """``eval.device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
-    return config_device(str(cfg.get("device", "auto")), "eval.device")
 
 
 def _missing(what: str, path: Path, hint: str) -> WeightsUnavailable:

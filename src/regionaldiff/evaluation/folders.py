@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from regionaldiff.evaluation.suite import EvalResult, evaluate_images
+from regionaldiff.evaluation.suite import EvalResult, evaluate_images, validate_eval_config
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 _SAMPLE = re.compile(r"^(?P<stem>.+)_s(?P<k>\d+)$")
@@ -97,12 +97,12 @@ def evaluate_folders(
     ----------
     generated_dir, reference_dir : str or Path
         Folders of images (see the module docstring for the naming).
-    cfg : Mapping
-        The ``eval`` config node; ``image_size`` (optional) resizes every image to a square of that size.
+    cfg : Mapping or None
+        The ``eval`` config node (checked first with
+        :func:`~regionaldiff.evaluation.suite.validate_eval_config`); ``image_size`` (optional) resizes every image
+        to a square of that size.
     """
-    from regionaldiff.evaluation.backbones import to_plain
-
-    plain = to_plain(cfg)
+    plain = validate_eval_config(cfg)
     size = plain.get("image_size")
     size = int(size) if size else None
     _, generated_paths, reference_paths = match_folders(generated_dir, reference_dir)

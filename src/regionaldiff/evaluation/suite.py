@@ -7,6 +7,7 @@ bad settings raise ``ValueError`` (:func:`validate_eval_config`) before any work
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,13 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from regionaldiff.evaluation.backbones import (
-    WeightsUnavailable,
-    backbone_config,
-    check_images,
-    resolve_device,
-    to_plain,
-)
+from regionaldiff.config import plain, resolve_device
+from regionaldiff.evaluation.backbones import WeightsUnavailable, backbone_config, check_images
 from regionaldiff.evaluation.identification import MINDEYE_METRICS, PAIRWISE_METRICS
 from regionaldiff.evaluation.image_metrics import pixcorr, ssim
 
@@ -52,27 +48,33 @@ def _ks(value: Any) -> list[int]:
 
 
 def validate_eval_config(cfg: Any) -> dict[str, Any]:
-    """Check the ``eval`` node and return it as a plain dict; ``ValueError`` names the key and the allowed values."""
-    plain = to_plain(cfg)
-    wanted = list(plain.get("metrics", ["ssim", "pixcorr"]))
+    """Check the ``eval`` node and return it as a plain dict; ``ValueError`` names the key and the allowed values.
+
+    ``cfg`` is the ``eval`` node (resolved here), a mapping (copied) or None (every setting at its default).
+    """
+    values = plain(cfg) if cfg is not None else {}
+    if not isinstance(values, Mapping):
+        raise ValueError(f"eval config must be a mapping, got {type(cfg).__name__}.")
+    values = copy.deepcopy(dict(values))
+    wanted = list(values.get("metrics", ["ssim", "pixcorr"]))
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
         raise ValueError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
-    if int(plain.get("resolution", 425)) < 11:
+    if int(values.get("resolution", 425)) < 11:
         raise ValueError(
-            f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {plain.get('resolution')}."
+            f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {values.get('resolution')}."
         )
-    nway = plain.get("nway") or {}
+    nway = values.get("nway") or {}
     n, ks = int(nway.get("n", 50)), _ks(nway.get("k", 1))
     if n < 2 or any(not 1 <= k <= n for k in ks) or int(nway.get("trials", 50)) < 1:
         raise ValueError(
             f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.get('trials', 50)}."
         )
-    if any(k < 1 for k in _ks((plain.get("retrieval") or {}).get("k", [1, 5]))):
+    if any(k < 1 for k in _ks((values.get("retrieval") or {}).get("k", [1, 5]))):
         raise ValueError("eval.retrieval.k: values must be >= 1.")
-    for slot in plain.get("backbones") or {}:
-        backbone_config(plain, slot)  # raises on unknown slots
-    return plain
+    for slot in values.get("backbones") or {}:
+        backbone_config(values, slot)  # raises on unknown slots
+    return values
 
 
 def _skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:
@@ -92,8 +94,6 @@ def evaluate_images(
     reference: np.ndarray,
     *,
     cfg: Mapping[str, Any] | None,
-    labels: np.ndarray | None = None,
-    samples: Any = None,
     eeg_embeddings: np.ndarray | None = None,
     image_embeddings: np.ndarray | None = None,
     retrieval_targets: np.ndarray | None = None,
@@ -107,15 +107,11 @@ def evaluate_images(
         over samples; n-way also reports the best sample; FID/IS pool all samples).
     reference : np.ndarray
         uint8 ``[N, H, W, 3]``; may have another size than ``generated``.
-    cfg : Mapping
-        The ``eval`` config node (a plain dict works): ``metrics``, ``resolution`` (SSIM/PixCorr),
-        ``pairwise_resolution``, ``nway`` (n, k, trials, seed), ``is_splits``, ``retrieval`` (k), ``weights_dir``,
-        ``backbones`` (per-slot overrides), ``allow_download``, ``device``, ``batch_size``, ``seed``.
-    labels : np.ndarray, optional
-        Dataset labels of the trials (unused by the published metrics: n-way labels the ground truth with its
-        classifier). Kept for the pipeline's call.
-    samples : Any
-        Unused; kept for backwards compatibility.
+    cfg : Mapping or None
+        The ``eval`` config node (a plain dict works; None = every setting at its default): ``metrics``,
+        ``resolution`` (SSIM/PixCorr), ``pairwise_resolution``, ``nway`` (n, k, trials, seed), ``is_splits``,
+        ``retrieval`` (k), ``weights_dir``, ``backbones`` (per-slot overrides), ``allow_download``, ``device``,
+        ``batch_size``, ``seed``.
     eeg_embeddings, image_embeddings, retrieval_targets : np.ndarray, optional
         For ``retrieval``: EEG embeddings ``[N, D]``, candidate image embeddings ``[M, D]`` and each EEG's
         candidate row ``[N]`` (default ``arange(N)``).
@@ -137,7 +133,7 @@ def evaluate_images(
         )
     result = EvalResult()
     wanted = list(cfg.get("metrics", ["ssim", "pixcorr"]))
-    device = resolve_device(cfg)
+    device = resolve_device(str(cfg.get("device", "auto")), "eval.device")
     batch_size = int(cfg.get("batch_size", 32))
     seed = int(cfg.get("seed", 0))
 

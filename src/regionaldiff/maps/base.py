@@ -56,12 +56,16 @@ class MaskMapGenerator:
         Short name (progress bars, cache folders).
     per_image : bool
         Whether maps are computed image by image (and so can be cached per image).
+    produces_maps : bool
+        Whether :meth:`generate` gives region maps at all (False only for ``maskmap=none``, whose
+        :meth:`generate` returns None): a model conditioned on regions needs a generator that produces them.
     batch_size : int
         Images per :meth:`segment_regions` call.
     """
 
     name = "base"
     per_image = True
+    produces_maps = True
     batch_size = 1
 
     def segment(self, image: np.ndarray, label: int) -> np.ndarray:
@@ -105,6 +109,7 @@ class NoMaskMap(MaskMapGenerator):
 
     name = "none"
     per_image = False
+    produces_maps = False
 
     def generate(self, datamodule: EEGDataModule, splits: tuple[str, ...] = SPLITS) -> None:
         return None

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +24,8 @@ from regionaldiff.data.base import image_to_tensor
 from regionaldiff.evaluation.region import mean_iou
 
 if TYPE_CHECKING:
-    from regionaldiff.pipeline import PipelineContext
+    from regionaldiff.artifacts import ArtifactStore
+    from regionaldiff.data.base import EEGDataModule
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +93,38 @@ def upsample_prediction(region_probs: np.ndarray, size: int) -> np.ndarray:
     return F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False).argmax(1).numpy()
 
 
-def _judge(ctx: PipelineContext) -> tuple[SegmentationJudge, dict[str, Any]]:
-    """The judge for this dataset, trained once and kept as an artifact."""
-    dm = ctx.datamodule
-    slot = ctx.store.slot("judge", {"dataset": ctx.keys["prepare"]["dataset"], "judge": "fcn5-w32-e15"})
-    num_labels = dm.num_classes + 1
+#: the judge's architecture and budget, part of its artifact key (a change retrains it)
+JUDGE_KEY = "fcn5-w32-e15"
+
+
+def load_or_train_judge(
+    datamodule: EEGDataModule, store: ArtifactStore, dataset_key: Mapping[str, Any]
+) -> tuple[SegmentationJudge, dict[str, Any]]:
+    """The judge for this dataset, trained once on its training stimuli and true maps and kept as an artifact.
+
+    Parameters
+    ----------
+    datamodule : EEGDataModule
+        A dataset with known-truth region maps (:meth:`~regionaldiff.data.base.EEGDataModule.ground_truth_region_maps`
+        is not None).
+    store : ArtifactStore
+        Where the judge is kept: the slot ``judge`` keyed by ``dataset_key`` and :data:`JUDGE_KEY`.
+    dataset_key : Mapping
+        The dataset part of the artifact key (the ``dataset`` config without its loader settings).
+
+    Returns
+    -------
+    tuple
+        The judge (eval mode) and ``{"path": artifact folder}``.
+    """
+    slot = store.slot("judge", {"dataset": dict(dataset_key), "judge": JUDGE_KEY})
+    num_labels = datamodule.num_classes + 1
     with slot.lock():
         if not slot.done:
-            truth = dm.ground_truth_region_maps()
-            ids, images, _ = dm.stimuli("train")
+            truth = datamodule.ground_truth_region_maps()
+            if truth is None:
+                raise ValueError(f"dataset {datamodule.name!r} has no known-truth region maps to train the judge on.")
+            ids, images, _ = datamodule.stimuli("train")
             judge = train_judge(np.stack(images), np.stack([truth[i] for i in ids]), num_labels, seed=0)
             torch.save(judge.state_dict(), slot.path / "judge.pt")
             slot.mark_done()
@@ -109,41 +134,60 @@ def _judge(ctx: PipelineContext) -> tuple[SegmentationJudge, dict[str, Any]]:
 
 
 def region_and_class_metrics(
-    ctx: PipelineContext, arrays: dict[str, np.ndarray]
+    arrays: Mapping[str, np.ndarray],
+    datamodule: EEGDataModule,
+    store: ArtifactStore,
+    dataset_key: Mapping[str, Any],
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Metrics and skipped-with-reason for the EEG-predicted maps and the reconstructions' classes and regions."""
-    dm = ctx.datamodule
-    num_labels = dm.num_classes + 1
+    """Metrics and skipped-with-reason for the EEG-predicted maps and the reconstructions' classes and regions.
+
+    Parameters
+    ----------
+    arrays : Mapping
+        The generate step's test-split arrays: ``generated`` uint8 ``[N, S, H, W, 3]``, ``reference`` uint8
+        ``[N, H, W, 3]``, ``labels`` ``[N]``, ``image_ids`` ``[N]`` and, where there are some, ``region_probs``
+        (EEG-predicted ``[N, L, g, g]``) and ``region_maps`` (the reference maps ``[N, H, W]``).
+    datamodule : EEGDataModule
+        The dataset: ``num_classes``, ``image_size``, ``name`` and its known-truth maps, if any.
+    store, dataset_key
+        Where the judge is kept (see :func:`load_or_train_judge`); used only on datasets with known-truth maps.
+
+    Returns
+    -------
+    tuple of dict
+        ``eval/<name>`` -> value, and ``eval/<name>`` -> the reason it was skipped.
+    """
+    num_labels = datamodule.num_classes + 1
     metrics: dict[str, float] = {}
     skipped: dict[str, str] = {}
     reference_maps = arrays.get("region_maps")
     if "region_probs" in arrays and reference_maps is not None:
-        predicted = upsample_prediction(arrays["region_probs"], dm.image_size)
+        predicted = upsample_prediction(arrays["region_probs"], datamodule.image_size)
         metrics["eval/region_miou"] = mean_iou(predicted, reference_maps.astype(np.int64), num_labels)
     else:
         skipped["eval/region_miou"] = (
             "no EEG-predicted region maps (maskmap=none, or no trained region head: encoder.w_region=0)"
         )
 
-    truth = dm.ground_truth_region_maps()
+    truth = datamodule.ground_truth_region_maps()
     names = ("eval/recon_class_acc", "eval/recon_region_miou", "eval/judge_stimulus_acc", "eval/judge_stimulus_miou")
     if truth is None:
         for name in names:
             skipped[name] = (
-                f"needs known-truth region maps, which dataset {dm.name!r} does not have (synthetic benchmark only)"
+                f"needs known-truth region maps, which dataset {datamodule.name!r} does not have (synthetic benchmark only)"
             )
         return metrics, skipped
-    judge, _ = _judge(ctx)
+    judge, _ = load_or_train_judge(datamodule, store, dataset_key)
     true_maps = np.stack([truth[str(i)] for i in arrays["image_ids"]]).astype(np.int64)
     labels = arrays["labels"]
     stimulus_seg = judge.segment(arrays["reference"])
-    metrics["eval/judge_stimulus_acc"] = float((dominant_class(stimulus_seg, dm.num_classes) == labels).mean())
+    metrics["eval/judge_stimulus_acc"] = float((dominant_class(stimulus_seg, datamodule.num_classes) == labels).mean())
     metrics["eval/judge_stimulus_miou"] = mean_iou(stimulus_seg, true_maps, num_labels)
     generated = arrays["generated"]
     accs, mious = [], []
     for s in range(generated.shape[1]):
         seg = judge.segment(generated[:, s])
-        accs.append(float((dominant_class(seg, dm.num_classes) == labels).mean()))
+        accs.append(float((dominant_class(seg, datamodule.num_classes) == labels).mean()))
         mious.append(mean_iou(seg, true_maps, num_labels))
     metrics["eval/recon_class_acc"] = float(np.mean(accs))
     metrics["eval/recon_region_miou"] = float(np.mean(mious))

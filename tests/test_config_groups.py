@@ -1,0 +1,136 @@
+"""Every option of every config group, every ablation arm and every experiment composes and passes the checks a run
+makes before any work starts (:func:`regionaldiff.config.validate`, :func:`validate_eval_config`), and its
+``_target_`` classes resolve. The options are read from the ``conf/`` folders, so a new YAML file is tested without
+editing this file. Options that need local weights or data (SD-1.5, SAM, the real datasets) compose and validate;
+only their classes are not instantiated here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from regionaldiff.cli import config_dir
+from regionaldiff.config import validate
+from regionaldiff.data.base import EEGDataModule
+from regionaldiff.evaluation.suite import validate_eval_config
+from regionaldiff.maps.base import MaskMapGenerator
+
+CONF = config_dir()
+REPO = Path(__file__).resolve().parents[1]
+#: groups whose options are not selected on the command line (Hydra's own settings)
+NOT_USER_GROUPS = {"hydra"}
+#: a nested group is reachable only through a parent option that lists it: the overrides that select one
+NESTED_PARENTS = {"maskmap/rule": ["maskmap=slic"]}
+#: options that make a runnable config only with other choices (the default ldm=regional needs region maps)
+COMPANIONS = {("maskmap", "none"): ["ldm=global"]}
+#: maskmap / dataset classes cheap to build here (no weights, no data files)
+INSTANTIABLE = {
+    "regionaldiff.maps.base.NoMaskMap",
+    "regionaldiff.maps.base.OracleMaskMap",
+    "regionaldiff.maps.slic.SuperpixelMaskMap",
+    "regionaldiff.data.synthetic.SyntheticDataModule",
+}
+
+
+def _groups() -> list[str]:
+    """Every config group folder under conf/ (nested ones as ``parent/child``), Hydra's own excluded."""
+    groups = []
+    for folder in sorted(p for p in CONF.rglob("*") if p.is_dir()):
+        group = folder.relative_to(CONF).as_posix()
+        if group.split("/")[0] not in NOT_USER_GROUPS and any(folder.glob("*.yaml")):
+            groups.append(group)
+    return groups
+
+
+GROUPS = _groups()
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+
+
+def _targets(node: Any, key: str = "") -> dict[str, str]:
+    """``_target_`` values anywhere in ``node``, by the key of the node that holds them."""
+    found: dict[str, str] = {}
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            found[key] = str(node["_target_"])
+        for child in node:
+            found.update(_targets(node[child], f"{key}.{child}" if key else str(child)))
+    elif isinstance(node, ListConfig):
+        for i, child in enumerate(node):
+            found.update(_targets(child, f"{key}[{i}]"))
+    return found
+
+
+def check_config(cfg: DictConfig) -> dict[str, Any]:
+    """What a run checks before any work, plus: every ``_target_`` resolves; cheap maskmap / dataset classes build."""
+    typed = validate(cfg)
+    validate_eval_config(cfg.eval)
+    for key, target in _targets(cfg).items():
+        cls = hydra.utils.get_class(target)
+        assert cls is not None, key
+    maskmap_class = hydra.utils.get_class(cfg.maskmap._target_)
+    assert issubclass(maskmap_class, MaskMapGenerator)
+    # the cross-group checks of the pipeline's build_context: a region-conditioned LDM needs maps and a region head
+    if typed["ldm"].regions:
+        assert maskmap_class.produces_maps, f"ldm={typed['ldm'].name} conditions on region maps; maskmap gives none"
+        assert typed["encoder"].w_region > 0, f"ldm={typed['ldm'].name} needs the encoder's region head"
+    assert issubclass(hydra.utils.get_class(cfg.dataset._target_), EEGDataModule)
+    if cfg.maskmap._target_ in INSTANTIABLE:
+        assert isinstance(hydra.utils.instantiate(cfg.maskmap), MaskMapGenerator)
+    return typed
+
+
+def test_the_option_list_covers_every_group():
+    assert {"dataset", "encoder", "eval", "ldm", "logger", "maskmap", "trainer", "pipeline", "ablation"} <= set(GROUPS)
+    assert "experiment" in GROUPS
+    for group in GROUPS:
+        if "/" in group:
+            assert group in NESTED_PARENTS, f"nested group {group}: add the parent option that includes it"
+    # experiment=NAME reads experiments/*.yaml (conf/experiment is a link to it)
+    assert {p.stem for p in (CONF / "experiment").glob("*.yaml")} == {
+        p.stem for p in (REPO / "experiments").glob("*.yaml")
+    }
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_validates(compose_cfg, group, option):
+    cfg = compose_cfg(*NESTED_PARENTS.get(group, []), *COMPANIONS.get((group, option), []), f"{group}={option}")
+    typed = check_config(cfg)
+    if group == "dataset" and cfg.dataset._target_ in INSTANTIABLE:
+        dm = hydra.utils.instantiate(cfg.dataset)
+        assert isinstance(dm, EEGDataModule) and dm.run_tags == {} and dm.data_report == {}
+    if group in ("trainer", "logger"):  # the YAML lists its schema first (typed, range-checked)
+        assert type(typed[group]).__name__ in ("TrainerConfig", "LoggerConfig")
+
+
+def _sweep_overrides(experiment: str) -> list[list[str]]:
+    """Overrides that together select every value the experiment's sweep takes (value i of each parameter in job i,
+    cycling shorter lists), so each swept value is composed at least once without the full product."""
+    params = OmegaConf.select(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml"), "hydra.sweeper.params")
+    if not params:
+        return [[]]
+    parser = OverridesParser.create()
+    values = {}
+    for key, value in params.items():
+        (override,) = parser.parse_overrides([f"{key}={value}"])
+        values[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(value)]
+    n = max(len(v) for v in values.values())
+    return [[f"{key}={v[i % len(v)]}" for key, v in values.items()] for i in range(n)]
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_sweep_jobs_compose_and_validate(compose_cfg, experiment):
+    for overrides in _sweep_overrides(experiment):
+        cfg = compose_cfg(f"experiment={experiment}", *overrides)
+        check_config(cfg)
+        arms = [o.split("=", 1)[1] for o in overrides if o.startswith("ablation=")]
+        if arms:  # each arm tags its jobs with its name
+            assert cfg.ablation_arm == arms[0]
