@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: groups whose options are not selected on the command line (Hydra's own settings)
 NOT_USER_GROUPS = {"hydra"}
 #: a nested group is reachable only through a parent option that lists it: the overrides that select one
-NESTED_PARENTS = {"maskmap/rule": ["maskmap=slic"]}
+NESTED_PARENTS = {"maskmap/rule": ["maskmap=slic"], "ldm/conditioner": ["ldm=regional"]}
 #: options that make a runnable config only with other choices (the default ldm=regional needs region maps)
 COMPANIONS = {("maskmap", "none"): ["ldm=global"]}
 #: maskmap / dataset classes cheap to build here (no weights, no data files)
@@ -71,14 +71,13 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     typed = validate(cfg)
     validate_eval_config(cfg.eval)
     for key, target in _targets(cfg).items():
-        cls = hydra.utils.get_class(target)
-        assert cls is not None, key
+        assert callable(hydra.utils.get_object(target)), key  # a class or a factory function
     maskmap_class = hydra.utils.get_class(cfg.maskmap._target_)
     assert issubclass(maskmap_class, MaskMapGenerator)
     # the cross-group checks of the pipeline's build_context: a region-conditioned LDM needs maps and a region head
-    if typed["ldm"].regions:
-        assert maskmap_class.produces_maps, f"ldm={typed['ldm'].name} conditions on region maps; maskmap gives none"
-        assert typed["encoder"].w_region > 0, f"ldm={typed['ldm'].name} needs the encoder's region head"
+    if typed.ldm.regions:
+        assert maskmap_class.produces_maps, f"ldm={typed.ldm.name} conditions on region maps; maskmap gives none"
+        assert typed.encoder.w_region > 0, f"ldm={typed.ldm.name} needs the encoder's region head"
     assert issubclass(hydra.utils.get_class(cfg.dataset._target_), EEGDataModule)
     if cfg.maskmap._target_ in INSTANTIABLE:
         assert isinstance(hydra.utils.instantiate(cfg.maskmap), MaskMapGenerator)
@@ -105,7 +104,7 @@ def test_option_composes_and_validates(compose_cfg, group, option):
         dm = hydra.utils.instantiate(cfg.dataset)
         assert isinstance(dm, EEGDataModule) and dm.run_tags == {} and dm.data_report == {}
     if group in ("trainer", "logger"):  # the YAML lists its schema first (typed, range-checked)
-        assert type(typed[group]).__name__ in ("TrainerConfig", "LoggerConfig")
+        assert type(getattr(typed, group)).__name__ in ("TrainerConfig", "LoggerConfig")
 
 
 def _sweep_overrides(experiment: str) -> list[list[str]]:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from regionaldiff.artifacts import ArtifactStore
 from regionaldiff.config import Step, validate
 from regionaldiff.data.base import EEGDataModule
-from regionaldiff.maps.base import MaskMapGenerator, NoMaskMap
+from regionaldiff.maps.base import MaskMapGenerator
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.evaluate import evaluate, evaluate_folder_pair
 from regionaldiff.steps.finetune import finetune
@@ -61,7 +61,7 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     maskmap = hydra.utils.instantiate(cfg.maskmap)
     if not isinstance(maskmap, MaskMapGenerator):
         raise TypeError(f"maskmap._target_ must build a MaskMapGenerator; got {type(maskmap).__name__}.")
-    if typed.ldm.regions and isinstance(maskmap, NoMaskMap):
+    if typed.ldm.regions and not maskmap.produces_maps:
         raise ValueError(
             f"ldm={typed.ldm.name} conditions on region maps, but maskmap=none gives none. "
             "Use a global variant (ldm=global) or a mask-map generator (maskmap=oracle|slic|sam)."

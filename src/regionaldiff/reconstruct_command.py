@@ -109,7 +109,7 @@ def reconstruct(args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
     from regionaldiff.config import resolve_device
-    from regionaldiff.evaluation.synthetic import upsample_prediction
+    from regionaldiff.evaluation.known_truth import upsample_prediction
     from regionaldiff.reconstruction import RegionalDiffPipeline
     from regionaldiff.steps.generate import save_samples
 

@@ -29,16 +29,16 @@ def eeg_top1(arrays: dict[str, np.ndarray], w_cls: float) -> tuple[dict[str, flo
 def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     """Metrics of the reconstructions: the configured suite, plus known-truth metrics where the dataset has them."""
     from regionaldiff.evaluation.alignment import reconstruction_alignment
+    from regionaldiff.evaluation.known_truth import region_and_class_metrics
     from regionaldiff.evaluation.suite import evaluate_images
-    from regionaldiff.evaluation.synthetic import region_and_class_metrics
 
     arrays = dict(np.load(ctx.slots["generate"].path / GENERATED_FILE))
-    result = evaluate_images(arrays["generated"], arrays["reference"], cfg=ctx.cfg.eval, labels=arrays["labels"])
+    result = evaluate_images(arrays["generated"], arrays["reference"], cfg=ctx.cfg.eval)
     metrics, skipped = dict(result.metrics), dict(result.skipped)
     top1, top1_skipped = eeg_top1(arrays, ctx.typed.encoder.w_cls)
     metrics.update(top1)
     skipped.update(top1_skipped)
-    known, known_skipped = region_and_class_metrics(ctx, arrays)
+    known, known_skipped = region_and_class_metrics(arrays, ctx.datamodule, ctx.store, ctx.keys["prepare"]["dataset"])
     metrics.update(known)
     skipped.update(known_skipped)
     aligned, aligned_skipped = reconstruction_alignment(

@@ -36,7 +36,7 @@ def data_spec(ctx: PipelineContext) -> DataSpec:
         sfreq=float(dm.sfreq),
         num_classes=int(dm.num_classes),
         image_size=int(dm.image_size),
-        class_names=[str(c) for c in getattr(dm, "class_names", [])],
+        class_names=[str(c) for c in dm.class_names],
     )
 
 

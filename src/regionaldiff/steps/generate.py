@@ -65,7 +65,7 @@ def grid_maps(arrays: dict[str, np.ndarray], test_maps: str, n: int, image_size:
     if test_maps == "oracle" and arrays.get("region_maps") is not None and len(arrays["region_maps"]):
         return arrays["region_maps"][:n].astype(np.int64), "true map (oracle)"
     if "region_probs" in arrays:
-        from regionaldiff.evaluation.synthetic import upsample_prediction
+        from regionaldiff.evaluation.known_truth import upsample_prediction
 
         return upsample_prediction(arrays["region_probs"][:n], image_size), "map from EEG"
     return None, ""

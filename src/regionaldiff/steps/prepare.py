@@ -32,10 +32,10 @@ def prepare(ctx: PipelineContext, train: bool = True) -> None:
             "data.name": dm.name,
             "data.leak_check": "passed: " + ", ".join(f"{k}={v}" for k, v in leaks.items()),
             **{f"data.{k}": v for k, v in dm.describe().items()},
-            **getattr(dm, "run_tags", {}),
+            **dm.run_tags,
         }
     )
-    report = getattr(dm, "data_report", {})
+    report = dm.data_report
     ctx.tracker.log_metrics({f"data/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
     if train:
         ids, images, _ = dm.stimuli("train")
