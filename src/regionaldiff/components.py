@@ -33,7 +33,6 @@ from hydra.errors import InstantiationException
 
 if TYPE_CHECKING:
     from diffusers import DDPMScheduler
-    from torch import nn
 
     from regionaldiff.config import LDMConfig, TypedConfig
     from regionaldiff.encoder.mae import EEGMaskedAutoencoder
@@ -180,14 +179,14 @@ def build_ldm(
     that order from their ``_target_`` nodes, with the sizes of the data, latent space and encoder."""
     from regionaldiff.ldm.model import RegionalLDM
 
-    unet: nn.Module = instantiate(cfg.unet, "ldm.unet", in_channels=latent_channels, latent_size=latent_size)
+    unet = instantiate(cfg.unet, "ldm.unet", in_channels=latent_channels, latent_size=latent_size)
     conditioner = instantiate(
         cfg.conditioner,
         "ldm.conditioner",
         code_len=code_len,
         code_dim=code_dim,
         num_classes=num_classes,
-        cross_attention_dim=int(unet.config.cross_attention_dim),  # type: ignore[attr-defined]
+        cross_attention_dim=int(unet.config["cross_attention_dim"]),
     )
     controlnet = None
     if cfg.controlnet is not None:

@@ -76,6 +76,9 @@ class EEGMaskedAutoencoder(nn.Module):
         Dropout inside the Transformer layers.
     """
 
+    pos_embed: torch.Tensor
+    decoder_pos_embed: torch.Tensor
+
     @classmethod
     def check_config(
         cls,

@@ -43,7 +43,7 @@ class EncoderPretrainModule(L.LightningModule):
             losses["region"] = F.cross_entropy(out["region_logits"], target)
             pred = out["region_logits"].argmax(1)
             losses["region_acc"] = (pred == target.argmax(1)).float().mean()
-        total = sum(
+        total: torch.Tensor = sum(  # type: ignore[assignment]
             w * losses[k]
             for k, w in (("mae", self.w_mae), ("cls", self.w_cls), ("region", self.w_region))
             if w > 0 and k in losses

@@ -300,7 +300,7 @@ def load_lpips(spec: Mapping[str, Any]) -> nn.Module:
     lpips = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True, model_path=lin_path)
     for slice_module in (lpips.net.slice1, lpips.net.slice2, lpips.net.slice3, lpips.net.slice4, lpips.net.slice5):
         for name, layer in slice_module.named_children():
-            layer.load_state_dict(alexnet.features[int(name)].state_dict())
+            layer.load_state_dict(alexnet.features[int(name)].state_dict())  # type: ignore[index,union-attr]
     return lpips.eval()
 
 

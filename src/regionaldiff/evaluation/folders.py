@@ -25,7 +25,7 @@ _SAMPLE = re.compile(r"^(?P<stem>.+)_s(?P<k>\d+)$")
 def _images(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise ValueError(f"evaluate_folders: {folder} is not a folder.")
-    files = {}
+    files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             if path.stem in files:
@@ -75,10 +75,10 @@ def _load(paths: list[Path], size: int | None, what: str) -> np.ndarray:
 
     arrays = []
     for path in paths:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as opened:
+            im = opened.convert("RGB")
             if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
+                im = im.resize((size, size), Image.Resampling.BICUBIC)
             arrays.append(np.asarray(im, dtype=np.uint8))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:

@@ -176,7 +176,7 @@ def lpips_matrix(
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2).float()
             x = (x / 127.5 - 1.0).to(device)
-            outs = lpips.net(lpips.scaling_layer(x))
+            outs = lpips.net(lpips.scaling_layer(x))  # type: ignore[operator]
             for layer, out in enumerate(outs):
                 if len(per_layer) <= layer:
                     per_layer.append([])
@@ -184,8 +184,9 @@ def lpips_matrix(
         return [torch.cat(chunks) for chunks in per_layer]
 
     total = torch.zeros(len(generated), len(reference), dtype=torch.float64)
-    for a, b, lin in zip(feats(generated), feats(reference), lpips.lins):
-        w = lin.model[-1].weight.detach().double().cpu().view(1, -1, 1, 1)
+    lins: list[torch.nn.Module] = list(lpips.lins)  # type: ignore[arg-type]
+    for a, b, lin in zip(feats(generated), feats(reference), lins):
+        w = lin.model[-1].weight.detach().double().cpu().view(1, -1, 1, 1)  # type: ignore[index,union-attr]
         hw = a.shape[-1] * a.shape[-2]
         sq_a = (w * a**2).flatten(1).sum(1) / hw
         sq_b = (w * b**2).flatten(1).sum(1) / hw
@@ -222,7 +223,7 @@ def feature_function(
     if slot == "clip":
         model, mean, std = load_clip_vision(spec)
         model = model.to(device)
-        size = int(spec.get("resize") or model.config.image_size)
+        size = int(spec.get("resize") or model.config.image_size)  # type: ignore[union-attr,arg-type]
 
         def clip_fn(x: torch.Tensor) -> dict[str, torch.Tensor]:
             from torchvision.transforms.functional import center_crop

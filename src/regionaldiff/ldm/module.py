@@ -7,6 +7,7 @@ import torch
 
 from regionaldiff.config import TrainMaps
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
+from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.model import RegionalLDM
 
 
@@ -24,7 +25,7 @@ class LDMFinetuneModule(L.LightningModule):
         self,
         encoder: EEGMaskedAutoencoder,
         ldm: RegionalLDM,
-        codec: torch.nn.Module,
+        codec: LatentCodec,
         lr: float,
         weight_decay: float,
         train_maps: str,

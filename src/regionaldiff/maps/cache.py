@@ -122,7 +122,7 @@ class ShardStore:
                 arrays[f"i{j}"] = _compact(np.asarray(r.instances))
         name = hashlib.sha1("\n".join(f"{i}:{d}" for i, d in zip(ids, digests)).encode()).hexdigest()[:20]
         path = self.shards / f"shard-{name}.npz"
-        self._atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+        self._atomic_write(path, lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
         return path
 
     def read(self, wanted: Mapping[str, tuple[str, Path, int]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

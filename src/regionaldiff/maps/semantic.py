@@ -87,11 +87,11 @@ def _border_frame(height: int, width: int) -> np.ndarray:
 def _kmeans(points: np.ndarray, k: int, iters: int = 10) -> np.ndarray:
     """Centres of a small deterministic k-means (farthest-point initialisation)."""
     k = max(1, min(k, len(points)))
-    centres = [points.mean(0)]
+    chosen = [points.mean(0)]
     for _ in range(k - 1):
-        d = np.min([((points - c) ** 2).sum(1) for c in centres], axis=0)
-        centres.append(points[int(d.argmax())])
-    centres = np.stack(centres)
+        d = np.min([((points - c) ** 2).sum(1) for c in chosen], axis=0)
+        chosen.append(points[int(d.argmax())])
+    centres = np.stack(chosen)
     for _ in range(iters):
         assign = ((points[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
         for j in range(k):
@@ -206,7 +206,7 @@ class SemanticRule:
             return cls()
         if isinstance(rule, cls):
             return rule
-        params = dict(rule)
+        params = dict(rule)  # type: ignore[arg-type]  # a Mapping here (a SemanticRule returned above)
         unknown = sorted(set(params) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"Unknown maskmap.rule keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}.")

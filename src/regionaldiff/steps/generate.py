@@ -39,7 +39,7 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
                     f"No reconstructions for this config at {slot.path}: add 'generate' to pipeline.steps."
                 )
             arrays = sample_test_split(ctx, test_maps)
-            np.savez_compressed(out_file, **arrays)
+            np.savez_compressed(out_file, **arrays)  # type: ignore[arg-type]
             write_image_folders(slot.path, arrays)
             slot.mark_done({"n": len(arrays["labels"])})
         else:
