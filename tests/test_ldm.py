@@ -45,12 +45,25 @@ def ldm_cfg(regions: bool, prediction_type: str = "epsilon", emb: tuple[int, ...
         ),
         train_maps="reference" if regions else None,
         cond_drop_prob=0.1,
+        null_condition="zeros",
+        image_size=None,
+        train={
+            "unet": "full",
+            "controlnet": True,
+            "lora": {"rank": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["to_q"]},
+            "gradient_checkpointing": False,
+            "channels_last": False,
+            "compile": False,
+            "fused_adamw": False,
+            "latent_cache": False,
+        },
+        clip_loss={"weight": 0.0, "pretrained": None},
         lr=3e-4,
         weight_decay=0.0,
         max_epochs=1,
         batch_size=None,
         scheduler=SchedulerConfig(1000, "squaredcos_cap_v2", prediction_type),
-        sampling=SamplingConfig(3, 1.0, 0.0, 4, 1, False, 1.0, False),
+        sampling=SamplingConfig("ddim", 3, 1.0, 0.0, 4, 1, False, 1.0, False),
     )
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LDMConfig), values))
     assert isinstance(obj, LDMConfig)

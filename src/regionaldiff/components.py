@@ -177,7 +177,11 @@ def build_ldm(
 ) -> RegionalLDM:
     """The LDM from the ``ldm`` group: its UNet, EEG conditioner and (regional variants) ControlNet, built in
     that order from their ``_target_`` nodes, with the sizes of the data, latent space and encoder."""
+    import torch
+
+    from regionaldiff.config import NullCondition, UNetTraining
     from regionaldiff.ldm.model import RegionalLDM
+    from regionaldiff.ldm.trainable import add_lora, set_trainable
 
     unet = instantiate(cfg.unet, "ldm.unet", in_channels=latent_channels, latent_size=latent_size)
     conditioner = instantiate(
@@ -198,4 +202,15 @@ def build_ldm(
             image_size=image_size,
             latent_size=latent_size,
         )
-    return RegionalLDM(unet, conditioner, controlnet, build_scheduler(cfg), image_size, float(cfg.cond_drop_prob))
+    null_context = None
+    if cfg.null_condition == NullCondition.learned:
+        # starts as the zero context (the unconditional input of an untrained model); condition dropout trains it
+        null_context = torch.nn.Parameter(
+            torch.zeros(int(conditioner.n_tokens), int(unet.config["cross_attention_dim"]))
+        )
+    if cfg.train.unet == UNetTraining.lora:
+        add_lora(unet, cfg.train.lora)  # after the ControlNet copied the UNet's plain weights
+    set_trainable(unet, controlnet, cfg.train)
+    return RegionalLDM(
+        unet, conditioner, controlnet, build_scheduler(cfg), image_size, float(cfg.cond_drop_prob), null_context
+    )

@@ -91,6 +91,32 @@ class PredictionType(str, Enum):
     sample = "sample"  # predict the clean latents (x0)
 
 
+class Sampler(str, Enum):
+    """Sampling solvers (diffusers schedulers)."""
+
+    ddim = "ddim"
+    dpmpp_2m = "dpmpp_2m"  # DPM-Solver++ (multistep)
+    unipc = "unipc"
+    euler = "euler"
+    pndm = "pndm"  # PLMS (DreamDiffusion's sampler)
+
+
+class UNetTraining(str, Enum):
+    """Which UNet weights the finetune step trains."""
+
+    frozen = "frozen"
+    cross_attention = "cross_attention"  # DreamDiffusion's set: attn2 + norm2 of the transformer blocks
+    lora = "lora"
+    full = "full"
+
+
+class NullCondition(str, Enum):
+    """The unconditional input of classifier-free guidance (and of condition dropout in training)."""
+
+    zeros = "zeros"  # an all-zero context
+    learned = "learned"  # a learned null context
+
+
 class Accelerator(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -135,6 +161,7 @@ class SchedulerConfig:
 
 @dataclass
 class SamplingConfig:
+    scheduler: Sampler = MISSING
     num_steps: int = MISSING
     guidance_scale: float = MISSING
     eta: float = MISSING
@@ -146,6 +173,40 @@ class SamplingConfig:
     clip_sample_range: float = MISSING
     # predicted maps only: make each cell's object class agree with the classification head (fuse_class_into_map)
     class_fused_maps: bool = MISSING
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters on the UNet (peft), with ``ldm.train.unet=lora``."""
+
+    rank: int = MISSING
+    alpha: int = MISSING
+    dropout: float = MISSING
+    target_modules: list[str] = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """``ldm.train``: what the finetune step trains, and the speed/memory options of training."""
+
+    unet: UNetTraining = MISSING
+    controlnet: bool = MISSING  # train the ControlNet (regional variants)
+    lora: LoraConfig = MISSING
+    gradient_checkpointing: bool = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING  # torch.compile the UNet and ControlNet forward passes
+    fused_adamw: bool = MISSING  # fused AdamW kernel (CUDA only; ignored on CPU)
+    # the VAE posterior (and CLIP image embedding) of every training image computed once and kept as an artifact
+    latent_cache: bool = MISSING
+
+
+@dataclass
+class ClipLossConfig:
+    """``ldm.clip_loss``: DreamDiffusion's alignment of the EEG context with the CLIP image embedding of the seen
+    image (``1 - cos``), from a local transformers CLIP folder. ``weight: 0`` turns it off."""
+
+    weight: float = MISSING
+    pretrained: Optional[str] = MISSING
 
 
 @dataclass
@@ -164,6 +225,11 @@ class LDMConfig:
     controlnet: Any = None
     train_maps: Optional[TrainMaps] = None
     cond_drop_prob: float = MISSING
+    null_condition: NullCondition = MISSING
+    # side of the images the LDM is trained on and generates (null: the dataset's image_size); SD-1.5 uses 512
+    image_size: Optional[int] = MISSING
+    train: TrainConfig = MISSING
+    clip_loss: ClipLossConfig = MISSING
     lr: float = MISSING
     weight_decay: float = MISSING
     max_epochs: int = MISSING
@@ -188,6 +254,28 @@ class LDMConfig:
             batch_size=self.sampling.batch_size,
             samples_per_eeg=self.sampling.samples_per_eeg,
         )
+        if self.image_size is not None:
+            _positive("ldm", image_size=self.image_size)
+        lora = self.train.lora
+        if self.train.unet == UNetTraining.lora:
+            _positive("ldm.train.lora", rank=lora.rank, alpha=lora.alpha)
+            _fraction("ldm.train.lora", dropout=lora.dropout)
+            if not lora.target_modules:
+                raise ValueError("ldm.train.lora.target_modules is empty: name the UNet layers to adapt (e.g. to_q).")
+        if self.clip_loss.weight < 0:
+            raise ValueError(f"ldm.clip_loss.weight must be >= 0 (0 turns it off); got {self.clip_loss.weight}.")
+        if self.clip_loss.weight > 0 and not self.clip_loss.pretrained:
+            raise ValueError("ldm.clip_loss.weight > 0 needs ldm.clip_loss.pretrained (a local CLIP folder).")
+        if self.sampling.clip_sample and self.sampling.scheduler != Sampler.ddim:
+            raise ValueError(
+                f"ldm.sampling.clip_sample clips DDIM's predicted clean latents; ldm.sampling.scheduler="
+                f"{self.sampling.scheduler.value} has no such step. Set ldm.sampling.clip_sample=false."
+            )
+        if self.sampling.scheduler == Sampler.pndm and self.scheduler.prediction_type == PredictionType.sample:
+            raise ValueError(
+                "ldm.sampling.scheduler=pndm (PLMS) supports epsilon and v_prediction models, not "
+                "ldm.scheduler.prediction_type=sample; use ddim, dpmpp_2m, unipc or euler."
+            )
         if self.regions and self.train_maps is None:
             allowed = ", ".join(m.value for m in TrainMaps)
             raise ValueError(

@@ -20,6 +20,7 @@ trained on and how it is built), ``encoder.pt`` and ``ldm.pt``; a run folder poi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -31,13 +32,13 @@ import numpy as np
 import torch
 
 from regionaldiff.components import build_codec, build_encoder, build_ldm
-from regionaldiff.config import LDMConfig, SamplingConfig
+from regionaldiff.config import LDMConfig, Sampler, SamplingConfig
 from regionaldiff.data.base import tensor_to_image
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder
 from regionaldiff.ldm.conditioning import fuse_class_into_map
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.model import RegionalLDM
-from regionaldiff.ldm.sampling import ddim_sampler, denoise
+from regionaldiff.ldm.sampling import denoise, make_sampler
 
 PIPELINE_FILE = "pipeline.json"  # in a trained-model folder
 RUN_POINTER_FILE = "model.json"  # in a run folder: {"model_dir": ..., "sampling": ...}
@@ -81,8 +82,13 @@ class RegionalDiffOutput:
 
 
 def sampling_from_dict(values: Mapping[str, Any]) -> SamplingConfig:
-    """A :class:`SamplingConfig` from its plain form (``ldm.sampling``)."""
-    return SamplingConfig(**{k: values[k] for k in SamplingConfig.__dataclass_fields__})
+    """A :class:`SamplingConfig` from its plain form (``ldm.sampling``), checked by its schema."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), dict(values))
+    obj = OmegaConf.to_object(node)
+    assert isinstance(obj, SamplingConfig)
+    return obj
 
 
 class RegionalDiffPipeline:
@@ -250,10 +256,19 @@ class RegionalDiffPipeline:
         return (self.codec.latent_channels, side, side)
 
     def prepare_latents(
-        self, batch_size: int, dtype: torch.dtype, generator: torch.Generator | None, num_inference_steps: int
+        self,
+        batch_size: int,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+        num_inference_steps: int,
+        sampling: SamplingConfig | None = None,
     ) -> torch.Tensor:
-        """Initial noise ``[batch_size, *latent_shape]``, scaled as the sampler expects."""
-        sigma = ddim_sampler(self.ldm, num_inference_steps, self.device).init_noise_sigma
+        """Initial noise ``[batch_size, *latent_shape]``, scaled as the sampler expects (``init_noise_sigma``)."""
+        s = sampling or self.sampling
+        sampler = make_sampler(
+            self.ldm, s.scheduler, num_inference_steps, self.device, s.clip_sample, s.clip_sample_range
+        )
+        sigma = sampler.init_noise_sigma
         latents = torch.randn((batch_size, *self.latent_shape), generator=generator, device=self.device, dtype=dtype)
         return latents * sigma
 
@@ -284,6 +299,7 @@ class RegionalDiffPipeline:
         generator: torch.Generator | None = None,
         region_probs: torch.Tensor | None = None,
         sfreq: float | None = None,
+        sampler: str | None = None,
     ) -> RegionalDiffOutput:
         """Reconstruct ``num_images_per_eeg`` images per EEG trial.
 
@@ -300,8 +316,12 @@ class RegionalDiffPipeline:
             e.g. the reference maps: ``pipeline.test_maps=oracle``).
         sfreq : float, optional
             The EEG's sampling rate, checked against the model's when given.
+        sampler : str, optional
+            ``ddim``, ``dpmpp_2m``, ``unipc``, ``euler`` or ``pndm``; None takes the run's.
         """
         s = self.sampling
+        if sampler is not None:
+            s = dataclasses.replace(s, scheduler=Sampler(sampler))
         steps = int(num_inference_steps if num_inference_steps is not None else s.num_steps)
         guidance = float(guidance_scale if guidance_scale is not None else s.guidance_scale)
         n_images = int(num_images_per_eeg if num_images_per_eeg is not None else s.samples_per_eeg)
@@ -319,7 +339,7 @@ class RegionalDiffPipeline:
                 )
         samples = []
         for _ in range(n_images):
-            latents = self.prepare_latents(len(eeg_t), context.dtype, generator, steps)
+            latents = self.prepare_latents(len(eeg_t), context.dtype, generator, steps, s)
             latents = denoise(
                 self.ldm,
                 context,
@@ -331,6 +351,7 @@ class RegionalDiffPipeline:
                 s.eta,
                 clip_sample=s.clip_sample,
                 clip_sample_range=s.clip_sample_range,
+                sampler=s.scheduler,
             )
             samples.append(tensor_to_image(self.codec.decode(latents)))
         return RegionalDiffOutput(

@@ -64,6 +64,7 @@ class AttentionPoolConditioner(nn.Module):
                 f"ldm.conditioner.num_heads={num_heads} must divide the UNet's cross_attention_dim={cross_attention_dim}."
             )
         self.use_class_token = use_class_token
+        self.n_tokens = n_tokens
         self.code_len = code_len
         n_queries = n_tokens - 1 if use_class_token else n_tokens
         self.proj = nn.Linear(code_dim, cross_attention_dim)

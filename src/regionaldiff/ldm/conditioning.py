@@ -36,6 +36,7 @@ class EEGConditioner(nn.Module):
         super().__init__()
         self.check_config("ldm.conditioner", n_tokens=n_tokens, use_class_token=use_class_token)
         self.use_class_token = use_class_token
+        self.n_tokens = n_tokens
         self.proj = nn.Sequential(
             nn.Linear(code_dim, cross_attention_dim), nn.GELU(), nn.Linear(cross_attention_dim, cross_attention_dim)
         )

@@ -21,11 +21,32 @@ class LatentCodec(nn.Module):
     latent_channels: int
     downsample: int
 
+    #: whether the codec has a posterior (a VAE): training samples from it, and the latent cache keeps it
+    stochastic = False
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of the (scaled) latents of ``images``; a deterministic codec returns its latents
+        and zeros (and :meth:`sample` ignores the variance)."""
+        latents = self.encode(images)
+        return latents, torch.zeros_like(latents)
+
+    def sample(
+        self, mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Training latents from a posterior (the mean itself for a deterministic codec)."""
+        return mean
+
+    def training_latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The latents a training step uses for ``images``: a posterior sample (a VAE) or the latents."""
+        if not self.stochastic:
+            return self.encode(images)
+        return self.sample(*self.posterior(images), generator=generator)
 
 
 class PixelUnshuffleCodec(LatentCodec):
@@ -79,15 +100,31 @@ class VAECodec(LatentCodec):
                 f"paths.weights_dir (e.g. `huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 "
                 f"--local-dir <weights_dir>/stable-diffusion-v1-5`) or set ldm.latent.pretrained."
             )
-        self.vae = AutoencoderKL.from_pretrained(str(root), subfolder=subfolder)
+        self.vae = AutoencoderKL.from_pretrained(str(root), subfolder=subfolder, low_cpu_mem_usage=True)
         self.vae.requires_grad_(False)
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.latent_channels = int(self.vae.config.latent_channels)
         self.downsample = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    stochastic = True
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(images.to(self.vae.dtype)).latent_dist.mode() * self.scaling_factor
+
+    @torch.no_grad()
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of the VAE posterior, in the scaled latent space (``mean * scaling_factor``,
+        ``logvar + 2 log scaling_factor``)."""
+        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        scale = self.scaling_factor
+        return dist.mean * scale, dist.logvar + 2.0 * torch.log(torch.tensor(scale))
+
+    def sample(
+        self, mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * logvar.to(mean.dtype)) * noise
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

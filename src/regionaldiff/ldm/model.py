@@ -35,6 +35,9 @@ class RegionalLDM(nn.Module):
         Side of the images (and of the region condition image).
     cond_drop_prob : float
         Probability of dropping the conditions during training (classifier-free guidance).
+    null_context : nn.Parameter or None
+        A learned null context ``[n_tokens, cross_attention_dim]`` for dropped conditions and guidance; None: zeros.
+        A dropped region map is always the empty map (all zeros).
     """
 
     def __init__(
@@ -45,12 +48,21 @@ class RegionalLDM(nn.Module):
         scheduler: DDPMScheduler,
         image_size: int,
         cond_drop_prob: float = 0.1,
+        null_context: nn.Parameter | None = None,
     ) -> None:
         super().__init__()
         self.unet, self.conditioner, self.controlnet = unet, conditioner, controlnet
         self.scheduler = scheduler
         self.image_size = image_size
         self.cond_drop_prob = cond_drop_prob
+        self.null_context = null_context
+
+    def unconditional_context(self, context: torch.Tensor) -> torch.Tensor:
+        """The null condition's context for a batch shaped like ``context``: the learned null context
+        (``ldm.null_condition=learned``) or zeros."""
+        if self.null_context is None:
+            return torch.zeros_like(context)
+        return self.null_context.to(context.dtype).expand_as(context)
 
     @property
     def uses_regions(self) -> bool:
@@ -87,7 +99,10 @@ class RegionalLDM(nn.Module):
         keep = (
             torch.rand(context.shape[0], device=context.device, generator=generator) >= self.cond_drop_prob
         ).float()
-        context = context * keep[:, None, None]
+        if self.null_context is None:
+            context = context * keep[:, None, None]
+        else:
+            context = torch.where(keep[:, None, None] > 0, context, self.unconditional_context(context))
         if region_probs is not None:
             region_probs = region_probs * keep[:, None, None, None]
         return context, region_probs

@@ -7,7 +7,9 @@ import torch
 
 from regionaldiff.config import TrainMaps
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
+from regionaldiff.ldm.clip_alignment import ClipImageEmbedder, ContextToClip, clip_alignment_loss
 from regionaldiff.ldm.latent import LatentCodec
+from regionaldiff.ldm.latent_cache import LatentCache, resize_images
 from regionaldiff.ldm.model import RegionalLDM
 
 
@@ -19,6 +21,10 @@ class LDMFinetuneModule(L.LightningModule):
     (``train_maps: reference``), on the encoder's own predictions (``train_maps: predicted``), or on either, drawn
     per sample with equal odds (``train_maps: mixed``: the ControlNet sees both the EEG-predicted maps it gets at test
     time and sharp true maps). Validation uses the test-time condition (predicted maps) unless ``reference``.
+
+    Latents come from the latent cache when there is one (a sample of the cached VAE posterior), else from the codec
+    (images resized to ``image_size``, the LDM's side). With ``clip`` and ``clip_weight > 0`` the loss adds
+    DreamDiffusion's CLIP alignment, ``clip_weight * (1 - cos(head(context), CLIP image embedding))``.
     """
 
     def __init__(
@@ -29,6 +35,10 @@ class LDMFinetuneModule(L.LightningModule):
         lr: float,
         weight_decay: float,
         train_maps: str,
+        latent_cache: LatentCache | None = None,
+        clip: ClipImageEmbedder | None = None,
+        clip_weight: float = 0.0,
+        fused_adamw: bool = False,
     ) -> None:
         super().__init__()
         allowed = [m.value for m in TrainMaps]
@@ -38,10 +48,23 @@ class LDMFinetuneModule(L.LightningModule):
         self.encoder = encoder.requires_grad_(False).eval()
         self.ldm, self.codec = ldm, codec
         self.lr, self.weight_decay, self.train_maps = lr, weight_decay, train_maps
+        self.latent_cache = latent_cache
+        self.clip_weight = float(clip_weight)
+        self.clip = clip if self.clip_weight > 0 else None
+        self.clip_head: ContextToClip | None = None
+        if self.clip_weight > 0:
+            if clip is None and (latent_cache is None or latent_cache.clip is None):
+                raise ValueError("ldm.clip_loss.weight > 0 needs the CLIP model or cached CLIP embeddings.")
+            dim = clip.projection_dim if clip is not None else int(latent_cache.clip.shape[1])  # type: ignore[union-attr]
+            cross_dim = int(ldm.unet.config["cross_attention_dim"])
+            self.clip_head = ContextToClip(cross_dim, dim)
+        self.fused_adamw = fused_adamw
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.encoder.eval()
+        if self.clip is not None:
+            self.clip.eval()
         return self
 
     def conditions(self, batch: dict, maps: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -63,20 +86,51 @@ class LDMFinetuneModule(L.LightningModule):
         use_reference = torch.rand(len(reference), device=reference.device) < 0.5
         return context, torch.where(use_reference[:, None, None, None], reference, out["region_logits"].softmax(dim=1))
 
+    def latents(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The training latents of the batch's images: a sample of the cached posterior, or from the codec."""
+        if self.latent_cache is not None:
+            mean, logvar = self.latent_cache.posterior(batch["image_id"], batch["image"].device)
+            return self.codec.sample(mean, logvar, generator=generator)
+        images = resize_images(batch["image"], self.ldm.image_size)
+        return self.codec.training_latents(images, generator=generator)
+
+    def clip_loss(self, batch: dict, context: torch.Tensor) -> torch.Tensor | None:
+        """The CLIP alignment term (None when off): cached embeddings, else CLIP on the batch's images."""
+        if self.clip_head is None:
+            return None
+        if self.latent_cache is not None and self.latent_cache.clip is not None:
+            target = self.latent_cache.clip_embeds(batch["image_id"], context.device)
+        else:
+            assert self.clip is not None
+            target = self.clip(batch["image"])
+        return clip_alignment_loss(self.clip_head(context), target)
+
+    def _loss(self, batch: dict, maps: str, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        context, probs = self.conditions(batch, maps)
+        latents = self.latents(batch, generator)
+        losses = {"denoise": self.ldm.training_loss(latents, context, probs, generator=generator)}
+        clip = self.clip_loss(batch, context)
+        if clip is not None:
+            losses["clip"] = clip
+        losses["loss"] = losses["denoise"] + self.clip_weight * clip if clip is not None else losses["denoise"]
+        return losses
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        context, probs = self.conditions(batch, self.train_maps)
-        latents = self.codec.encode(batch["image"])
-        loss = self.ldm.training_loss(latents, context, probs)
-        self.log("finetune/train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(latents))
-        return loss
+        losses = self._loss(batch, self.train_maps)
+        n = len(batch["eeg"])
+        self.log("finetune/train_loss", losses["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        if "clip" in losses:
+            self.log("finetune/train_clip_loss", losses["clip"], on_step=False, on_epoch=True, batch_size=n)
+        return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        context, probs = self.conditions(batch, "reference" if self.train_maps == "reference" else "predicted")
-        latents = self.codec.encode(batch["image"])
-        gen = torch.Generator(device=latents.device).manual_seed(batch_idx)
-        loss = self.ldm.training_loss(latents, context, probs, generator=gen)
-        self.log("finetune/val_loss", loss, on_step=False, on_epoch=True, batch_size=len(latents))
+        gen = torch.Generator(device=batch["eeg"].device).manual_seed(batch_idx)
+        losses = self._loss(batch, "reference" if self.train_maps == "reference" else "predicted", gen)
+        self.log("finetune/val_loss", losses["loss"], on_step=False, on_epoch=True, batch_size=len(batch["eeg"]))
 
     def configure_optimizers(self):
         params = [p for p in self.ldm.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.clip_head is not None:
+            params += list(self.clip_head.parameters())
+        fused = self.fused_adamw and torch.cuda.is_available()
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, fused=fused or None)

@@ -1,4 +1,5 @@
-"""The denoising loop: DDIM with classifier-free guidance over a :class:`~regionaldiff.ldm.model.RegionalLDM`.
+"""The denoising loop over a :class:`~regionaldiff.ldm.model.RegionalLDM`, with classifier-free guidance, and the
+samplers (diffusers schedulers) it can use: DDIM, DPM-Solver++ (multistep), UniPC, Euler and PLMS (PNDM).
 
 The one sampling code path: :class:`regionaldiff.reconstruction.RegionalDiffPipeline` calls it, and the
 pipeline's ``generate`` step calls that pipeline.
@@ -6,10 +7,50 @@ pipeline's ``generate`` step calls that pipeline.
 
 from __future__ import annotations
 
-import torch
-from diffusers import DDIMScheduler
+import inspect
+from typing import Any
 
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    UniPCMultistepScheduler,
+)
+
+from regionaldiff.config import Sampler
 from regionaldiff.ldm.model import RegionalLDM
+
+
+def make_sampler(
+    ldm: RegionalLDM,
+    name: Sampler | str,
+    num_steps: int,
+    device: torch.device,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
+) -> Any:
+    """A sampler on the LDM's training schedule (its betas and prediction type), set to ``num_steps`` steps.
+
+    ``clip_sample`` (DDIM only) clips the predicted clean latents to ``[-range, range]`` at every step.
+    """
+    name = Sampler(name)
+    config = ldm.scheduler.config
+    if name == Sampler.ddim:
+        sampler = DDIMScheduler.from_config(config, clip_sample=clip_sample, clip_sample_range=clip_sample_range)
+    elif clip_sample:
+        raise ValueError(f"clip_sample is a DDIM option; the {name.value} sampler has no such step.")
+    elif name == Sampler.dpmpp_2m:
+        sampler = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+    elif name == Sampler.unipc:
+        sampler = UniPCMultistepScheduler.from_config(config)
+    elif name == Sampler.euler:
+        sampler = EulerDiscreteScheduler.from_config(config)
+    else:  # PLMS, as in DreamDiffusion (LDM's PLMS = diffusers' PNDM without the Runge-Kutta warm-up)
+        sampler = PNDMScheduler.from_config(config, skip_prk_steps=True)
+    sampler.set_timesteps(num_steps, device=device)
+    return sampler
 
 
 @torch.no_grad()
@@ -24,9 +65,9 @@ def denoise(
     eta: float = 0.0,
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
+    sampler: Sampler | str = Sampler.ddim,
 ) -> torch.Tensor:
-    """DDIM sampling from initial noise ``latents`` (already scaled by the sampler's ``init_noise_sigma``: see
-    :func:`init_noise_sigma`); returns the clean latents, same shape.
+    """Sample clean latents from initial noise ``latents`` (already scaled by the sampler's ``init_noise_sigma``).
 
     Parameters
     ----------
@@ -38,34 +79,34 @@ def denoise(
         Region-label probabilities ``[B, K + 1, g, g]`` for a regional model, else None.
     guidance_scale : float
         Classifier-free guidance weight (1.0: no guidance, one UNet pass per step); the null condition is the
-        zero context and an all-zero map, as dropped during training.
+        LDM's unconditional context (learned, or zeros) and the empty map, as dropped during training.
+    eta : float
+        DDIM's noise weight (0: deterministic); ignored by the other samplers.
     clip_sample, clip_sample_range : bool, float
-        Clip the predicted clean latents to ``[-range, range]`` at every step (latents that are images in [-1, 1]).
+        Clip the predicted clean latents to ``[-range, range]`` at every step (DDIM; latents that are images).
+    sampler : Sampler or str
+        ``ddim``, ``dpmpp_2m``, ``unipc``, ``euler`` or ``pndm``.
     """
-    sampler = ddim_sampler(ldm, num_steps, context.device, clip_sample, clip_sample_range)
+    solver = make_sampler(ldm, sampler, num_steps, context.device, clip_sample, clip_sample_range)
+    step_kwargs: dict[str, Any] = {}
+    accepted = inspect.signature(solver.step).parameters
+    if "eta" in accepted:
+        step_kwargs["eta"] = eta
+    if "generator" in accepted:
+        step_kwargs["generator"] = generator
     guided = guidance_scale != 1.0
     if guided:
-        context_in = torch.cat([torch.zeros_like(context), context])
+        context_in = torch.cat([ldm.unconditional_context(context), context])
         probs_in = None if region_probs is None else torch.cat([torch.zeros_like(region_probs), region_probs])
     else:
         context_in, probs_in = context, region_probs
-    for t in sampler.timesteps:
+    for t in solver.timesteps:
         model_in = torch.cat([latents, latents]) if guided else latents
+        model_in = solver.scale_model_input(model_in, t)
         steps = t.expand(model_in.shape[0]).to(context.device)
-        pred = ldm.model_output(sampler.scale_model_input(model_in, t), steps, context_in, probs_in)
+        pred = ldm.model_output(model_in, steps, context_in, probs_in)
         if guided:
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance_scale * (cond - uncond)
-        latents = sampler.step(pred, t, latents, eta=eta, generator=generator).prev_sample
+        latents = solver.step(pred, t, latents, **step_kwargs).prev_sample
     return latents
-
-
-def ddim_sampler(
-    ldm: RegionalLDM, num_steps: int, device: torch.device, clip_sample: bool = False, clip_sample_range: float = 1.0
-) -> DDIMScheduler:
-    """A DDIM scheduler on the LDM's training schedule, set to ``num_steps`` steps."""
-    sampler = DDIMScheduler.from_config(
-        ldm.scheduler.config, clip_sample=clip_sample, clip_sample_range=clip_sample_range
-    )
-    sampler.set_timesteps(num_steps, device=device)
-    return sampler

@@ -7,6 +7,7 @@ latent channels and the latent side from the latent codec at build time.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,22 @@ def unet_from_config(
 
 
 def unet_from_pretrained(
-    pretrained: str, in_channels: int, latent_size: int, subfolder: str | None = "unet"
+    pretrained: str,
+    in_channels: int,
+    latent_size: int,
+    subfolder: str | None = "unet",
+    cross_attention_dim: int | None = None,
 ) -> UNet2DConditionModel:
-    """A UNet read from a local diffusers folder (``pretrained``, with the UNet in ``subfolder``).
+    """A UNet read from a local diffusers folder (``pretrained``, with the UNet in ``subfolder``); with
+    ``cross_attention_dim`` given, the folder's UNet must have that context width (768 for SD-1.5).
 
     Raises
     ------
     FileNotFoundError
         When the folder has no ``config.json``.
     ValueError
-        When the UNet takes another number of latent channels than the latent space gives.
+        When the UNet takes another number of latent channels than the latent space gives, or has another
+        context width than ``cross_attention_dim``.
     """
     root = Path(str(pretrained))
     folder = root / subfolder if subfolder else root
@@ -52,9 +59,17 @@ def unet_from_pretrained(
             f"No UNet at {folder} (expected config.json and weights). Put Stable Diffusion 1.5 under "
             "paths.weights_dir or set ldm.unet.pretrained to its local folder (docs/setup.md)."
         )
-    unet = UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder)
-    if unet.config.in_channels != in_channels:
+    config = json.loads((folder / "config.json").read_text())
+    if int(config.get("in_channels", -1)) != in_channels:
         raise ValueError(
-            f"UNet at {folder} takes {unet.config.in_channels} latent channels; the latent space gives {in_channels}."
+            f"UNet at {folder} takes {config.get('in_channels')} latent channels, but the VAE (ldm.latent) gives "
+            f"{in_channels}: the UNet and the VAE must come from the same Stable Diffusion folder."
         )
-    return unet
+    if cross_attention_dim is not None and int(config.get("cross_attention_dim", -1)) != cross_attention_dim:
+        raise ValueError(
+            f"UNet at {folder} has cross_attention_dim={config.get('cross_attention_dim')}; ldm.unet expects "
+            f"{cross_attention_dim} (Stable Diffusion 1.5). Point ldm.unet.pretrained at an SD-1.5 folder or set "
+            f"ldm.unet.cross_attention_dim={config.get('cross_attention_dim')}."
+        )
+    # low_cpu_mem_usage (with accelerate): no second full fp32 copy in CPU memory while loading
+    return UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder, low_cpu_mem_usage=True)

@@ -16,7 +16,11 @@ import lightning as L
 import torch
 
 from regionaldiff.config import plain
+from regionaldiff.ldm.clip_alignment import ClipImageEmbedder
+from regionaldiff.ldm.latent import LatentCodec
+from regionaldiff.ldm.latent_cache import LatentCache, compute_latent_cache
 from regionaldiff.ldm.module import LDMFinetuneModule
+from regionaldiff.ldm.trainable import apply_speed_options, count_parameters
 from regionaldiff.reconstruction import DataSpec, build_ldm_and_codec, write_model_card, write_run_pointer
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.pretrain import ENCODER_FILE, load_encoder
@@ -27,6 +31,11 @@ log = logging.getLogger(__name__)
 LDM_FILE = "ldm.pt"
 
 
+def model_image_size(ctx: PipelineContext) -> int:
+    """The side of the images the LDM trains on and generates: ``ldm.image_size``, else the dataset's."""
+    return int(ctx.typed.ldm.image_size or ctx.datamodule.image_size)
+
+
 def data_spec(ctx: PipelineContext) -> DataSpec:
     """What the model is trained on (saved with it and checked against new EEG)."""
     dm = ctx.datamodule
@@ -35,7 +44,7 @@ def data_spec(ctx: PipelineContext) -> DataSpec:
         n_times=int(dm.n_times),
         sfreq=float(dm.sfreq),
         num_classes=int(dm.num_classes),
-        image_size=int(dm.image_size),
+        image_size=model_image_size(ctx),
         class_names=[str(c) for c in dm.class_names],
     )
 
@@ -55,10 +64,27 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
                     f"No fine-tuned LDM for this config at {slot.path}: add 'finetune' to pipeline.steps."
                 )
             L.seed_everything(ctx.seed, workers=True)
-            ldm, codec = build_ldm_and_codec(l_cfg, encoder, ctx.datamodule.image_size)
+            ldm, codec = build_ldm_and_codec(l_cfg, encoder, model_image_size(ctx))
+            apply_speed_options([m for m in (ldm.unet, ldm.controlnet) if m is not None], l_cfg.train)
+            counts = count_parameters({"unet": ldm.unet, "controlnet": ldm.controlnet, "conditioner": ldm.conditioner})
+            ctx.tracker.log_metrics({k: float(v) for k, v in counts.items()})
+            log.info("finetune: trained parameters %s", ", ".join(f"{k}={v:,}" for k, v in counts.items()))
+            clip = ClipImageEmbedder(str(l_cfg.clip_loss.pretrained)) if l_cfg.clip_loss.weight > 0 else None
+            cache = latent_cache(ctx, codec, clip) if l_cfg.train.latent_cache else None
             # global-only variants have no maps: the module never reads train_maps for them
             train_maps = l_cfg.train_maps.value if l_cfg.train_maps is not None else "predicted"
-            module = LDMFinetuneModule(encoder, ldm, codec, l_cfg.lr, l_cfg.weight_decay, train_maps)
+            module = LDMFinetuneModule(
+                encoder,
+                ldm,
+                codec,
+                l_cfg.lr,
+                l_cfg.weight_decay,
+                train_maps,
+                latent_cache=cache,
+                clip=clip if cache is None else None,
+                clip_weight=l_cfg.clip_loss.weight,
+                fused_adamw=l_cfg.train.fused_adamw,
+            )
             trainer = make_trainer(ctx, slot, l_cfg.max_epochs)
             dm = ctx.datamodule
             trainer.fit(
@@ -77,6 +103,30 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
             log.info("finetune: reusing LDM %s", slot.path)
     write_run_pointer(ctx.output_dir, slot.path, plain(ctx.cfg.ldm.sampling))
     ctx.tracker.set_tags({"checkpoint.ldm": str(slot.path / LDM_FILE)})
+
+
+def latent_cache(ctx: PipelineContext, codec: LatentCodec, clip: ClipImageEmbedder | None) -> LatentCache:
+    """The latent cache of the training and validation images, computed once per VAE, image size and data."""
+    l_cfg = ctx.typed.ldm
+    key = {
+        "prepare": ctx.keys["prepare"]["dataset"],
+        "latent": plain(ctx.cfg.ldm.latent),
+        "image_size": model_image_size(ctx),
+        "clip": l_cfg.clip_loss.pretrained if clip is not None else None,
+    }
+    slot = ctx.store.slot("latent_cache", key)
+    with slot.lock():
+        if not slot.done:
+            ids, images = [], []
+            for split in ("train", "val"):
+                split_ids, split_images, _ = ctx.datamodule.stimuli(split)
+                ids += split_ids
+                images += split_images
+            cache = compute_latent_cache(ids, images, codec, model_image_size(ctx), clip, device=ctx.device)
+            cache.save(slot.path)
+            slot.mark_done({"n": len(ids)})
+            log.info("finetune: latent cache of %d images in %s", len(ids), slot.path)
+    return LatentCache.load(slot.path)
 
 
 def save_model_folder(ctx: PipelineContext, folder: Path, region_grid: int) -> None:

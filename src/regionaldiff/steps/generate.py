@@ -88,7 +88,7 @@ def sample_test_split(ctx: PipelineContext, test_maps: str) -> dict[str, np.ndar
             encoder = pipe.encoder
             oracle = coarse_region_target(batch["region_map"].to(device), encoder.num_classes + 1, encoder.region_grid)
         result = pipe(batch["eeg"], generator=generator, region_probs=oracle)
-        out["generated"].append(result.images)
+        out["generated"].append(to_size(result.images, ctx.datamodule.image_size))
         out["reference"].append(tensor_to_image(batch["image"]))
         out["labels"].append(batch["label"].numpy())
         out["eeg_pred"].append(result.class_logits.argmax(-1))
@@ -98,6 +98,18 @@ def sample_test_split(ctx: PipelineContext, test_maps: str) -> dict[str, np.ndar
         if "region_map" in batch:
             out["region_maps"].append(batch["region_map"].numpy().astype(np.int16))
     return {k: np.concatenate(v) for k, v in out.items() if v}
+
+
+def to_size(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``[N, S, H, W, 3]`` at ``size`` px (the dataset's, for evaluation against its images; unchanged
+    when the LDM generates at that size already)."""
+    if images.shape[2] == size and images.shape[3] == size:
+        return images
+    from PIL import Image
+
+    flat = images.reshape(-1, *images.shape[2:])
+    resized = [np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BICUBIC)) for im in flat]
+    return np.stack(resized).reshape(*images.shape[:2], size, size, 3)
 
 
 def write_image_folders(folder: Path, arrays: dict[str, np.ndarray]) -> None:
