@@ -44,7 +44,7 @@ from regionaldiff.data.common import (
     leak_report,
 )
 from regionaldiff.data.images import RESIZE_MODES, check_policy
-from regionaldiff.data.safe_load import DataFormatError, expect_array, expect_keys, load_torch
+from regionaldiff.data.safe_load import DataFormatError, expect_array, expect_keys, load_torch, load_torch_streamed
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,15 @@ class EEGImageNetDataModule(EEGDataModule):
     def _convert(self, writer) -> dict[str, Any]:
         """Official file -> cache arrays (runs once per config and file)."""
         path = self.eeg_path
-        data = load_torch(path, what="EEG-ImageNet EEG file")
+        # the release is a legacy torch file: its tensors are read from the file chunk by chunk (memory ~ one chunk)
+        data, close = load_torch_streamed(path, what="EEG-ImageNet EEG file")
+        try:
+            return self._convert_trials(writer, data)
+        finally:
+            close()
+
+    def _convert_trials(self, writer, data: Any) -> dict[str, Any]:
+        path = self.eeg_path
         expect_keys(data, ("dataset", "labels", "images"), path, "the EEG-ImageNet EEG file")
         trials, labels, images = data["dataset"], list(data["labels"]), list(data["images"])
         if not isinstance(trials, (list, tuple)) or not trials:
@@ -316,14 +324,15 @@ class EEGImageNetDataModule(EEGDataModule):
             )
         n_out = stop - start if self.resample is None else self.resample
         n_out = check_multiple(n_out, self.n_times_multiple)
-        eeg_out = writer.create("eeg", (len(keep), n_chans, n_out), np.float32)
+        eeg_out = writer.create_stream("eeg", (len(keep), n_chans, n_out), np.float32)
         finite = np.ones(len(keep), dtype=bool)
         for lo in tqdm(range(0, len(keep), CONVERT_CHUNK), desc="EEG-ImageNet -> cache", unit="chunk", leave=False):
             rows = keep[lo : lo + CONVERT_CHUNK]
             chunk = [self._preprocess(trials[int(i)]["eeg"]) for i in rows]
             block = np.stack(chunk)[:, :, :n_out]
             finite[lo : lo + len(rows)] = np.isfinite(block).all(axis=(1, 2))
-            eeg_out[lo : lo + len(rows)] = block
+            eeg_out.write(block)
+            del chunk, block
         for name, array in (
             ("kept_index", keep),
             ("finite", finite),
