@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from regionaldiff.errors import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -40,9 +42,9 @@ def resolve_device(name: str, key: str) -> torch.device:
     try:
         resolved = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"{key} must be 'auto', 'cpu' or 'cuda[:N]'; got {name!r}.") from err
+        raise ConfigError(f"{key} must be 'auto', 'cpu' or 'cuda[:N]'; got {name!r}.") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{key}={name!r} but no CUDA device is available; use {key}=auto or cpu.")
+        raise ConfigError(f"{key}={name!r} but no CUDA device is available; use {key}=auto or cpu.")
     return resolved
 
 
@@ -310,13 +312,21 @@ def register_configs() -> None:
 
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
-    """Run every schema's range checks; return the typed objects by group. Raises ValueError naming the key."""
+    """Run every schema's range checks; return the typed objects by group.
+
+    Raises :class:`~regionaldiff.errors.ConfigError` (a ``ValueError``) naming the key.
+    """
     typed: dict[str, Any] = {}
     for group in (*SCHEMAS, "pipeline"):
         node = cfg[group]
-        obj = OmegaConf.to_object(node)
+        try:
+            obj = OmegaConf.to_object(node)
+        except ConfigError:
+            raise
+        except ValueError as err:  # the schemas' __post_init__ range checks
+            raise ConfigError(str(err)) from err
         if not isinstance(obj, (EncoderConfig, LDMConfig, TrainerConfig, LoggerConfig, PipelineConfig)):
-            raise ValueError(
+            raise ConfigError(
                 f"Config group {group!r} does not use its schema: add `- schema` first in its defaults list."
             )
         typed[group] = obj

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import numpy as np
 import torch
@@ -33,10 +32,12 @@ from regionaldiff.config import Step, plain, validate
 from regionaldiff.data.base import SPLITS, EEGDataModule, check_no_stimulus_leak, tensor_to_image
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
 from regionaldiff.encoder.module import EncoderPretrainModule
+from regionaldiff.errors import ConfigError
 from regionaldiff.ldm.conditioning import fuse_class_into_map
 from regionaldiff.ldm.latent import build_codec
 from regionaldiff.ldm.model import RegionalLDM, build_ldm
 from regionaldiff.ldm.module import LDMFinetuneModule
+from regionaldiff.preflight import format_report, instantiate, require_ready
 from regionaldiff.tracking.mlflow_run import JobTracker, write_metrics_json
 from regionaldiff.visualize import save_reconstruction_grid, save_stimulus_grid
 
@@ -79,17 +80,20 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     validate_eval_config(cfg.eval)
     if typed["trainer"].num_threads:
         torch.set_num_threads(typed["trainer"].num_threads)
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = instantiate(cfg.dataset, "dataset")
     if not isinstance(datamodule, EEGDataModule):
-        raise TypeError(f"dataset._target_ must build an EEGDataModule; got {type(datamodule).__name__}.")
-    maskmap = hydra.utils.instantiate(cfg.maskmap)
+        raise ConfigError(f"dataset._target_ must build an EEGDataModule; got {type(datamodule).__name__}.")
+    # every file the run reads is there and readable, before any cache, weights or model is touched
+    report = require_ready(cfg, datamodule)
+    log.info("preflight:\n%s", format_report(report))
+    maskmap = instantiate(cfg.maskmap, "maskmap")
     if typed["ldm"].regions and type(maskmap).__name__ == "NoMaskMap":
-        raise ValueError(
+        raise ConfigError(
             f"ldm={typed['ldm'].name} conditions on region maps, but maskmap=none gives none. "
             "Use a global variant (ldm=global) or a mask-map generator (maskmap=oracle|slic|sam)."
         )
     if typed["ldm"].regions and typed["encoder"].w_region == 0:
-        raise ValueError(
+        raise ConfigError(
             f"ldm={typed['ldm'].name} conditions on region maps predicted from EEG, but encoder.w_region=0 leaves the "
             "region head untrained. Set encoder.w_region > 0, or use a global variant (ldm=global)."
         )
@@ -112,7 +116,7 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
     wanted = [s.value for s in ctx.typed["pipeline"].steps]
     if cfg.eval.get("generated_dir") or cfg.eval.get("reference_dir"):
         if wanted != [Step.evaluate.value]:
-            raise ValueError(
+            raise ConfigError(
                 "eval.generated_dir/eval.reference_dir score a folder of images: run them with pipeline.steps=[evaluate] "
                 "(or `regionaldiff evaluate GENERATED_DIR REFERENCE_DIR`)."
             )

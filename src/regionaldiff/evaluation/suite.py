@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from regionaldiff.errors import ConfigError
 from regionaldiff.evaluation.backbones import (
     WeightsUnavailable,
     backbone_config,
@@ -57,19 +58,19 @@ def validate_eval_config(cfg: Any) -> dict[str, Any]:
     wanted = list(plain.get("metrics", ["ssim", "pixcorr"]))
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
-        raise ValueError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
+        raise ConfigError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
     if int(plain.get("resolution", 425)) < 11:
-        raise ValueError(
+        raise ConfigError(
             f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {plain.get('resolution')}."
         )
     nway = plain.get("nway") or {}
     n, ks = int(nway.get("n", 50)), _ks(nway.get("k", 1))
     if n < 2 or any(not 1 <= k <= n for k in ks) or int(nway.get("trials", 50)) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.get('trials', 50)}."
         )
     if any(k < 1 for k in _ks((plain.get("retrieval") or {}).get("k", [1, 5]))):
-        raise ValueError("eval.retrieval.k: values must be >= 1.")
+        raise ConfigError("eval.retrieval.k: values must be >= 1.")
     for slot in plain.get("backbones") or {}:
         backbone_config(plain, slot)  # raises on unknown slots
     return plain

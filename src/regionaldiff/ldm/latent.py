@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regionaldiff.errors import MissingFileError
+
 
 class PixelUnshuffleCodec(nn.Module):
     """Invertible, parameter-free latent space: ``[B, 3, H, W] -> [B, 3 f^2, H/f, W/f]``.
@@ -52,7 +54,7 @@ class VAECodec(nn.Module):
         root = Path(pretrained)
         folder = root / subfolder if subfolder else root
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"No VAE at {folder} (expected config.json and weights there). Download Stable Diffusion 1.5 to "
                 f"paths.weights_dir (e.g. `huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 "
                 f"--local-dir <weights_dir>/stable-diffusion-v1-5`) or set ldm.latent.pretrained."

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
+from regionaldiff.errors import BadInputError, MissingFileError
 from regionaldiff.ldm.conditioning import EEGConditioner, map_condition
 
 
@@ -26,13 +27,13 @@ def build_unet(cfg: Mapping[str, Any], in_channels: int, cross_attention_dim: in
         root = Path(str(pretrained))
         subfolder = cfg.get("subfolder", "unet")
         if not ((root / subfolder) if subfolder else root).joinpath("config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"No UNet at {root}/{subfolder or ''} (expected config.json and weights). Put Stable Diffusion 1.5 "
                 f"under paths.weights_dir or set ldm.unet.pretrained to its local folder."
             )
         unet = UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder)
         if unet.config.in_channels != in_channels:
-            raise ValueError(
+            raise BadInputError(
                 f"UNet at {root} takes {unet.config.in_channels} latent channels; the latent space gives {in_channels}."
             )
         return unet

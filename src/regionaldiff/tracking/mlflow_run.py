@@ -21,6 +21,8 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
+from regionaldiff.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 SWEEP_TAG = "regionaldiff.sweep_dir"
@@ -31,7 +33,7 @@ def resolve_tracking_uri(configured: str | None, output_root: str | Path) -> str
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         if not uri.startswith(("sqlite:", "http:", "https:", "postgresql", "mysql", "databricks")):
-            raise ValueError(
+            raise ConfigError(
                 f"MLflow tracking URI {uri!r} points at the file store, which current MLflow no longer supports. "
                 "Use sqlite:///path/to/mlflow.db or a tracking server."
             )
