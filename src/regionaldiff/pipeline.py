@@ -408,6 +408,7 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
         maps=maps,
         num_labels=ctx.datamodule.num_classes + 1,
         map_title=map_title,
+        class_names=list(ctx.datamodule.class_names),
     )
     ctx.tracker.log_artifact(grid, "figures")
     ctx.tracker.set_tags({"artifact.generated": str(slot.path)})
