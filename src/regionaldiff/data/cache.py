@@ -138,7 +138,7 @@ class StreamedArray:
             raise ValueError(
                 f"{self.path.name}: block of shape {block.shape} does not fit rows {self.rows}.. of {self.shape}."
             )
-        self._file.write(memoryview(block).cast("B"))
+        self._file.write(block.reshape(-1).view(np.uint8).data)
         self.rows += len(block)
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ types and ``collections.OrderedDict`` (each mapped to a function of this module)
 from __future__ import annotations
 
 import collections
+import io
 import pickle
 import struct
 from pathlib import Path
@@ -218,9 +219,9 @@ class LegacyTorchFile:
         self.path = Path(path)
         self.what = what
         self.storages: dict[str, _Storage] = {}
-        self._file: BinaryIO | None = None
+        self._file: io.BufferedReader | None = None
 
-    def _handle(self) -> BinaryIO:
+    def _handle(self) -> io.BufferedReader:
         if self._file is None:
             self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         return self._file
@@ -242,7 +243,7 @@ class LegacyTorchFile:
         f = self._handle()
         out = np.empty(count, dtype=dtype)
         f.seek(offset)
-        got = f.readinto(memoryview(out).cast("B"))
+        got = f.readinto(out.view(np.uint8).data)
         if got != out.nbytes:
             raise EOFError(f"{self.path}: {out.nbytes} bytes expected at offset {offset}, {got} read (truncated?)")
         return out
