@@ -161,7 +161,7 @@ def check_command(args: list[str]) -> int:
         print(CHECK_USAGE)
         return 0
     try:
-        cfg = compose_config(args)
+        cfg = compose_config(expand_evaluate_command(args))
         report = preflight(cfg)
     except UserError as err:
         exit_on_user_error(err)
