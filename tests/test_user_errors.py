@@ -153,3 +153,28 @@ def test_user_error_classes_keep_the_builtin_bases():
     assert issubclass(MissingFileError, FileNotFoundError) and issubclass(MissingFileError, UserError)
     assert issubclass(BadInputError, ValueError) and issubclass(ConfigError, ValueError)
     assert format_user_error(ConfigError("a\nb")) == "regionaldiff: error: a b"
+
+
+def test_corrupt_sd_weights_are_a_user_error(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from regionaldiff.ldm.model import build_unet
+
+    tiny = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 8),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1,
+        cross_attention_dim=8,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    tiny.save_pretrained(tmp_path / "sd" / "unet")
+    assert isinstance(build_unet({"pretrained": str(tmp_path / "sd")}, 4, 8), UNet2DConditionModel)
+    weights = next((tmp_path / "sd" / "unet").glob("diffusion_pytorch_model.*"))
+    weights.write_bytes(b"not weights")
+    with pytest.raises(BadInputError, match=r"The UNet at .*sd/unet \(ldm.unet.pretrained\) could not be loaded"):
+        build_unet({"pretrained": str(tmp_path / "sd")}, 4, 8)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regionaldiff.errors import MissingFileError
+from regionaldiff.errors import BadInputError, MissingFileError
 
 
 class PixelUnshuffleCodec(nn.Module):
@@ -59,7 +59,13 @@ class VAECodec(nn.Module):
                 f"paths.weights_dir (e.g. `huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 "
                 f"--local-dir <weights_dir>/stable-diffusion-v1-5`) or set ldm.latent.pretrained."
             )
-        self.vae = AutoencoderKL.from_pretrained(str(root), subfolder=subfolder)
+        try:
+            self.vae = AutoencoderKL.from_pretrained(str(root), subfolder=subfolder)
+        except (OSError, ValueError, RuntimeError) as err:  # missing/corrupt weights file, config of another model
+            raise BadInputError(
+                f"The VAE at {folder} (ldm.latent.pretrained) could not be loaded: {type(err).__name__}: "
+                f"{str(err)[:300]}. Download Stable Diffusion 1.5 again (docs/setup.md)."
+            ) from err
         self.vae.requires_grad_(False)
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.latent_channels = int(self.vae.config.latent_channels)

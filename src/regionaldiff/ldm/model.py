@@ -31,7 +31,13 @@ def build_unet(cfg: Mapping[str, Any], in_channels: int, cross_attention_dim: in
                 f"No UNet at {root}/{subfolder or ''} (expected config.json and weights). Put Stable Diffusion 1.5 "
                 f"under paths.weights_dir or set ldm.unet.pretrained to its local folder."
             )
-        unet = UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder)
+        try:
+            unet = UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder)
+        except (OSError, ValueError, RuntimeError) as err:  # missing/corrupt weights file, config of another model
+            raise BadInputError(
+                f"The UNet at {root}/{subfolder or ''} (ldm.unet.pretrained) could not be loaded: "
+                f"{type(err).__name__}: {str(err)[:300]}. Download Stable Diffusion 1.5 again (docs/setup.md)."
+            ) from err
         if unet.config.in_channels != in_channels:
             raise BadInputError(
                 f"UNet at {root} takes {unet.config.in_channels} latent channels; the latent space gives {in_channels}."
