@@ -178,3 +178,18 @@ def test_corrupt_sd_weights_are_a_user_error(tmp_path):
     weights.write_bytes(b"not weights")
     with pytest.raises(BadInputError, match=r"The UNet at .*sd/unet \(ldm.unet.pretrained\) could not be loaded"):
         build_unet({"pretrained": str(tmp_path / "sd")}, 4, 8)
+
+
+def test_sweep_overrides_are_left_to_hydra(monkeypatch):
+    # `regionaldiff experiment=ablation_regions seed=3,4` sweeps without -m (the config sets hydra.mode: MULTIRUN)
+    monkeypatch.setattr(cli, "compose_config", lambda args: pytest.fail("a sweep must not be composed as one run"))
+    cli._precheck_overrides(["experiment=ablation_regions", "seed=3,4"])
+
+
+def test_precheck_reports_a_bad_override(capsys, monkeypatch):
+    monkeypatch.delenv("REGIONALDIFF_DEBUG", raising=False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli._precheck_overrides(["ldm.lr=abc"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("regionaldiff: error: Error merging override ldm.lr=abc")

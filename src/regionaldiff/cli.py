@@ -172,9 +172,17 @@ def check_command(args: list[str]) -> int:
 
 def _precheck_overrides(args: list[str]) -> None:
     """Compose a single run's overrides first, so that a bad one is a one-line error (Hydra prints several lines).
-    Skipped with Hydra flags (``--help``, ``--cfg``, ``-m``...) and ``hydra.*`` overrides, which Hydra handles."""
+    Skipped with Hydra flags (``--help``, ``--cfg``, ``-m``...), ``hydra.*`` overrides and sweep overrides
+    (``seed=0,1`` with a config that sets ``hydra.mode: MULTIRUN``), which Hydra handles."""
     if not args or any(a.startswith("-") or a.lstrip("+~").startswith("hydra") for a in args):
         return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        if any(o.is_sweep_override() for o in OverridesParser.create().parse_overrides(args)):
+            return
+    except Exception:  # noqa: BLE001 - a malformed override: composing below reports it
+        pass
     try:
         compose_config(args)
     except UserError as err:
