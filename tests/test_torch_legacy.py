@@ -73,3 +73,12 @@ def test_truncated_legacy_file_is_a_format_error(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(DataFormatError, match="truncated"):
         load_torch_streamed(path)
+
+
+def test_legacy_file_with_a_newer_pickle_protocol(tmp_path):
+    path = tmp_path / "p4.pth"
+    torch.save({"x": torch.arange(6.0).reshape(2, 3)}, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    assert is_legacy_torch_file(path)
+    data, close = load_torch_streamed(path)
+    np.testing.assert_array_equal(np.asarray(data["x"]), np.arange(6.0).reshape(2, 3))
+    close()

@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from regionaldiff.errors import MissingFileError, UserError, one_line
+from regionaldiff.errors import BadInputError, MissingFileError, UserError, one_line
 
 __all__ = [
     "PreflightItem",
@@ -153,7 +153,7 @@ def _format_problem(path: Path, fmt: str) -> str | None:
     if fmt == "torch":
         if head.startswith(b"PK\x03\x04"):
             return None
-        if head.startswith(b"\x80\x02"):
+        if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # legacy format: a pickle, protocol 2..5
             return None
         return "not a torch.save file (neither the zip nor the legacy format)"
     if fmt == "npy":
@@ -215,9 +215,8 @@ def raise_if_missing(required: Iterable[RequiredPath], hint: str | None = None) 
     bad = [item for item in (check_required(r) for r in required) if item.required and not item.ok]
     if bad:
         listing = "; ".join(describe(bad))
-        raise MissingFileError(
-            f"{listing}. See {SETUP_DOC} for where to get the files, then run `regionaldiff check`.", hint=hint
-        )
+        cls = MissingFileError if all(item.status == "missing" for item in bad) else BadInputError
+        raise cls(f"{listing}. See {SETUP_DOC} for where to get the files, then run `regionaldiff check`.", hint=hint)
 
 
 # -- what a config reads ----------------------------------------------------------------------------------------------

@@ -51,10 +51,10 @@ STORAGE_DTYPES: dict[str, Any] = {
 
 
 def is_legacy_torch_file(path: str | Path) -> bool:
-    """True when ``path`` starts like a legacy ``torch.save`` file (a pickle, protocol 2, of the magic number)."""
+    """True when ``path`` starts like a legacy ``torch.save`` file (a pickle, protocol 2 to 5: the magic number)."""
     with open(path, "rb") as f:
         head = f.read(2)
-    return head == b"\x80\x02"
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 class _StorageType:
