@@ -74,6 +74,7 @@ def test_sweep_is_one_parent_with_two_children_and_pretrains_once(run_cli, tmp_p
     parents = [r for r in runs if r.data.tags.get("regionaldiff.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(parents) == 1 and len(children) == 2
+    assert parents[0].info.run_name.startswith("sweep: ldm=global,regional ")  # named after what was swept
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert sorted(c.data.params["ldm.name"] for c in children) == ["global", "regional"]
     assert all("eval/ssim" in c.data.metrics for c in children)

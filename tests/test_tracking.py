@@ -2,7 +2,13 @@ import json
 
 import pytest
 
-from regionaldiff.tracking.mlflow_run import JobTracker, flatten, resolve_tracking_uri, write_metrics_json
+from regionaldiff.tracking.mlflow_run import (
+    JobTracker,
+    flatten,
+    resolve_tracking_uri,
+    sweep_run_name,
+    write_metrics_json,
+)
 
 
 def test_tracking_uri_precedence(tmp_path, monkeypatch):
@@ -39,3 +45,31 @@ def test_sweep_jobs_share_one_parent_run(tmp_path):
     run = jobs[0].client.get_run(jobs[0].run_id)
     assert run.data.tags["mlflow.parentRunId"] == jobs[0].parent_run_id
     assert run.data.metrics["eval/ssim"] == 0.25
+
+
+def _multirun_yaml(folder, task, params=None):
+    from omegaconf import OmegaConf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}}
+    OmegaConf.save(OmegaConf.create(cfg), folder / "multirun.yaml")
+    return folder
+
+
+def test_sweep_parent_run_is_named_after_what_was_swept(tmp_path):
+    sweep = _multirun_yaml(tmp_path / "sweeps" / "s2", ["ldm=global,regional", "seed=0,1"])
+    assert sweep_run_name(sweep) == "sweep: ldm=global,regional seed=0,1"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    job = JobTracker(True, uri, "exp", tmp_path / "art", "#0 ldm=global seed=0", sweep_dir=str(sweep))
+    parent = job.client.get_run(job.parent_run_id)
+    assert parent.info.run_name == "sweep: ldm=global,regional seed=0,1"
+
+
+def test_sweep_name_includes_an_experiment_configs_sweeper_params(tmp_path):
+    sweep = _multirun_yaml(
+        tmp_path / "s3",
+        ["experiment=ablation_regions", "seed=3,4"],
+        {"seed": "0,1,2", "ablation": "global_mae,global_cls"},
+    )
+    assert sweep_run_name(sweep) == "sweep: experiment=ablation_regions seed=3,4 ablation=global_mae,global_cls"
+    assert sweep_run_name(tmp_path / "no-such-sweep") == "sweep no-such-sweep"

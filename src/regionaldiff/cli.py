@@ -1,8 +1,13 @@
 """``regionaldiff [overrides]``: the one entrypoint (a Hydra app, ``version_base="1.3"``).
 
 Runs ``pipeline.steps`` for one config, or a sweep with ``-m``; every job is an MLflow run (in a sweep, a child
-of one parent run). Subcommands: ``regionaldiff evaluate GEN_DIR REF_DIR`` scores a folder of images,
-``regionaldiff reconstruct RUN_DIR EEG_FILE OUT_DIR`` reconstructs images from new EEG with a trained model. ``regionaldiff --help`` lists the config groups, ``--cfg job`` prints the composed config.
+of one parent run). ``regionaldiff --help`` lists the config groups, ``--cfg job`` prints the composed config.
+Subcommands: ``regionaldiff check [overrides]`` checks every file the run would read (:mod:`regionaldiff.preflight`),
+``regionaldiff evaluate GEN_DIR REF_DIR`` scores a folder of images, ``regionaldiff reconstruct RUN_DIR EEG_FILE
+OUT_DIR`` reconstructs images from new EEG with a trained model.
+
+User errors (missing files, bad data, bad config values; :mod:`regionaldiff.errors`) print one line and exit 2;
+``REGIONALDIFF_DEBUG=1`` or ``HYDRA_FULL_ERROR=1`` shows their traceback. Program errors keep their traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from regionaldiff.config import register_configs, validate
+from regionaldiff.errors import EXIT_USER_ERROR, ConfigError, UserError, debug_enabled, format_user_error, one_line
 
 log = logging.getLogger("regionaldiff")
 
@@ -35,6 +41,25 @@ def config_dir() -> Path:
 
 
 def _run_job(cfg: DictConfig) -> float | None:
+    """The Hydra task: one job; a user error ends it with one line on stderr and exit status 2."""
+    try:
+        return _job(cfg)
+    except UserError as err:
+        exit_on_user_error(err)
+        raise  # pragma: no cover - exit_on_user_error raises SystemExit or re-raises
+
+
+def exit_on_user_error(err: UserError) -> None:
+    """Print ``err`` as one line and exit with status 2; with ``REGIONALDIFF_DEBUG=1`` or ``HYDRA_FULL_ERROR=1``
+    re-raise it instead (full traceback)."""
+    if debug_enabled():
+        raise err
+    sys.stdout.flush()
+    print(format_user_error(err), file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _job(cfg: DictConfig) -> float | None:
     from regionaldiff.pipeline import run_pipeline
     from regionaldiff.tracking.mlflow_run import JobTracker, resolve_tracking_uri
 
@@ -100,13 +125,82 @@ def expand_evaluate_command(argv: list[str]) -> list[str]:
     return ["pipeline.steps=[evaluate]", *folders, *rest[2:]]
 
 
+CHECK_USAGE = """usage: regionaldiff check [overrides...]
+
+Preflight of the run `regionaldiff [overrides...]` would start: lists every file and folder it reads (dataset
+files, images, splits, Stable Diffusion parts, SAM checkpoint, metric backbones) and whether each is there and
+in the expected format, the metrics that will be skipped and why, the disk the caches will take, and whether a GPU
+is visible. Exit status 0 when the run can start, 1 when it cannot, 2 on a bad override. See docs/setup.md."""
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config ``regionaldiff OVERRIDES`` would run (Hydra's compose API); user errors for bad overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = str(err)
+        if isinstance(err.__cause__, OmegaConfBaseException):
+            text += " " + str(err.__cause__)
+        text = text.split("Config search path:")[0]
+        raise ConfigError(one_line(text)) from err
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def check_command(args: list[str]) -> int:
+    """``regionaldiff check [overrides]``: print the preflight report; 0 = ready, 1 = not ready, 2 = bad override."""
+    from regionaldiff.preflight import format_report, preflight
+
+    if any(a in ("-h", "--help") for a in args):
+        print(CHECK_USAGE)
+        return 0
+    try:
+        cfg = compose_config(expand_evaluate_command(args))
+        report = preflight(cfg)
+    except UserError as err:
+        exit_on_user_error(err)
+        raise  # pragma: no cover
+    print(format_report(report, f"regionaldiff check {' '.join(args)}".rstrip()))
+    return 0 if report.ready else 1
+
+
+def _precheck_overrides(args: list[str]) -> None:
+    """Compose a single run's overrides first, so that a bad one is a one-line error (Hydra prints several lines).
+    Skipped with Hydra flags (``--help``, ``--cfg``, ``-m``...), ``hydra.*`` overrides and sweep overrides
+    (``seed=0,1`` with a config that sets ``hydra.mode: MULTIRUN``), which Hydra handles."""
+    if not args or any(a.startswith("-") or a.lstrip("+~").startswith("hydra") for a in args):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        if any(o.is_sweep_override() for o in OverridesParser.create().parse_overrides(args)):
+            return
+    except Exception:  # noqa: BLE001 - a malformed override: composing below reports it
+        pass
+    try:
+        compose_config(args)
+    except UserError as err:
+        exit_on_user_error(err)
+
+
 def main() -> None:
     """Console entrypoint."""
+    if sys.argv[1:2] == ["check"]:
+        sys.exit(check_command(sys.argv[2:]))
     if sys.argv[1:2] == ["reconstruct"]:
         from regionaldiff.reconstruct_command import main as reconstruct_main
 
         sys.exit(reconstruct_main(sys.argv[2:]))
     sys.argv[1:] = expand_evaluate_command(sys.argv[1:])
+    _precheck_overrides(sys.argv[1:])
     register_configs()
     # Lightning prints through its own handlers; stop a second copy going to Hydra's root handler
     for name in ("lightning.pytorch", "lightning.fabric"):

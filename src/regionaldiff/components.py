@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from hydra.errors import InstantiationException
 
+from regionaldiff.errors import ConfigError
+
 if TYPE_CHECKING:
     from diffusers import DDPMScheduler
 
@@ -58,16 +60,16 @@ def node_args(node: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_target(node: Any, key: str) -> Callable[..., Any]:
-    """The class or function a ``_target_`` node names; a ValueError naming ``key`` if it cannot be imported."""
+    """The class or function a ``_target_`` node names; a ConfigError naming ``key`` if it cannot be imported."""
     if not isinstance(node, Mapping) or "_target_" not in node:
-        raise ValueError(f"{key} must be a component node with a `_target_` (a class or function to build).")
+        raise ConfigError(f"{key} must be a component node with a `_target_` (a class or function to build).")
     target = node["_target_"]
     try:
         obj = hydra.utils.get_object(str(target))
     except Exception as err:  # noqa: BLE001 - any import failure means: the config names no usable target
-        raise ValueError(f"{key}._target_={target!r} cannot be imported: {err}") from err
+        raise ConfigError(f"{key}._target_={target!r} cannot be imported: {err}") from err
     if not callable(obj):
-        raise ValueError(f"{key}._target_={target!r} is not a class or function.")
+        raise ConfigError(f"{key}._target_={target!r} is not a class or function.")
     return obj
 
 
@@ -76,15 +78,15 @@ def check_component(node: Any, key: str) -> None:
 
     Raises
     ------
-    ValueError
-        Naming ``key`` and the argument at fault.
+    ConfigError
+        Naming ``key`` and the argument at fault (a ``ValueError``).
     """
     target = resolve_target(node, key)
     args = node_args(node)
     runtime = RUNTIME_ARGS.get(key, frozenset())
     given_by_data = sorted(set(args) & runtime)
     if given_by_data:
-        raise ValueError(
+        raise ConfigError(
             f"{key}.{given_by_data[0]} is set from the data or the other components at build time; "
             f"remove it from the config (these are: {', '.join(sorted(runtime))})."
         )
@@ -94,7 +96,7 @@ def check_component(node: Any, key: str) -> None:
         unknown = sorted(set(args) - set(params))
         if unknown:
             allowed = sorted(set(params) - runtime - {"self"})
-            raise ValueError(
+            raise ConfigError(
                 f"{key}.{unknown[0]} is not an argument of {node['_target_']}; it takes: {', '.join(allowed)}."
             )
     missing = [
@@ -106,7 +108,7 @@ def check_component(node: Any, key: str) -> None:
         and name not in runtime
     ]
     if missing:
-        raise ValueError(f"{key} needs {', '.join(missing)} (arguments of {node['_target_']} without a default).")
+        raise ConfigError(f"{key} needs {', '.join(missing)} (arguments of {node['_target_']} without a default).")
     check_config = getattr(target, "check_config", None)
     if callable(check_config):
         check_config(key, **args)
@@ -132,7 +134,7 @@ def instantiate(node: Mapping[str, Any], key: str, **runtime: Any) -> Any:
     try:
         factory = hydra.utils.instantiate(dict(node), _partial_=True, _convert_="all")
     except InstantiationException as err:
-        raise ValueError(f"{key}: {err}") from err
+        raise ConfigError(f"{key}: {err}") from err
     return factory(**runtime)
 
 

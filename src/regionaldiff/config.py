@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from regionaldiff.errors import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -42,9 +44,9 @@ def resolve_device(name: str, key: str) -> torch.device:
     try:
         resolved = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"{key} must be 'auto', 'cpu' or 'cuda[:N]'; got {name!r}.") from err
+        raise ConfigError(f"{key} must be 'auto', 'cpu' or 'cuda[:N]'; got {name!r}.") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{key}={name!r} but no CUDA device is available; use {key}=auto or cpu.")
+        raise ConfigError(f"{key}={name!r} but no CUDA device is available; use {key}=auto or cpu.")
     return resolved
 
 
@@ -376,17 +378,30 @@ def register_configs() -> None:
 
 def validate(cfg: DictConfig) -> TypedConfig:
     """Run every schema's range checks and check each ``_target_`` component's arguments; return the typed
-    groups. Raises ValueError naming the key; nothing is built or written."""
+    groups. Nothing is built or written.
+
+    Raises :class:`~regionaldiff.errors.ConfigError` (a ``ValueError``) naming the key.
+    """
     from regionaldiff.components import check_components
 
     typed: dict[str, Any] = {}
     for group, schema in SCHEMAS.items():
-        obj = OmegaConf.to_object(cfg[group])
+        try:
+            obj = OmegaConf.to_object(cfg[group])
+        except ConfigError:
+            raise
+        except ValueError as err:  # the schemas' __post_init__ range checks
+            raise ConfigError(str(err)) from err
         if not isinstance(obj, schema):
-            raise ValueError(
+            raise ConfigError(
                 f"Config group {group!r} does not use its schema: add `- schema` first in its defaults list."
             )
         typed[group] = obj
     result = TypedConfig(**typed)
-    check_components(result)
+    try:
+        check_components(result)
+    except ConfigError:
+        raise
+    except ValueError as err:  # a component's arguments (its check_config or signature)
+        raise ConfigError(str(err)) from err
     return result

@@ -15,18 +15,20 @@ evaluate      (per job) generate key + eval config -> ``metrics.json`` in the jo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
 from regionaldiff.artifacts import ArtifactStore
 from regionaldiff.config import Step, validate
 from regionaldiff.data.base import EEGDataModule
+from regionaldiff.errors import ConfigError
 from regionaldiff.maps.base import MaskMapGenerator
+from regionaldiff.preflight import format_report, instantiate, require_ready
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.evaluate import evaluate, evaluate_folder_pair
 from regionaldiff.steps.finetune import finetune
@@ -34,6 +36,8 @@ from regionaldiff.steps.generate import generate
 from regionaldiff.steps.prepare import prepare
 from regionaldiff.steps.pretrain import pretrain
 from regionaldiff.tracking.mlflow_run import JobTracker
+
+log = logging.getLogger(__name__)
 
 StepFn = Callable[[PipelineContext, bool], None]
 
@@ -55,19 +59,22 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     validate_eval_config(cfg.eval)
     if typed.trainer.num_threads:
         torch.set_num_threads(typed.trainer.num_threads)
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = instantiate(cfg.dataset, "dataset")
     if not isinstance(datamodule, EEGDataModule):
-        raise TypeError(f"dataset._target_ must build an EEGDataModule; got {type(datamodule).__name__}.")
-    maskmap = hydra.utils.instantiate(cfg.maskmap)
+        raise ConfigError(f"dataset._target_ must build an EEGDataModule; got {type(datamodule).__name__}.")
+    # every file the run reads is there and readable, before any cache, weights or model is touched
+    report = require_ready(cfg, datamodule)
+    log.info("preflight:\n%s", format_report(report))
+    maskmap = instantiate(cfg.maskmap, "maskmap")
     if not isinstance(maskmap, MaskMapGenerator):
-        raise TypeError(f"maskmap._target_ must build a MaskMapGenerator; got {type(maskmap).__name__}.")
+        raise ConfigError(f"maskmap._target_ must build a MaskMapGenerator; got {type(maskmap).__name__}.")
     if typed.ldm.regions and not maskmap.produces_maps:
-        raise ValueError(
+        raise ConfigError(
             f"ldm={typed.ldm.name} conditions on region maps, but maskmap=none gives none. "
             "Use a global variant (ldm=global) or a mask-map generator (maskmap=oracle|slic|sam)."
         )
     if typed.ldm.regions and typed.encoder.w_region == 0:
-        raise ValueError(
+        raise ConfigError(
             f"ldm={typed.ldm.name} conditions on region maps predicted from EEG, but encoder.w_region=0 leaves the "
             "region head untrained. Set encoder.w_region > 0, or use a global variant (ldm=global)."
         )
@@ -92,7 +99,7 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
     wanted = list(ctx.typed.pipeline.steps)
     if cfg.eval.get("generated_dir") or cfg.eval.get("reference_dir"):
         if wanted != [Step.evaluate]:
-            raise ValueError(
+            raise ConfigError(
                 "eval.generated_dir/eval.reference_dir score a folder of images: run them with "
                 "pipeline.steps=[evaluate] (or `regionaldiff evaluate GENERATED_DIR REFERENCE_DIR`)."
             )

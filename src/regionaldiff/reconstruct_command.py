@@ -21,6 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from regionaldiff.errors import (
+    EXIT_USER_ERROR,
+    BadInputError,
+    MissingFileError,
+    UserError,
+    debug_enabled,
+    format_user_error,
+)
+
 USAGE = "regionaldiff reconstruct RUN_DIR EEG_FILE OUT_DIR [options]"
 
 
@@ -48,21 +57,21 @@ def load_eeg_file(path: Path) -> tuple[np.ndarray, float | None, list[str] | Non
 
     Raises
     ------
-    FileNotFoundError
+    MissingFileError
         When the file is not there.
-    ValueError
+    BadInputError
         When it is not one of the formats above (the message names the file and what was expected).
     """
     from regionaldiff.data.safe_load import load_numpy_dict
 
     if not path.is_file():
-        raise FileNotFoundError(f"EEG file {path} does not exist.")
+        raise MissingFileError(f"EEG file {path} does not exist.")
     sfreq: float | None = None
     ids: list[str] | None = None
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             if "eeg" not in data.files:
-                raise ValueError(f"{path}: an .npz EEG file needs an array 'eeg' [N, C, T]; it has {data.files}.")
+                raise BadInputError(f"{path}: an .npz EEG file needs an array 'eeg' [N, C, T]; it has {data.files}.")
             eeg = np.asarray(data["eeg"])
             if "sfreq" in data.files:
                 sfreq = float(data["sfreq"])
@@ -80,14 +89,14 @@ def load_eeg_file(path: Path) -> tuple[np.ndarray, float | None, list[str] | Non
             if times.size > 1:
                 sfreq = float(round(1.0 / float(np.median(np.diff(times))), 6))
     else:
-        raise ValueError(f"{path}: EEG files are .npy or .npz; got {path.suffix or 'no suffix'!r}.")
+        raise BadInputError(f"{path}: EEG files are .npy or .npz; got {path.suffix or 'no suffix'!r}.")
     eeg = np.array(eeg, dtype=np.float32)  # a writable copy (the .npy may be memory-mapped)
     if eeg.ndim == 2:
         eeg = eeg[None]
     if eeg.ndim != 3:
-        raise ValueError(f"{path}: EEG must be [trials, channels, time samples]; got shape {list(eeg.shape)}.")
+        raise BadInputError(f"{path}: EEG must be [trials, channels, time samples]; got shape {list(eeg.shape)}.")
     if ids is not None and len(ids) != len(eeg):
-        raise ValueError(f"{path}: {len(ids)} image_ids for {len(eeg)} EEG trials.")
+        raise BadInputError(f"{path}: {len(ids)} image_ids for {len(eeg)} EEG trials.")
     return eeg, sfreq, ids
 
 
@@ -115,7 +124,7 @@ def reconstruct(args: argparse.Namespace) -> Path:
 
     eeg, file_sfreq, ids = load_eeg_file(Path(args.eeg_file))
     if args.sfreq is not None and file_sfreq is not None and abs(args.sfreq - file_sfreq) > 1e-6:
-        raise ValueError(f"--sfreq {args.sfreq:g} disagrees with the {file_sfreq:g} Hz of {args.eeg_file}.")
+        raise BadInputError(f"--sfreq {args.sfreq:g} disagrees with the {file_sfreq:g} Hz of {args.eeg_file}.")
     sfreq = args.sfreq if args.sfreq is not None else file_sfreq
     device = resolve_device(args.device, "--device")
     pipe = RegionalDiffPipeline.from_pretrained(args.run_dir, device=device)
@@ -165,8 +174,10 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         out_dir = reconstruct(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"regionaldiff reconstruct: error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        if debug_enabled():
+            raise
+        print(format_user_error(err, prog="regionaldiff reconstruct"), file=sys.stderr)
+        return EXIT_USER_ERROR
     print(f"Done. Images in {out_dir} (region maps in {out_dir / 'maps'})", flush=True)
     return 0

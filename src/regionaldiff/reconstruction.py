@@ -35,6 +35,7 @@ from regionaldiff.components import build_codec, build_encoder, build_ldm
 from regionaldiff.config import LDMConfig, Sampler, SamplingConfig
 from regionaldiff.data.base import tensor_to_image
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
 from regionaldiff.ldm.conditioning import fuse_class_into_map
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.model import RegionalLDM
@@ -45,7 +46,7 @@ RUN_POINTER_FILE = "model.json"  # in a run folder: {"model_dir": ..., "sampling
 FORMAT = "regionaldiff-pipeline/1"
 
 
-class NoTrainedModelError(FileNotFoundError):
+class NoTrainedModelError(MissingFileError):
     """A folder given to :meth:`RegionalDiffPipeline.from_pretrained` holds no trained model."""
 
 
@@ -220,35 +221,35 @@ class RegionalDiffPipeline:
         """Raise a ValueError naming what is wrong with the inputs and what the model expects."""
         d = self.data
         if eeg.ndim != 3:
-            raise ValueError(
+            raise BadInputError(
                 f"EEG must be [trials, channels, time samples] = [N, {d.n_chans}, {d.n_times}]; got shape "
                 f"{tuple(eeg.shape)}."
             )
         if eeg.shape[1] != d.n_chans:
-            raise ValueError(
+            raise BadInputError(
                 f"EEG has {eeg.shape[1]} channels; this model was trained on {d.n_chans} (same channels, same order)."
             )
         if eeg.shape[2] != d.n_times:
-            raise ValueError(
+            raise BadInputError(
                 f"EEG has {eeg.shape[2]} time samples; this model was trained on {d.n_times} ({d.n_times / d.sfreq:g} s "
                 f"at {d.sfreq:g} Hz): epoch and resample the EEG as the training data."
             )
         if sfreq is not None and abs(float(sfreq) - d.sfreq) > 1e-6:
-            raise ValueError(f"EEG sampled at {sfreq:g} Hz; this model was trained at {d.sfreq:g} Hz: resample it.")
+            raise BadInputError(f"EEG sampled at {sfreq:g} Hz; this model was trained at {d.sfreq:g} Hz: resample it.")
         if not torch.isfinite(eeg).all():
             bad = int((~torch.isfinite(eeg)).flatten(1).any(dim=1).sum())
-            raise ValueError(f"EEG has NaN or infinite values in {bad} of {len(eeg)} trials: clean or drop them.")
+            raise BadInputError(f"EEG has NaN or infinite values in {bad} of {len(eeg)} trials: clean or drop them.")
         if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1; got {num_inference_steps}.")
+            raise BadInputError(f"num_inference_steps must be >= 1; got {num_inference_steps}.")
         if guidance_scale <= 0:
-            raise ValueError(f"guidance_scale must be > 0 (1.0 = no guidance); got {guidance_scale}.")
+            raise BadInputError(f"guidance_scale must be > 0 (1.0 = no guidance); got {guidance_scale}.")
         if num_images_per_eeg < 1:
-            raise ValueError(f"num_images_per_eeg must be >= 1; got {num_images_per_eeg}.")
+            raise BadInputError(f"num_images_per_eeg must be >= 1; got {num_images_per_eeg}.")
         if region_probs is not None:
             g = self.encoder.region_grid
             expected = (len(eeg), d.num_classes + 1, g, g)
             if tuple(region_probs.shape) != expected:
-                raise ValueError(f"region_probs must be {list(expected)}; got {list(region_probs.shape)}.")
+                raise BadInputError(f"region_probs must be {list(expected)}; got {list(region_probs.shape)}.")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -333,7 +334,7 @@ class RegionalDiffPipeline:
         if self.ldm.uses_regions:
             condition = region_probs.to(self.device) if region_probs is not None else predicted
             if condition is None:
-                raise ValueError(
+                raise BadInputError(
                     "This regional model needs a region map, but its region head was not trained "
                     "(encoder.w_region=0): pass region_probs."
                 )
@@ -381,7 +382,7 @@ def build_ldm_and_codec(
             f"dataset.image_size={image_size} is not divisible by the latent downsampling {codec.downsample}."
         )
     if cfg.regions and encoder.region_grid <= 0:
-        raise ValueError("The regional LDM needs an encoder with a region head: set encoder.net.region_grid > 0.")
+        raise ConfigError("The regional LDM needs an encoder with a region head: set encoder.net.region_grid > 0.")
     ldm = build_ldm(
         cfg,
         latent_channels=codec.latent_channels,

@@ -45,9 +45,14 @@ def save_reconstruction_grid(
     maps: np.ndarray | None = None,
     num_labels: int | None = None,
     map_title: str = "map from EEG",
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Groups of rows: the true stimuli, their reconstructions from EEG and, when given, the region maps that
-    conditioned them (label maps ``[N, H, W]``, 0 = background; ``map_title`` says which); 8 stimuli per row."""
+    conditioned them (label maps ``[N, H, W]``, 0 = background; ``map_title`` says which); 8 stimuli per row.
+
+    Under the maps, a legend gives the class of each colour shown: label ``k >= 1`` is class ``k - 1``, named by
+    ``class_names[k - 1]`` (``class k-1`` when no names are given), label 0 is the background.
+    """
     n = len(reference)
     cols = min(8, n)
     per = 3 if maps is not None else 2
@@ -66,9 +71,34 @@ def save_reconstruction_grid(
             axes[per * r, c].set_title(titles[i], fontsize=6)
     axes[0, 0].set_title("true", fontsize=7, loc="left")
     axes[1, 0].set_title("from EEG", fontsize=7, loc="left")
+    bottom = 0.0
     if maps is not None:
         axes[2, 0].set_title(map_title, fontsize=7, loc="left")
-    fig.tight_layout(pad=0.2)
+        entries = legend_entries(maps[:n], class_names)
+        if entries:
+            from matplotlib.patches import Patch
+
+            cmap = _label_colormap(top)
+            # the colour imshow gives label k with vmin=0, vmax=top
+            handles = [Patch(color=cmap(label / max(top, 1)), label=name) for label, name in entries]
+            ncol = min(len(handles), 4)
+            rows = (len(handles) + ncol - 1) // ncol
+            fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=6, frameon=False)
+            bottom = min(0.45, (0.17 * rows + 0.05) / fig.get_figheight())
+    fig.tight_layout(pad=0.2, rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def legend_entries(maps: np.ndarray, class_names: Sequence[str] | None = None) -> list[tuple[int, str]]:
+    """``(label, name)`` of every label in ``maps``: 0 is ``background``, ``k`` is ``class_names[k - 1]`` (or
+    ``class k-1`` when there is no name for it)."""
+    names = list(class_names or [])
+    out = []
+    for label in sorted(int(v) for v in np.unique(np.asarray(maps))):
+        if label == 0:
+            out.append((0, "background"))
+        else:
+            out.append((label, names[label - 1] if label - 1 < len(names) else f"class {label - 1}"))
+    return out

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from regionaldiff.errors import BadInputError, ConfigError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -148,11 +150,11 @@ class EEGDataModule(L.LightningDataModule):
     def __init__(self, batch_size: int = 32, num_workers: int = 0, image_size: int = 64) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"dataset.batch_size must be >= 1; got {batch_size}.")
+            raise ConfigError(f"dataset.batch_size must be >= 1; got {batch_size}.")
         if num_workers < 0:
-            raise ValueError(f"dataset.num_workers must be >= 0; got {num_workers}.")
+            raise ConfigError(f"dataset.num_workers must be >= 0; got {num_workers}.")
         if image_size < 8:
-            raise ValueError(f"dataset.image_size must be >= 8 pixels; got {image_size}.")
+            raise ConfigError(f"dataset.image_size must be >= 8 pixels; got {image_size}.")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
@@ -249,7 +251,7 @@ def check_no_stimulus_leak(
         shared = set(splits[a]) & set(splits[b])
         counts[f"{a}_{b}"] = len(shared)
         if shared:
-            raise ValueError(
+            raise BadInputError(
                 f"Stimulus leak: {len(shared)} images are in both {a!r} and {b!r} "
                 f"(e.g. {sorted(shared)[:3]}). Fix the split definition."
             )

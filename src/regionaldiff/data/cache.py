@@ -109,12 +109,53 @@ class CacheEntry:
         return self.arrays[name]
 
 
+class StreamedArray:
+    """A ``.npy`` file written sequentially in blocks of rows (see :meth:`CacheWriter.create_stream`).
+
+    Parameters
+    ----------
+    path : Path
+        The ``.npy`` file to write.
+    shape : tuple of int
+        The full array's shape; blocks of ``shape[1:]`` rows are appended until ``shape[0]`` rows are written.
+    dtype : numpy.dtype
+        The element type (blocks are converted to it).
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = path
+        self.shape = shape
+        self.dtype = dtype
+        self.rows = 0
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self._file, header)
+
+    def write(self, block: np.ndarray) -> None:
+        """Append rows ``block`` (shape ``[n, *shape[1:]]``)."""
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:] or self.rows + len(block) > self.shape[0]:
+            raise ValueError(
+                f"{self.path.name}: block of shape {block.shape} does not fit rows {self.rows}.. of {self.shape}."
+            )
+        self._file.write(block.reshape(-1).view(np.uint8).data)
+        self.rows += len(block)
+
+    def close(self) -> None:
+        """Close the file; every row must have been written."""
+        if self._file.closed:
+            return
+        self._file.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: {self.rows} of {self.shape[0]} rows were written.")
+
+
 class CacheWriter:
     """Hands out arrays to fill inside a build's temporary folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._arrays: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, np.ndarray | StreamedArray] = {}
 
     def create(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """A writable array ``name`` of ``shape`` and ``dtype``, memory-mapped to its ``.npy`` file."""
@@ -126,6 +167,15 @@ class CacheWriter:
             array = np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
         self._arrays[name] = array
         return array
+
+    def create_stream(self, name: str, shape: tuple[int, ...], dtype: Any) -> StreamedArray:
+        """An array ``name`` written front to back in row blocks (:meth:`StreamedArray.write`), straight to its
+        ``.npy`` file: unlike :meth:`create`, no written page stays mapped in this process, so the memory of a
+        conversion stays at one block whatever the array's size."""
+        self._check_name(name)
+        stream = StreamedArray(self.folder / f"{name}.npy", tuple(int(s) for s in shape), np.dtype(dtype))
+        self._arrays[name] = stream
+        return stream
 
     def save(self, name: str, array: np.ndarray) -> None:
         """Store an in-memory array as ``name``."""
@@ -139,7 +189,9 @@ class CacheWriter:
     def finish(self) -> dict[str, dict[str, Any]]:
         specs = {}
         for name, array in self._arrays.items():
-            if isinstance(array, np.memmap):
+            if isinstance(array, StreamedArray):
+                array.close()
+            elif isinstance(array, np.memmap):
                 array.flush()
             else:
                 np.save(self.folder / f"{name}.npy", array)

@@ -18,6 +18,7 @@ import numpy as np
 
 from regionaldiff.data.cache import ArrayCache
 from regionaldiff.data.images import ImageTable, decode_images, report_failed_images
+from regionaldiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +27,17 @@ BAD_TRIAL_POLICIES = ("fail", "drop")
 
 def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> Any:
     if value not in allowed:
-        raise ValueError(f"{key} must be one of {list(allowed)}; got {value!r}.")
+        raise ConfigError(f"{key} must be one of {list(allowed)}; got {value!r}.")
     return value
 
 
 def check_multiple(n_times: int, multiple: int) -> int:
     """``n_times`` rounded down to a multiple of ``multiple`` (>= 1)."""
     if multiple < 1:
-        raise ValueError(f"dataset.n_times_multiple must be >= 1 (1 keeps every sample); got {multiple}.")
+        raise ConfigError(f"dataset.n_times_multiple must be >= 1 (1 keeps every sample); got {multiple}.")
     kept = n_times - n_times % multiple
     if kept <= 0:
-        raise ValueError(f"Only {n_times} time samples remain, fewer than dataset.n_times_multiple={multiple}.")
+        raise ConfigError(f"Only {n_times} time samples remain, fewer than dataset.n_times_multiple={multiple}.")
     return kept
 
 

@@ -26,6 +26,7 @@ from it. Every run is tagged with the block-design warning (Li et al. 2020, TPAM
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from regionaldiff.data.common import (
     leak_report,
 )
 from regionaldiff.data.images import RESIZE_MODES, check_policy
-from regionaldiff.data.safe_load import DataFormatError, expect_array, expect_keys, load_torch
+from regionaldiff.data.safe_load import DataFormatError, expect_array, expect_keys, load_torch, load_torch_streamed
+from regionaldiff.errors import BadInputError, ConfigError
+from regionaldiff.preflight import RequiredPath, raise_if_missing
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +198,61 @@ class EEGImageNetDataModule(EEGDataModule):
         path = Path(name)
         return path if path.is_absolute() else self.root / path
 
+    # -- files (checked before any cache is started; `regionaldiff check` lists them) -------
+    def required_files(self) -> list[RequiredPath]:
+        """The EEG file, the split file and the image folder, with cheap format checks."""
+        return [
+            RequiredPath(
+                "EEG-ImageNet EEG file",
+                self.eeg_path,
+                "dataset.root, dataset.eeg_file",
+                fmt="torch",
+                check=self._check_eeg_file,
+            ),
+            RequiredPath("EEG-ImageNet split file", self.split_path, "dataset.root, dataset.split_file", fmt="torch"),
+            RequiredPath(
+                "ImageNet images (<wnid>/<name>.JPEG)",
+                self.images_root,
+                "dataset.root, dataset.images_dir",
+                kind="folder",
+                check=_check_image_folder,
+            ),
+        ]
+
+    def _check_eeg_file(self, path: Path) -> str | None:
+        """Legacy file: its structure (keys, first trial's EEG shape) from the pickle, without reading any EEG."""
+        from regionaldiff.data.torch_legacy import is_legacy_torch_file
+
+        if not is_legacy_torch_file(path):
+            return None  # zip format: checked when converted
+        try:
+            data, close = load_torch_streamed(path, what="EEG-ImageNet EEG file")
+        except DataFormatError as err:
+            return str(err)
+        close()
+        if not isinstance(data, dict) or not {"dataset", "labels", "images"} <= set(data):
+            found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+            return f"expected a dict with keys ['dataset', 'labels', 'images']; found {found}"
+        trials = data["dataset"]
+        if not isinstance(trials, (list, tuple)) or not trials or not isinstance(trials[0], dict):
+            return "'dataset' must be a non-empty list of trial dicts"
+        shape = tuple(getattr(trials[0].get("eeg"), "shape", ()))
+        if len(shape) != 2:
+            return f"dataset[0]['eeg'] has shape {shape}; expected [channels, T]"
+        return None
+
+    def cache_estimate_bytes(self) -> int | None:
+        """About how much the cache will take: the EEG file's float32 samples kept after cropping/resampling
+        (the release's trials are about 500 samples long), plus the decoded images."""
+        if not self.eeg_path.is_file():
+            return None
+        n_out = self.crop[1] - self.crop[0] if self.resample is None else self.resample
+        images = 0
+        if self.images_root.is_dir():
+            n_images = sum(1 for folder in self.images_root.iterdir() if folder.is_dir() for _ in folder.iterdir())
+            images = n_images * self.image_size**2 * 3
+        return int(self.eeg_path.stat().st_size * min(n_out / 500, 1.5)) + images
+
     # -- sizes (read from the cache, converted on first access) ----------------------------
     @property
     def n_chans(self) -> int:
@@ -239,6 +297,8 @@ class EEGImageNetDataModule(EEGDataModule):
 
     def _prepared(self):
         if self._entry is None:
+            # every file is there before the cache folder or its lock is created (format checks: `regionaldiff check`)
+            raise_if_missing(replace(r, check=None) for r in self.required_files())
             cache = ArrayCache(
                 self.cache_dir, self.name, self.cache_config(), {"eeg": self.eeg_path}, verify=self.cache_verify
             )
@@ -257,7 +317,15 @@ class EEGImageNetDataModule(EEGDataModule):
     def _convert(self, writer) -> dict[str, Any]:
         """Official file -> cache arrays (runs once per config and file)."""
         path = self.eeg_path
-        data = load_torch(path, what="EEG-ImageNet EEG file")
+        # the release is a legacy torch file: its tensors are read from the file chunk by chunk (memory ~ one chunk)
+        data, close = load_torch_streamed(path, what="EEG-ImageNet EEG file")
+        try:
+            return self._convert_trials(writer, data)
+        finally:
+            close()
+
+    def _convert_trials(self, writer, data: Any) -> dict[str, Any]:
+        path = self.eeg_path
         expect_keys(data, ("dataset", "labels", "images"), path, "the EEG-ImageNet EEG file")
         trials, labels, images = data["dataset"], list(data["labels"]), list(data["images"])
         if not isinstance(trials, (list, tuple)) or not trials:
@@ -316,14 +384,15 @@ class EEGImageNetDataModule(EEGDataModule):
             )
         n_out = stop - start if self.resample is None else self.resample
         n_out = check_multiple(n_out, self.n_times_multiple)
-        eeg_out = writer.create("eeg", (len(keep), n_chans, n_out), np.float32)
+        eeg_out = writer.create_stream("eeg", (len(keep), n_chans, n_out), np.float32)
         finite = np.ones(len(keep), dtype=bool)
         for lo in tqdm(range(0, len(keep), CONVERT_CHUNK), desc="EEG-ImageNet -> cache", unit="chunk", leave=False):
             rows = keep[lo : lo + CONVERT_CHUNK]
             chunk = [self._preprocess(trials[int(i)]["eeg"]) for i in rows]
             block = np.stack(chunk)[:, :, :n_out]
             finite[lo : lo + len(rows)] = np.isfinite(block).all(axis=(1, 2))
-            eeg_out[lo : lo + len(rows)] = block
+            eeg_out.write(block)
+            del chunk, block
         for name, array in (
             ("kept_index", keep),
             ("finite", finite),
@@ -389,7 +458,7 @@ class EEGImageNetDataModule(EEGDataModule):
                     f"{path}: 'splits' must be a non-empty list of {{'train', 'val', 'test'}} dicts."
                 )
             if self.split_num >= len(splits):
-                raise ValueError(
+                raise ConfigError(
                     f"dataset.split_num={self.split_num}, but {path} has {len(splits)} split(s) (0..{len(splits) - 1})."
                 )
             chosen = splits[self.split_num]
@@ -432,7 +501,7 @@ class EEGImageNetDataModule(EEGDataModule):
         if self.subject:
             members = np.flatnonzero(all_subject == self.subject)
             if not len(members):
-                raise ValueError(
+                raise ConfigError(
                     f"dataset.subject={self.subject}: no trial of this subject in {self.eeg_path} "
                     f"(subjects: {sorted(set(all_subject.tolist()))}; 0 = all)."
                 )
@@ -480,7 +549,7 @@ class EEGImageNetDataModule(EEGDataModule):
             if k.endswith("_skipped_missing_image") and k != "n_skipped_trials_missing_image"
         )
         if not len(rows):
-            raise ValueError(
+            raise BadInputError(
                 f"EEG-ImageNet: the {split!r} split is empty after filtering (subject={self.subject}, split {self.split_num})."
             )
         log.info(
@@ -513,3 +582,11 @@ class EEGImageNetDataModule(EEGDataModule):
 
     def _splits_ids(self, split: str) -> list[str]:
         return self.get_split(split).image_ids
+
+
+def _check_image_folder(folder: Path) -> str | None:
+    """The image folder holds ``<wnid>/`` sub-folders (the first one is looked at, not every image)."""
+    first = next((p for p in folder.iterdir() if p.is_dir()), None)
+    if first is None:
+        return "no <wnid>/ sub-folders (expected <images_dir>/<wnid>/<name>.JPEG)"
+    return None

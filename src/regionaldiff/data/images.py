@@ -17,19 +17,21 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from regionaldiff.errors import BadInputError, ConfigError
+
 log = logging.getLogger(__name__)
 
 RESIZE_MODES = ("center_crop", "squash", "pad")
 MISSING_POLICIES = ("fail", "skip")
 
 
-class ImageFileError(ValueError):
+class ImageFileError(BadInputError):
     """Stimulus images are missing or cannot be decoded (``on_missing_image=fail``)."""
 
 
 def check_policy(value: str, key: str = "dataset.on_missing_image") -> str:
     if value not in MISSING_POLICIES:
-        raise ValueError(f"{key} must be one of {list(MISSING_POLICIES)}; got {value!r}.")
+        raise ConfigError(f"{key} must be one of {list(MISSING_POLICIES)}; got {value!r}.")
     return value
 
 
@@ -56,7 +58,7 @@ def load_image(path: str | Path, size: int, mode: str = "center_crop") -> np.nda
     from PIL import Image, ImageOps
 
     if mode not in RESIZE_MODES:
-        raise ValueError(f"dataset.image_resize must be one of {list(RESIZE_MODES)}; got {mode!r}.")
+        raise ConfigError(f"dataset.image_resize must be one of {list(RESIZE_MODES)}; got {mode!r}.")
     with Image.open(path) as img:
         img.load()  # decode now: truncated files fail here, not later in a worker
         img = img.convert("RGB")

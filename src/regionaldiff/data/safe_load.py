@@ -27,18 +27,21 @@ from typing import Any
 
 import numpy as np
 
+from regionaldiff.errors import BadInputError, MissingFileError
+
 __all__ = [
     "DataFormatError",
     "UnsafeFileError",
     "load_torch",
+    "load_torch_streamed",
     "load_numpy_dict",
     "expect_keys",
     "expect_array",
 ]
 
 
-class DataFormatError(ValueError):
-    """A dataset file is not what it claims to be (wrong keys, shape, dtype or encoding)."""
+class DataFormatError(BadInputError):
+    """A dataset file is not what it claims to be (wrong keys, shape, dtype or encoding); a ``ValueError``."""
 
 
 class UnsafeFileError(DataFormatError):
@@ -49,7 +52,7 @@ def _check_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         hint = f" (the folder {path.parent} does not exist)" if not path.parent.is_dir() else ""
-        raise FileNotFoundError(f"{what} not found: {path}{hint}. Check dataset.root and the file name settings.")
+        raise MissingFileError(f"{what} not found: {path}{hint}. Check dataset.root and the file name settings.")
     return path
 
 
@@ -110,6 +113,32 @@ def load_torch(path: str | Path, *, what: str = "torch file", mmap: bool = True)
             f"{path} is not a readable {what}: {type(err).__name__}: {str(err)[:300]}. "
             "The file may be truncated or in another format; download it again."
         ) from None
+
+
+def load_torch_streamed(path: str | Path, *, what: str = "torch file") -> tuple[Any, Any]:
+    """Load a ``torch.save`` file without holding its tensors' data in memory; returns ``(object, closer)``.
+
+    A legacy-format file (the EEG-ImageNet release) is parsed by
+    :func:`regionaldiff.data.torch_legacy.load_legacy_lazy`: tensors come back as
+    :class:`~regionaldiff.data.torch_legacy.LazyTensor` objects whose values are read from the file by
+    ``np.asarray(t)``. A zip-format file is loaded with ``mmap=True`` (:func:`load_torch`). Call ``closer()``
+    once the tensors are read. Same safety and errors as :func:`load_torch`.
+    """
+    from regionaldiff.data.torch_legacy import is_legacy_torch_file, load_legacy_lazy
+
+    path = _check_file(path, what)
+    if zipfile.is_zipfile(path) or not is_legacy_torch_file(path):
+        return load_torch(path, what=what, mmap=True), lambda: None
+    try:
+        data, source = load_legacy_lazy(path, what)
+    except UnsafeFileError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise DataFormatError(
+            f"{path} is not a readable {what}: {type(err).__name__}: {str(err)[:300]}. "
+            "The file may be truncated or in another format; download it again."
+        ) from None
+    return data, source.close
 
 
 # -- numpy --------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ from regionaldiff.data.common import (
 from regionaldiff.data.images import RESIZE_MODES, check_policy
 from regionaldiff.data.mvnn import RawConfig, preprocess_subject
 from regionaldiff.data.safe_load import DataFormatError, expect_array, load_numpy_dict
+from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
+from regionaldiff.preflight import RequiredPath
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,55 @@ class ThingsEEG2DataModule(EEGDataModule):
         path = Path(name)
         return path if path.is_absolute() else self.root / path
 
+    # -- files (checked before any cache is started; `regionaldiff check` lists them) -------
+    def required_files(self) -> list[RequiredPath]:
+        """The image metadata, the two image folders and every subject's EEG files (header checks only)."""
+        out = [
+            RequiredPath(
+                "THINGS-EEG2 image metadata",
+                self.metadata_path,
+                "dataset.root, dataset.image_dir",
+                fmt="npy",
+                check=_check_npy_dict,
+            ),
+            RequiredPath(
+                "THINGS-EEG2 training images", self.image_root / "training_images", "dataset.image_dir", kind="folder"
+            ),
+            RequiredPath(
+                "THINGS-EEG2 test images", self.image_root / "test_images", "dataset.image_dir", kind="folder"
+            ),
+        ]
+        for subject in self.subjects:
+            for role, path in self._source_paths(subject).items():
+                if role == "metadata":
+                    continue
+                key = "dataset.eeg_dir" if self.source == "preprocessed" else "dataset.raw_dir, dataset.raw.sessions"
+                out.append(
+                    RequiredPath(
+                        f"THINGS-EEG2 sub-{subject:02d} {role} EEG",
+                        path,
+                        f"dataset.root, {key}, dataset.subjects",
+                        fmt="npy",
+                        check=_check_npy_dict,
+                    )
+                )
+        return out
+
+    def cache_estimate_bytes(self) -> int | None:
+        """About how much the cache will take: float32 EEG (the release's float64 files halved, divided by the
+        repetitions averaged: 4 training, 80 test), plus the decoded images."""
+        total = 0
+        reps = {"training": 4, "test": 80}
+        for subject in self.subjects:
+            for role, path in self._source_paths(subject).items():
+                if role == "metadata" or not path.is_file():
+                    continue
+                part = "training" if role.endswith("training") else "test"
+                averaged = self.repetitions[PARTS[part]] == "average" and self.source == "preprocessed"
+                total += path.stat().st_size // 2 // (reps[part] if averaged else 1)
+        n_images = 16740  # 16,540 training + 200 test images
+        return total + n_images * self.image_size**2 * 3
+
     # -- metadata ---------------------------------------------------------------------------
     @property
     def metadata_path(self) -> Path:
@@ -265,7 +316,7 @@ class ThingsEEG2DataModule(EEGDataModule):
         meta = self._meta
         shared = sorted(set(meta["concepts"]["test"]) & set(meta["concepts"]["train"]))
         if shared:
-            raise ValueError(
+            raise BadInputError(
                 f"Concept leak in {self.metadata_path}: {len(shared)} test concept(s) are also training concepts "
                 f"(e.g. {shared[:5]}). THINGS-EEG2's test concepts must be disjoint from its training concepts; "
                 "check image_metadata.npy."
@@ -281,6 +332,18 @@ class ThingsEEG2DataModule(EEGDataModule):
 
     # -- per-subject arrays -----------------------------------------------------------------
     def _sources(self, subject: int) -> dict[str, Path]:
+        sources = self._source_paths(subject)
+        for role, path in sources.items():
+            if not path.is_file():
+                raise MissingFileError(
+                    f"THINGS-EEG2 subject {subject}: {path} not found ({role}). Check dataset.root, "
+                    f"dataset.{'eeg_dir' if self.source == 'preprocessed' else 'raw_dir'} and dataset.subjects. "
+                    "See docs/setup.md for the files and their layout."
+                )
+        return sources
+
+    def _source_paths(self, subject: int) -> dict[str, Path]:
+        """The files the cache of ``subject`` is built from, by role."""
         sources = {"metadata": self.metadata_path}
         if self.source == "preprocessed":
             folder = self.eeg_root / f"sub-{subject:02d}"
@@ -292,12 +355,6 @@ class ThingsEEG2DataModule(EEGDataModule):
                     sources[f"ses-{ses:02d}-{part}"] = (
                         self.raw_root / f"sub-{subject:02d}" / f"ses-{ses:02d}" / f"raw_eeg_{part}.npy"
                     )
-        for role, path in sources.items():
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"THINGS-EEG2 subject {subject}: {path} not found ({role}). Check dataset.root, "
-                    f"dataset.{'eeg_dir' if self.source == 'preprocessed' else 'raw_dir'} and dataset.subjects."
-                )
         return sources
 
     def cache_config(self, subject: int) -> dict[str, Any]:
@@ -375,7 +432,7 @@ class ThingsEEG2DataModule(EEGDataModule):
         if self.channels is not None:
             missing = [c for c in self.channels if c not in names]
             if missing:
-                raise ValueError(
+                raise ConfigError(
                     f"dataset.channels: {missing} are not in the files of subject {subject} (channels: {names})."
                 )
             chan_idx = [names.index(c) for c in self.channels]
@@ -386,7 +443,7 @@ class ThingsEEG2DataModule(EEGDataModule):
             keep_t &= times <= self.tmax + 1e-9
         t_idx = np.flatnonzero(keep_t)
         if not len(t_idx):
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.tmin/tmax=[{self.tmin}, {self.tmax}] keep no sample of times {times[0]:.3f}..{times[-1]:.3f} s."
             )
         t_idx = t_idx[: check_multiple(len(t_idx), self.n_times_multiple)]
@@ -527,7 +584,7 @@ class ThingsEEG2DataModule(EEGDataModule):
             and key != "n_skipped_trials_missing_image"
         )
         if not ids:
-            raise ValueError(f"THINGS-EEG2: the {split!r} split is empty (subjects {subjects}).")
+            raise BadInputError(f"THINGS-EEG2: the {split!r} split is empty (subjects {subjects}).")
         log.info(
             "THINGS-EEG2 %s: %d trials of subjects %s (dropped: %d NaN/Inf, %d missing image)",
             split,
@@ -561,3 +618,19 @@ class ThingsEEG2DataModule(EEGDataModule):
         self.run_tags["data.leak_check_detail"] = "overlap " + ", ".join(f"{k}={v}" for k, v in counts.items())
         self.data_report.update({f"leak_{k}": float(v) for k, v in counts.items()})
         log.info("THINGS-EEG2 leak checks passed: %s", counts)
+
+
+def _check_npy_dict(path: Path) -> str | None:
+    """The release's ``.npy`` files hold a dict (``np.save(path, dict)``): a 0-d object array. Header only."""
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        except ValueError as err:
+            return f"unreadable .npy header ({err})"
+    if dtype != np.dtype(object) or shape != ():
+        return f"holds a plain {dtype} array of shape {shape}; expected a dict saved with np.save"
+    return None

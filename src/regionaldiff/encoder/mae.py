@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regionaldiff.errors import ConfigError
+
 
 def sincos_position_embedding(length: int, dim: int) -> torch.Tensor:
     """Fixed 1-D sine-cosine position embedding ``[length, dim]`` (Vaswani et al. 2017)."""
@@ -109,22 +111,22 @@ class EEGMaskedAutoencoder(nn.Module):
         )
         for name, value in sizes.items():
             if value <= 0:
-                raise ValueError(f"{key}.{name} must be > 0; got {value}.")
+                raise ConfigError(f"{key}.{name} must be > 0; got {value}.")
         if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"{key}.mask_ratio must be in (0, 1); got {mask_ratio}.")
+            raise ConfigError(f"{key}.mask_ratio must be in (0, 1); got {mask_ratio}.")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{key}.dropout must be in [0, 1); got {dropout}.")
+            raise ConfigError(f"{key}.dropout must be in [0, 1); got {dropout}.")
         if embed_dim % num_heads:
-            raise ValueError(f"{key}.embed_dim={embed_dim} must be divisible by {key}.num_heads={num_heads}.")
+            raise ConfigError(f"{key}.embed_dim={embed_dim} must be divisible by {key}.num_heads={num_heads}.")
         if decoder_embed_dim % decoder_num_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"{key}.decoder_embed_dim={decoder_embed_dim} must be divisible by "
                 f"{key}.decoder_num_heads={decoder_num_heads}."
             )
         if embed_dim % 2 or decoder_embed_dim % 2:
-            raise ValueError(f"{key}.embed_dim and decoder_embed_dim must be even (sine-cosine positions).")
+            raise ConfigError(f"{key}.embed_dim and decoder_embed_dim must be even (sine-cosine positions).")
         if region_grid < 0:
-            raise ValueError(f"{key}.region_grid must be >= 0 (0 = no region head); got {region_grid}.")
+            raise ConfigError(f"{key}.region_grid must be >= 0 (0 = no region head); got {region_grid}.")
 
     def __init__(
         self,

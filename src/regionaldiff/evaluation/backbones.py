@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regionaldiff.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -112,7 +114,7 @@ class WeightsUnavailable(RuntimeError):
 def backbone_config(cfg: Mapping[str, Any], slot: str) -> dict[str, Any]:
     """Defaults of ``slot`` updated with ``cfg['backbones'][slot]``; ``path`` resolved against ``weights_dir``."""
     if slot not in BACKBONE_DEFAULTS:
-        raise ValueError(f"unknown backbone slot {slot!r}; known: {sorted(BACKBONE_DEFAULTS)}.")
+        raise ConfigError(f"unknown backbone slot {slot!r}; known: {sorted(BACKBONE_DEFAULTS)}.")
     spec = copy.deepcopy(BACKBONE_DEFAULTS[slot])
     spec.update((cfg.get("backbones") or {}).get(slot) or {})
     for key in ("path", "lin_path"):

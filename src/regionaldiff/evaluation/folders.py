@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from regionaldiff.errors import BadInputError
 from regionaldiff.evaluation.suite import EvalResult, evaluate_images, validate_eval_config
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -24,17 +25,17 @@ _SAMPLE = re.compile(r"^(?P<stem>.+)_s(?P<k>\d+)$")
 
 def _images(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
-        raise ValueError(f"evaluate_folders: {folder} is not a folder.")
+        raise BadInputError(f"evaluate_folders: {folder} is not a folder.")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             if path.stem in files:
-                raise ValueError(
+                raise BadInputError(
                     f"evaluate_folders: {path.name} and {files[path.stem].name} have the same name in {folder}."
                 )
             files[path.stem] = path
     if not files:
-        raise ValueError(f"evaluate_folders: no images ({sorted(IMAGE_EXTENSIONS)}) in {folder}.")
+        raise BadInputError(f"evaluate_folders: no images ({sorted(IMAGE_EXTENSIONS)}) in {folder}.")
     return files
 
 
@@ -52,19 +53,19 @@ def match_folders(
         if match and match["stem"] in references:
             generated.setdefault(match["stem"], {})[int(match["k"])] = path
             continue
-        raise ValueError(
+        raise BadInputError(
             f"evaluate_folders: generated image {path.name} has no reference named {stem} (or {stem} without _s<k>) in {reference_dir}."
         )
     missing = sorted(set(references) - set(generated))
     if missing:
-        raise ValueError(
+        raise BadInputError(
             f"evaluate_folders: {len(missing)} reference image(s) have no generated image, e.g. {missing[:3]}."
         )
     stems = sorted(references)
     grouped = [[generated[s][k] for k in sorted(generated[s])] for s in stems]
     counts = {len(g) for g in grouped}
     if len(counts) != 1:
-        raise ValueError(
+        raise BadInputError(
             f"evaluate_folders: every reference needs the same number of generated samples, found {sorted(counts)}."
         )
     return stems, grouped, [references[s] for s in stems]
@@ -82,7 +83,7 @@ def _load(paths: list[Path], size: int | None, what: str) -> np.ndarray:
             arrays.append(np.asarray(im, dtype=np.uint8))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise ValueError(
+        raise BadInputError(
             f"evaluate_folders: {what} images have different sizes {sorted(shapes)[:3]}; set eval.image_size to resize them."
         )
     return np.stack(arrays)

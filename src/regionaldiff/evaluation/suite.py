@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from regionaldiff.config import plain, resolve_device
+from regionaldiff.errors import ConfigError
 from regionaldiff.evaluation.backbones import WeightsUnavailable, backbone_config, check_images
 from regionaldiff.evaluation.identification import MINDEYE_METRICS, PAIRWISE_METRICS
 from regionaldiff.evaluation.image_metrics import pixcorr, ssim
@@ -59,19 +60,19 @@ def validate_eval_config(cfg: Any) -> dict[str, Any]:
     wanted = list(values.get("metrics", ["ssim", "pixcorr"]))
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
-        raise ValueError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
+        raise ConfigError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
     if int(values.get("resolution", 425)) < 11:
-        raise ValueError(
+        raise ConfigError(
             f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {values.get('resolution')}."
         )
     nway = values.get("nway") or {}
     n, ks = int(nway.get("n", 50)), _ks(nway.get("k", 1))
     if n < 2 or any(not 1 <= k <= n for k in ks) or int(nway.get("trials", 50)) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.get('trials', 50)}."
         )
     if any(k < 1 for k in _ks((values.get("retrieval") or {}).get("k", [1, 5]))):
-        raise ValueError("eval.retrieval.k: values must be >= 1.")
+        raise ConfigError("eval.retrieval.k: values must be >= 1.")
     for slot in values.get("backbones") or {}:
         backbone_config(values, slot)  # raises on unknown slots
     return values

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from regionaldiff.errors import ConfigError
+
 
 class AttentionPoolConditioner(nn.Module):
     """EEG codes ``[B, L, D]`` (and class logits) -> context ``[B, n_tokens, cross_attention_dim]``.
@@ -40,9 +42,9 @@ class AttentionPoolConditioner(nn.Module):
     ) -> None:
         """Raise a ValueError naming ``key`` for too few tokens, heads or rounds."""
         if n_tokens < (2 if use_class_token else 1):
-            raise ValueError(f"{key}.n_tokens must be >= {2 if use_class_token else 1}; got {n_tokens}.")
+            raise ConfigError(f"{key}.n_tokens must be >= {2 if use_class_token else 1}; got {n_tokens}.")
         if num_heads < 1 or depth < 1:
-            raise ValueError(f"{key}.num_heads and {key}.depth must be >= 1; got {num_heads} and {depth}.")
+            raise ConfigError(f"{key}.num_heads and {key}.depth must be >= 1; got {num_heads} and {depth}.")
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regionaldiff.errors import MissingFileError
 from regionaldiff.evaluation.backbones import WeightsUnavailable, load_clip_vision, normalize
 
 CLIP_HINT = (
@@ -31,7 +32,7 @@ class ClipImageEmbedder(nn.Module):
         try:
             model, mean, std = load_clip_vision({"path": path})
         except WeightsUnavailable as err:
-            raise FileNotFoundError(f"ldm.clip_loss.pretrained: no CLIP model at {path}. {CLIP_HINT}") from err
+            raise MissingFileError(f"ldm.clip_loss.pretrained: no CLIP model at {path}. {CLIP_HINT}") from err
         self.model = model.requires_grad_(False).eval()
         self.mean, self.std = mean, std
         config: Any = model.config

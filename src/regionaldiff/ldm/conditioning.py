@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regionaldiff.errors import ConfigError
+
 
 class EEGConditioner(nn.Module):
     """Maps EEG codes ``[B, L, D]`` (and class logits) to a context ``[B, n_tokens, cross_attention_dim]``.
@@ -19,7 +21,7 @@ class EEGConditioner(nn.Module):
     def check_config(cls, key: str, n_tokens: int, use_class_token: bool) -> None:
         """Raise a ValueError naming ``key`` when too few tokens are asked for."""
         if n_tokens < (2 if use_class_token else 1):
-            raise ValueError(
+            raise ConfigError(
                 f"{key}.n_tokens must be >= {2 if use_class_token else 1}"
                 f"{' with a class token' if use_class_token else ''}; got {n_tokens}."
             )

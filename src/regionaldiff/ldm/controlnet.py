@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from diffusers import ControlNetModel, UNet2DConditionModel
 
+from regionaldiff.errors import ConfigError
+
 
 def controlnet_from_unet(
     unet: UNet2DConditionModel,
@@ -22,7 +24,7 @@ def controlnet_from_unet(
     """
     emb = tuple(int(c) for c in conditioning_embedding_out_channels)
     if image_size != latent_size * 2 ** (len(emb) - 1):
-        raise ValueError(
+        raise ConfigError(
             f"ldm.controlnet.conditioning_embedding_out_channels has {len(emb)} entries, which downsamples the "
             f"{image_size}px region map by {2 ** (len(emb) - 1)}; the latents are {latent_size}px. Use "
             f"{(image_size // latent_size).bit_length()} entries."

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
+
 
 class LatentCodec(nn.Module):
     """Base of the latent spaces: images ``[B, 3, H, W]`` in [-1, 1] <-> latents ``[B, latent_channels, H / d,
@@ -59,9 +61,9 @@ class PixelUnshuffleCodec(LatentCodec):
     def check_config(cls, key: str, factor: int = 2, scale: float = 1.0) -> None:
         """Raise a ValueError naming ``key`` for a factor below 1 or a non-positive scale."""
         if factor < 1:
-            raise ValueError(f"{key}.factor must be >= 1; got {factor}.")
+            raise ConfigError(f"{key}.factor must be >= 1; got {factor}.")
         if scale <= 0:
-            raise ValueError(f"{key}.scale must be > 0; got {scale}.")
+            raise ConfigError(f"{key}.scale must be > 0; got {scale}.")
 
     def __init__(self, factor: int = 2, scale: float = 1.0) -> None:
         super().__init__()
@@ -95,12 +97,18 @@ class VAECodec(LatentCodec):
         root = Path(pretrained)
         folder = root / subfolder if subfolder else root
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"No VAE at {folder} (expected config.json and weights there). Download Stable Diffusion 1.5 to "
                 f"paths.weights_dir (e.g. `huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 "
                 f"--local-dir <weights_dir>/stable-diffusion-v1-5`) or set ldm.latent.pretrained."
             )
-        self.vae = AutoencoderKL.from_pretrained(str(root), subfolder=subfolder, low_cpu_mem_usage=True)
+        try:
+            self.vae = AutoencoderKL.from_pretrained(str(root), subfolder=subfolder, low_cpu_mem_usage=True)
+        except (OSError, ValueError, RuntimeError) as err:  # missing/corrupt weights file, config of another model
+            raise BadInputError(
+                f"The VAE at {folder} (ldm.latent.pretrained) could not be loaded: {type(err).__name__}: "
+                f"{str(err)[:300]}. Download Stable Diffusion 1.5 again (docs/setup.md)."
+            ) from err
         self.vae.requires_grad_(False)
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.latent_channels = int(self.vae.config.latent_channels)

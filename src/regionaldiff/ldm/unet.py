@@ -13,6 +13,8 @@ from typing import Any
 
 from diffusers import UNet2DConditionModel
 
+from regionaldiff.errors import BadInputError, MissingFileError
+
 TUPLE_KEYS = ("down_block_types", "up_block_types", "block_out_channels")
 
 
@@ -55,21 +57,27 @@ def unet_from_pretrained(
     root = Path(str(pretrained))
     folder = root / subfolder if subfolder else root
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No UNet at {folder} (expected config.json and weights). Put Stable Diffusion 1.5 under "
             "paths.weights_dir or set ldm.unet.pretrained to its local folder (docs/setup.md)."
         )
     config = json.loads((folder / "config.json").read_text())
     if int(config.get("in_channels", -1)) != in_channels:
-        raise ValueError(
+        raise BadInputError(
             f"UNet at {folder} takes {config.get('in_channels')} latent channels, but the VAE (ldm.latent) gives "
             f"{in_channels}: the UNet and the VAE must come from the same Stable Diffusion folder."
         )
     if cross_attention_dim is not None and int(config.get("cross_attention_dim", -1)) != cross_attention_dim:
-        raise ValueError(
+        raise BadInputError(
             f"UNet at {folder} has cross_attention_dim={config.get('cross_attention_dim')}; ldm.unet expects "
             f"{cross_attention_dim} (Stable Diffusion 1.5). Point ldm.unet.pretrained at an SD-1.5 folder or set "
             f"ldm.unet.cross_attention_dim={config.get('cross_attention_dim')}."
         )
     # low_cpu_mem_usage (with accelerate): no second full fp32 copy in CPU memory while loading
-    return UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder, low_cpu_mem_usage=True)
+    try:
+        return UNet2DConditionModel.from_pretrained(str(root), subfolder=subfolder, low_cpu_mem_usage=True)
+    except (OSError, ValueError, RuntimeError) as err:  # missing/corrupt weights file, config of another model
+        raise BadInputError(
+            f"The UNet at {folder} (ldm.unet.pretrained) could not be loaded: {type(err).__name__}: "
+            f"{str(err)[:300]}. Download Stable Diffusion 1.5 again (docs/setup.md)."
+        ) from err

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from regionaldiff.config import resolve_device
+from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
 from regionaldiff.maps.semantic import ProposalMaskMap, Proposals, SemanticRule
 
 # model type -> (image-encoder width, depth, official checkpoint file) of the released SAM models
@@ -64,7 +65,7 @@ def read_checkpoint(checkpoint: str | Path, model_type: str) -> dict[str, torch.
     """
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"SAM checkpoint {str(path)!r} (maskmap.checkpoint, model_type={model_type}) does not exist. {_fix_hint(model_type)}"
         )
     try:
@@ -73,7 +74,7 @@ def read_checkpoint(checkpoint: str | Path, model_type: str) -> dict[str, torch.
         except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling / format errors come in many types
-        raise ValueError(
+        raise BadInputError(
             f"SAM checkpoint {str(path)!r} (model_type={model_type}) is not a readable PyTorch state dict ({err}). {_fix_hint(model_type)}"
         ) from err
     if isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
@@ -82,7 +83,7 @@ def read_checkpoint(checkpoint: str | Path, model_type: str) -> dict[str, torch.
                 state = state[wrapper]
                 break
     if not isinstance(state, Mapping) or not state:
-        raise ValueError(
+        raise BadInputError(
             f"SAM checkpoint {str(path)!r} (model_type={model_type}) holds no state dict. {_fix_hint(model_type)}"
         )
     return dict(state)
@@ -102,11 +103,11 @@ def check_model_type(state: Mapping[str, torch.Tensor], checkpoint: str | Path, 
     """Raise when ``state`` is the checkpoint of a released SAM of another model type than ``model_type``."""
     registry = _registry()
     if model_type not in registry:
-        raise ValueError(f"maskmap.model_type must be one of {sorted(SAM_MODELS)}; got {model_type!r}.")
+        raise ConfigError(f"maskmap.model_type must be one of {sorted(SAM_MODELS)}; got {model_type!r}.")
     found = infer_model_type(state)
     wanted = "vit_h" if model_type == "default" else model_type
     if found is not None and wanted in SAM_MODELS and found != wanted:
-        raise ValueError(
+        raise BadInputError(
             f"SAM checkpoint {str(checkpoint)!r} holds {found} weights (image encoder width {SAM_MODELS[found][0]}, "
             f"{SAM_MODELS[found][1]} blocks) but maskmap.model_type={model_type}. "
             f"Set maskmap.model_type={found}, or point maskmap.checkpoint at {SAM_MODELS[wanted][2]}."
@@ -125,7 +126,7 @@ def load_sam(checkpoint: str | Path, model_type: str, device: str | torch.device
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(
+        raise BadInputError(
             f"SAM checkpoint {str(checkpoint)!r} does not match model_type={model_type}: {str(err)[:600]} {_fix_hint(model_type)}"
         ) from err
     return model.to(device).eval()

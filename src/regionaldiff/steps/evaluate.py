@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from regionaldiff.errors import ConfigError
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.generate import GENERATED_FILE
 from regionaldiff.tracking.mlflow_run import write_metrics_json
@@ -68,7 +69,7 @@ def evaluate_folder_pair(ctx: PipelineContext) -> None:
 
     generated_dir, reference_dir = ctx.cfg.eval.get("generated_dir"), ctx.cfg.eval.get("reference_dir")
     if not generated_dir or not reference_dir:
-        raise ValueError("Folder evaluation needs both eval.generated_dir and eval.reference_dir.")
+        raise ConfigError("Folder evaluation needs both eval.generated_dir and eval.reference_dir.")
     ctx.tracker.set_tags(
         {
             "regionaldiff.mode": "folder evaluation",

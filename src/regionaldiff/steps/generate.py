@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from regionaldiff.config import plain
 from regionaldiff.data.base import tensor_to_image
 from regionaldiff.encoder.mae import coarse_region_target
+from regionaldiff.errors import ConfigError
 from regionaldiff.reconstruction import RegionalDiffPipeline
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.visualize import save_reconstruction_grid
@@ -54,6 +55,7 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
         maps=maps,
         num_labels=ctx.datamodule.num_classes + 1,
         map_title=map_title,
+        class_names=list(ctx.datamodule.class_names),
     )
     ctx.tracker.log_artifact(grid, "figures")
     ctx.tracker.set_tags({"artifact.generated": str(slot.path)})
@@ -84,7 +86,7 @@ def sample_test_split(ctx: PipelineContext, test_maps: str) -> dict[str, np.ndar
         oracle = None
         if test_maps == "oracle" and pipe.ldm.uses_regions:
             if "region_map" not in batch:
-                raise ValueError("pipeline.test_maps=oracle needs reference region maps: set a maskmap.")
+                raise ConfigError("pipeline.test_maps=oracle needs reference region maps: set a maskmap.")
             encoder = pipe.encoder
             oracle = coarse_region_target(batch["region_map"].to(device), encoder.num_classes + 1, encoder.region_grid)
         result = pipe(batch["eeg"], generator=generator, region_probs=oracle)

@@ -21,6 +21,8 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
+from regionaldiff.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 SWEEP_TAG = "regionaldiff.sweep_dir"
@@ -31,7 +33,7 @@ def resolve_tracking_uri(configured: str | None, output_root: str | Path) -> str
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         if not uri.startswith(("sqlite:", "http:", "https:", "postgresql", "mysql", "databricks")):
-            raise ValueError(
+            raise ConfigError(
                 f"MLflow tracking URI {uri!r} points at the file store, which current MLflow no longer supports. "
                 "Use sqlite:///path/to/mlflow.db or a tracking server."
             )
@@ -51,6 +53,29 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def sweep_run_name(sweep_dir: str | Path, limit: int = 250) -> str:
+    """The name of a sweep's parent run: what was swept, e.g. ``sweep: ldm=global,regional seed=0,1``.
+
+    Read from the ``multirun.yaml`` Hydra writes in the sweep folder: the command line's overrides
+    (``hydra.overrides.task``) plus the sweeper's ``params`` of an experiment config that the command line does
+    not override. Falls back to ``sweep <folder name>`` when the file is not there.
+    """
+    path = Path(sweep_dir) / "multirun.yaml"
+    try:
+        cfg = OmegaConf.load(path)
+        task = [str(o) for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or []]
+        node = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
+        params = {str(k): str(v) for k, v in (node.items() if isinstance(node, DictConfig) else [])}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return f"sweep {Path(sweep_dir).name}"
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in task}
+    parts = task + [f"{k}={v}" for k, v in params.items() if k not in keys]
+    if not parts:
+        return f"sweep {Path(sweep_dir).name}"
+    name = "sweep: " + " ".join(parts)
+    return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
 class JobTracker:
@@ -117,7 +142,7 @@ class JobTracker:
             return found[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"sweep {Path(sweep_dir).name}",
+            run_name=sweep_run_name(sweep_dir),
             tags={SWEEP_TAG: sweep_dir, "regionaldiff.role": "sweep"},
         )
         return run.info.run_id

@@ -224,6 +224,14 @@ class SyntheticDataModule(EEGDataModule):
             eeg = eeg.mean(axis=1, keepdims=True)
         return {"eeg": eeg, "images": images, "maps": maps, "labels": labels, "centroids": centroids}
 
+    def cache_estimate_bytes(self) -> int:
+        """Size of the cached arrays (EEG float32, images and maps uint8), for ``regionaldiff check``."""
+        c = self.config
+        n_images = c["n_train"] + c["n_val"] + c["n_test"]
+        reps = 1 if c["average_repetitions"] else c["n_repetitions"]
+        eeg = n_images * reps * self.n_chans * self.n_times * 4
+        return int(eeg + n_images * c["image_size"] ** 2 * 4 + n_images * 16)
+
     def _load(self) -> dict[str, np.ndarray]:
         if self._arrays is not None:
             return self._arrays

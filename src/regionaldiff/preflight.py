@@ -1,0 +1,538 @@
+"""Preflight: every file and folder a run will read, checked before any work (``regionaldiff check``).
+
+:func:`preflight` takes the composed config and lists what the run needs: the dataset's files, images and
+splits (from the datamodule's ``required_files()``), the Stable Diffusion parts (``ldm.unet.pretrained``,
+``ldm.latent.pretrained``), the SAM checkpoint (``maskmap.checkpoint``) and each metric backbone
+(``eval.backbones.<slot>.path``). Each is checked cheaply: there, readable, and in the expected format (file
+magic, ``.npy`` header, ``config.json`` parses, the legacy torch file's structure and first trial's shape). The
+report also says which metrics will be skipped and why, how much disk the caches will take, and whether a GPU is
+visible. ``ready`` is false when a required file is missing or unusable, the config is invalid, or the config
+asks for a GPU that is not there; metric weights are never required (a metric without them is skipped).
+
+:func:`require_ready` runs the same checks at the start of every run and raises a one-line
+:class:`~regionaldiff.errors.UserError` naming what is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig
+
+from regionaldiff.errors import BadInputError, MissingFileError, UserError, one_line
+
+if TYPE_CHECKING:
+    from regionaldiff.config import TypedConfig
+
+__all__ = [
+    "PreflightItem",
+    "PreflightReport",
+    "RequiredPath",
+    "check_required",
+    "format_report",
+    "preflight",
+    "raise_if_missing",
+    "require_ready",
+]
+
+SETUP_DOC = "docs/setup.md"
+SD_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+CLIP_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class RequiredPath:
+    """A file or folder something reads, as a datamodule or loader declares it.
+
+    Parameters
+    ----------
+    what : str
+        What it is, e.g. ``"EEG-ImageNet EEG file"``.
+    path : Path
+        Where it is expected.
+    key : str
+        The config key(s) that set the path, e.g. ``"dataset.root, dataset.eeg_file"``.
+    kind : {"file", "folder"}
+        A file or a folder.
+    fmt : str or None
+        A cheap format check: ``"torch"`` (torch.save file), ``"npy"`` (numpy file), ``"json"``; None = none.
+    check : callable, optional
+        An extra cheap check ``check(path) -> problem or None`` (run only when the path is there).
+    required : bool
+        False for files whose absence only skips something (metric weights).
+    """
+
+    what: str
+    path: Path
+    key: str
+    kind: str = "file"
+    fmt: str | None = None
+    check: Callable[[Path], str | None] | None = None
+    required: bool = True
+
+
+@dataclass
+class PreflightItem:
+    """One checked path: ``status`` is ``ok``, ``missing``, ``unreadable`` or ``bad``; ``note`` says more."""
+
+    what: str
+    path: str
+    key: str
+    status: str
+    note: str = ""
+    required: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class PreflightReport:
+    """What :func:`preflight` found. ``ready`` is false when the run cannot start."""
+
+    items: list[PreflightItem] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    metrics_run: list[str] = field(default_factory=list)
+    metrics_skipped: dict[str, str] = field(default_factory=dict)
+    cache_dir: str = ""
+    cache_bytes: int | None = None
+    free_bytes: int | None = None
+    gpu: str | None = None
+
+    @property
+    def blocking(self) -> list[PreflightItem]:
+        """Required items that are not usable."""
+        return [i for i in self.items if i.required and not i.ok]
+
+    @property
+    def ready(self) -> bool:
+        return not self.blocking and not self.problems
+
+    def summary(self) -> str:
+        """One line: why the run cannot start (empty when ready). Missing files whose folder is missing too are
+        grouped under that folder."""
+        return "; ".join(describe(self.blocking) + self.problems)
+
+
+def describe(items: list[PreflightItem]) -> list[str]:
+    """Short descriptions of unusable items; items missing with their folder are grouped by that folder."""
+    parts: list[str] = []
+    groups: dict[str, list[PreflightItem]] = {}
+    for item in items:
+        parent = Path(item.path).parent
+        if item.status == "missing" and not parent.exists():
+            groups.setdefault(str(parent), []).append(item)
+        else:
+            parts.append(f"{item.what} {item.status}: {item.path} ({item.key}{': ' + item.note if item.note else ''})")
+    grouped = [
+        f"folder {folder} does not exist (expected there: "
+        f"{', '.join(f'{Path(i.path).name} ({i.what})' for i in members)}; set {members[0].key.split(',')[0]})"
+        for folder, members in groups.items()
+    ]
+    return grouped + parts
+
+
+# -- path checks ------------------------------------------------------------------------------------------------------
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"  # pragma: no cover
+
+
+def _format_problem(path: Path, fmt: str) -> str | None:
+    """A cheap format check of an existing, readable file; a problem description or None."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if fmt == "torch":
+        if head.startswith(b"PK\x03\x04"):
+            return None
+        if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # legacy format: a pickle, protocol 2..5
+            return None
+        return "not a torch.save file (neither the zip nor the legacy format)"
+    if fmt == "npy":
+        if not head.startswith(b"\x93NUMPY"):
+            return "not a .npy file (no numpy magic string)"
+        return None
+    if fmt == "json":
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            return f"not valid JSON ({err})"
+        return None
+    return None
+
+
+def check_required(req: RequiredPath) -> PreflightItem:
+    """Check one path: there, readable, of the expected kind and format, and its own ``check``."""
+    path = Path(req.path)
+    item = PreflightItem(req.what, str(path), req.key, "ok", required=req.required)
+    if not path.exists():
+        item.status = "missing"
+        if not path.parent.exists():
+            item.note = f"the folder {path.parent} does not exist either"
+        return item
+    if req.kind == "folder" and not path.is_dir():
+        item.status, item.note = "bad", "a file, not a folder"
+        return item
+    if req.kind == "file" and not path.is_file():
+        item.status, item.note = "bad", "a folder, not a file"
+        return item
+    if not os.access(path, os.R_OK | (os.X_OK if req.kind == "folder" else 0)):
+        item.status, item.note = "unreadable", "no read permission"
+        return item
+    try:
+        if req.kind == "file":
+            size = path.stat().st_size
+            item.note = _size(size)
+            if size == 0:
+                item.status, item.note = "bad", "empty file"
+                return item
+            problem = _format_problem(path, req.fmt) if req.fmt else None
+        else:
+            problem = None
+        if problem is None and req.check is not None:
+            problem = req.check(path)
+    except OSError as err:
+        item.status, item.note = "unreadable", f"{type(err).__name__}: {err}"
+        return item
+    if problem:
+        item.status, item.note = "bad", one_line(problem)
+    return item
+
+
+def raise_if_missing(required: Iterable[RequiredPath], hint: str | None = None) -> None:
+    """Raise one :class:`~regionaldiff.errors.MissingFileError` naming every required path that is not usable.
+
+    Datamodules call this before they start a cache, so a missing file never leaves a half-started one.
+    """
+    bad = [item for item in (check_required(r) for r in required) if item.required and not item.ok]
+    if bad:
+        listing = "; ".join(describe(bad))
+        cls = MissingFileError if all(item.status == "missing" for item in bad) else BadInputError
+        raise cls(f"{listing}. See {SETUP_DOC} for where to get the files, then run `regionaldiff check`.", hint=hint)
+
+
+# -- what a config reads ----------------------------------------------------------------------------------------------
+def _sd_part_check(part: str, weight_files: tuple[str, ...]) -> Callable[[Path], str | None]:
+    def check(folder: Path) -> str | None:
+        config = folder / "config.json"
+        if not config.is_file():
+            return f"no config.json in the {part} folder"
+        problem = _format_problem(config, "json")
+        if problem:
+            return f"{config.name}: {problem}"
+        if not any((folder / name).is_file() for name in weight_files):
+            return f"no weights file ({' or '.join(weight_files)})"
+        return None
+
+    return check
+
+
+def ldm_required(ldm: Mapping[str, Any]) -> list[RequiredPath]:
+    """The Stable Diffusion parts ``ldm`` loads (UNet and VAE folders with config and weights)."""
+    out = []
+    unet = ldm.get("unet") or {}
+    if unet.get("pretrained"):
+        sub = unet.get("subfolder") or ""
+        out.append(
+            RequiredPath(
+                "SD-1.5 UNet",
+                Path(str(unet["pretrained"])) / sub,
+                "ldm.unet.pretrained, ldm.unet.subfolder",
+                kind="folder",
+                check=_sd_part_check("UNet", SD_WEIGHT_FILES),
+            )
+        )
+    latent = ldm.get("latent") or {}
+    if latent.get("pretrained"):  # a VAE read from a folder (the pixel-unshuffle codec reads nothing)
+        sub = latent.get("subfolder") or ""
+        out.append(
+            RequiredPath(
+                "SD-1.5 VAE",
+                Path(str(latent["pretrained"])) / sub,
+                "ldm.latent.pretrained, ldm.latent.subfolder",
+                kind="folder",
+                check=_sd_part_check("VAE", SD_WEIGHT_FILES),
+            )
+        )
+    clip = ldm.get("clip_loss") or {}
+    if float(clip.get("weight") or 0) > 0 and clip.get("pretrained"):
+        out.append(
+            RequiredPath(
+                "CLIP ViT-L/14 (CLIP alignment loss)",
+                Path(str(clip["pretrained"])),
+                "ldm.clip_loss.pretrained",
+                kind="folder",
+                check=_sd_part_check("CLIP", ("model.safetensors", "pytorch_model.bin")),
+            )
+        )
+    return out
+
+
+def maskmap_required(maskmap: Mapping[str, Any]) -> list[RequiredPath]:
+    """The region-map generator's checkpoint (``maskmap=sam``), if it has one."""
+    checkpoint = maskmap.get("checkpoint")
+    if not checkpoint:
+        return []
+    model_type = str(maskmap.get("model_type", ""))
+
+    def check(path: Path) -> str | None:
+        from regionaldiff.maps.sam import SAM_MODELS
+
+        names = {spec[2]: name for name, spec in SAM_MODELS.items()}
+        found = names.get(path.name)
+        if found and model_type in SAM_MODELS and found != model_type:
+            return f"{path.name} is the {found} checkpoint but maskmap.model_type={model_type}"
+        return None
+
+    return [
+        RequiredPath(
+            f"SAM checkpoint ({model_type})",
+            Path(str(checkpoint)).expanduser(),
+            "maskmap.checkpoint",
+            fmt="torch",
+            check=check,
+        )
+    ]
+
+
+def _metric_slots(name: str) -> list[str]:
+    from regionaldiff.evaluation.identification import MINDEYE_METRICS
+
+    if name == "nway":
+        return ["classifier"]
+    if name == "fid":
+        return ["fid_inception"]
+    if name == "is":
+        return ["is_inception"]
+    if name == "pairwise_lpips":
+        return ["lpips"]
+    if name in MINDEYE_METRICS:
+        return [MINDEYE_METRICS[name][0]]
+    return []
+
+
+def _backbone_required(slot: str, spec: Mapping[str, Any]) -> list[RequiredPath]:
+    path = Path(str(spec.get("path") or ""))
+    key = f"eval.backbones.{slot}.path"
+    if slot == "clip":
+        return [
+            RequiredPath(
+                "CLIP ViT-L/14 (metric clip)",
+                path,
+                key,
+                kind="folder",
+                check=_sd_part_check("CLIP", CLIP_WEIGHT_FILES),
+                required=False,
+            )
+        ]
+    if slot == "fid_inception":
+        return [RequiredPath("FID Inception (clean-fid)", path / "inception-2015-12-05.pt", key, required=False)]
+    out = [RequiredPath(f"{slot} backbone weights", path, key, fmt="torch", required=False)]
+    if spec.get("lin_path"):
+        out.append(
+            RequiredPath(
+                "LPIPS linear heads", Path(str(spec["lin_path"])), f"eval.backbones.{slot}.lin_path", required=False
+            )
+        )
+    return out
+
+
+def eval_plan(eval_cfg: Any, folder_mode: bool = False) -> tuple[list[PreflightItem], list[str], dict[str, str]]:
+    """(backbone items, metrics that will run, metrics that will be skipped -> why) for the ``eval`` config."""
+    from regionaldiff.evaluation.backbones import backbone_config, to_plain
+
+    cfg = to_plain(eval_cfg)
+    allow = bool(cfg.get("allow_download", False))
+    items: list[PreflightItem] = []
+    seen: dict[str, list[PreflightItem]] = {}
+    run: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in cfg.get("metrics", ["ssim", "pixcorr"]):
+        if name == "retrieval" and not folder_mode:
+            skipped[name] = "needs EEG and image embeddings, which the pipeline does not produce"
+            continue
+        reasons = []
+        for slot in _metric_slots(name):
+            if slot not in seen:
+                seen[slot] = [check_required(r) for r in _backbone_required(slot, backbone_config(cfg, slot))]
+                items.extend(seen[slot])
+            for item in seen[slot]:
+                if not item.ok and not (allow and item.status == "missing"):
+                    reasons.append(
+                        f"{item.what} {item.status} at {item.path}" + (f" ({item.note})" if item.note else "")
+                    )
+                elif not item.ok:
+                    item.note = "will be downloaded on first use (eval.allow_download=true)"
+        if name == "is" and importlib.util.find_spec("torch_fidelity") is None:
+            reasons.append("the torch-fidelity package is not installed")
+        if reasons:
+            skipped[name] = "; ".join(reasons)
+        else:
+            run.append(name)
+    return items, run, skipped
+
+
+def _gpu() -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            return shutil.disk_usage(parent).free
+    return None  # pragma: no cover
+
+
+def _folder_mode(cfg: DictConfig) -> bool:
+    return bool(cfg.eval.get("generated_dir") or cfg.eval.get("reference_dir"))
+
+
+def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
+    """Check everything the run of ``cfg`` will read; see the module docstring.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The composed config (``paths.output_dir`` is not needed).
+    datamodule : EEGDataModule, optional
+        The instantiated ``cfg.dataset`` (built here when not given).
+
+    Returns
+    -------
+    PreflightReport
+        Items, problems, metric plan, cache estimate, GPU; ``ready`` says whether the run can start.
+    """
+    from regionaldiff.config import plain, validate
+    from regionaldiff.evaluation.suite import validate_eval_config
+
+    report = PreflightReport()
+    typed: TypedConfig | None = None
+    try:
+        typed = validate(cfg)
+        validate_eval_config(cfg.eval)
+    except UserError as err:
+        report.problems.append(f"bad config: {one_line(str(err))}")
+    folder_mode = _folder_mode(cfg)
+    required: list[RequiredPath] = []
+    if folder_mode:
+        for key in ("generated_dir", "reference_dir"):
+            value = cfg.eval.get(key)
+            if value:
+                required.append(
+                    RequiredPath(f"images to score ({key})", Path(str(value)), f"eval.{key}", kind="folder")
+                )
+    else:
+        if datamodule is None:
+            try:
+                datamodule = instantiate(cfg.dataset, "dataset")
+            except UserError as err:
+                report.problems.append(f"bad dataset config: {one_line(str(err))}")
+        if datamodule is not None and hasattr(datamodule, "required_files"):
+            required.extend(datamodule.required_files())
+        required.extend(maskmap_required(plain(cfg.maskmap) or {}))
+        required.extend(ldm_required(plain(cfg.ldm) or {}))
+    report.items = [check_required(r) for r in required]
+    try:
+        items, report.metrics_run, report.metrics_skipped = eval_plan(cfg.eval, folder_mode)
+        report.items.extend(items)
+    except UserError as err:
+        report.problems.append(f"bad eval config: {one_line(str(err))}")
+    report.gpu = _gpu()
+    accelerator = typed.trainer.accelerator if typed is not None else None
+    if accelerator is not None and accelerator.value == "gpu" and report.gpu is None:
+        report.problems.append("trainer.accelerator=gpu but no CUDA GPU is visible (use trainer=cpu, or run on a GPU)")
+    report.cache_dir = str(cfg.paths.cache_dir)
+    if not folder_mode and datamodule is not None and hasattr(datamodule, "cache_estimate_bytes"):
+        try:
+            report.cache_bytes = datamodule.cache_estimate_bytes()
+        except OSError:
+            report.cache_bytes = None
+    report.free_bytes = _free_bytes(Path(report.cache_dir))
+    if report.cache_bytes and report.free_bytes is not None and report.cache_bytes > report.free_bytes:
+        report.problems.append(
+            f"the caches need about {_size(report.cache_bytes)} under {report.cache_dir} (paths.cache_dir) but only "
+            f"{_size(report.free_bytes)} are free"
+        )
+    return report
+
+
+def instantiate(node: Any, group: str) -> Any:
+    """``hydra.utils.instantiate(node)``; a constructor's config check (``ValueError``) or user error comes out
+    as a :class:`~regionaldiff.errors.UserError` (Hydra wraps them in ``InstantiationException``)."""
+    import hydra
+    from hydra.errors import InstantiationException
+
+    from regionaldiff.errors import ConfigError
+
+    try:
+        return hydra.utils.instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserError):
+            raise cause from err
+        if isinstance(cause, ValueError):
+            raise ConfigError(str(cause)) from err
+        if isinstance(cause, (ImportError, AttributeError)) or "Error locating target" in str(err):
+            raise ConfigError(f"{group}._target_: {one_line(str(err))}") from err
+        raise
+
+
+def format_report(report: PreflightReport, title: str = "") -> str:
+    """The report as a table for the terminal."""
+    lines = [title] if title else []
+    if report.items:
+        width = max(len(i.what) for i in report.items)
+        lines.append("files and folders this run reads:")
+        for item in report.items:
+            flag = item.status.upper() if item.required and not item.ok else item.status
+            if not item.required and not item.ok:
+                flag = f"{item.status} (optional)"
+            note = f"  [{item.note}]" if item.note else ""
+            lines.append(f"  {flag:<20} {item.what:<{width}}  {item.path}  ({item.key}){note}")
+    else:
+        lines.append("files and folders this run reads: none (the synthetic benchmark needs no data or weights)")
+    lines.append(f"metrics computed: {', '.join(report.metrics_run) or 'none from eval.metrics'}")
+    for name, reason in report.metrics_skipped.items():
+        lines.append(f"metric skipped:   {name}: {reason}")
+    estimate = "not estimated" if report.cache_bytes is None else f"about {_size(report.cache_bytes)}"
+    free = "" if report.free_bytes is None else f" ({_size(report.free_bytes)} free)"
+    lines.append(f"dataset cache:    {estimate} under {report.cache_dir}{free}")
+    lines.append(f"GPU:              {report.gpu or 'none visible'}")
+    for problem in report.problems:
+        lines.append(f"PROBLEM:          {problem}")
+    if report.ready:
+        lines.append("ready: yes")
+    else:
+        n = len(report.blocking)
+        lines.append(
+            f"ready: NO ({n} required file(s) or folder(s) not usable, {len(report.problems)} other problem(s)); "
+            f"see {SETUP_DOC} for where each file comes from"
+        )
+    return "\n".join(lines)
+
+
+def require_ready(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
+    """Run :func:`preflight`; raise a one-line user error naming every problem when the run cannot start."""
+    report = preflight(cfg, datamodule)
+    if not report.ready:
+        cls = MissingFileError if report.blocking and not report.problems else UserError
+        raise cls(
+            f"the run cannot start: {report.summary()}.",
+            hint=f"`regionaldiff check` (with the same overrides) lists every file; {SETUP_DOC} says where to get them.",
+        )
+    return report
