@@ -57,8 +57,13 @@ def write_weights(root: Path, width: float, cross_dim: int) -> None:
     if not (root / "clip-vit-large-patch14" / "config.json").is_file():
         torch.manual_seed(0)
         config = CLIPVisionConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=224,
-            patch_size=32, projection_dim=CLIP_DIM,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            patch_size=32,
+            projection_dim=CLIP_DIM,
         )
         CLIPVisionModelWithProjection(config).save_pretrained(root / "clip-vit-large-patch14")
 
@@ -101,8 +106,19 @@ def build_module(recipe: str, weights: Path, size: int, cross_dim: int, batch: i
 
     torch.manual_seed(0)
     n_classes = 40
-    encoder = EEGMaskedAutoencoder(128, 440, 1000.0, n_classes, embed_dim=64, depth=2, num_heads=4,
-                                   decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4, region_grid=16)
+    encoder = EEGMaskedAutoencoder(
+        128,
+        440,
+        1000.0,
+        n_classes,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=4,
+        region_grid=16,
+    )
     images = (np.random.default_rng(0).random((batch, size, size, 3)) * 255).astype(np.uint8)
     ids = [f"img{i}" for i in range(batch)]
     batch_dict = {
@@ -117,20 +133,36 @@ def build_module(recipe: str, weights: Path, size: int, cross_dim: int, batch: i
         ldm, codec = build_ldm_and_codec(cfg, encoder, size)
         clip = ClipImageEmbedder(str(cfg.clip_loss.pretrained))
         cache = compute_latent_cache(ids, list(images), codec, size, clip)  # once, before training (an artifact)
-        module = LDMFinetuneModule(encoder, ldm, codec, cfg.lr, cfg.weight_decay, "predicted", latent_cache=cache,
-                                   clip_weight=cfg.clip_loss.weight)
+        module = LDMFinetuneModule(
+            encoder,
+            ldm,
+            codec,
+            cfg.lr,
+            cfg.weight_decay,
+            "predicted",
+            latent_cache=cache,
+            clip_weight=cfg.clip_loss.weight,
+        )
         from regionaldiff.ldm.trainable import apply_speed_options
 
         apply_speed_options([m for m in (ldm.unet, ldm.controlnet) if m is not None], cfg.train)
         optimizer = module.configure_optimizers()
     else:  # DreamDiffusion as its code runs it
-        cfg = compose_ldm(weights, size, cross_dim, "ldm=sd15_global", "ldm.train.unet=full",
-                          "ldm.null_condition=zeros", "ldm.train.latent_cache=false")
+        cfg = compose_ldm(
+            weights,
+            size,
+            cross_dim,
+            "ldm=sd15_global",
+            "ldm.train.unet=full",
+            "ldm.null_condition=zeros",
+            "ldm.train.latent_cache=false",
+        )
         ldm, codec = build_ldm_and_codec(cfg, encoder, size)
         ldm.unet.enable_gradient_checkpointing()
         clip = ClipImageEmbedder(str(cfg.clip_loss.pretrained))
-        module = LDMFinetuneModule(encoder, ldm, codec, cfg.lr, cfg.weight_decay, "predicted", clip=clip,
-                                   clip_weight=cfg.clip_loss.weight)
+        module = LDMFinetuneModule(
+            encoder, ldm, codec, cfg.lr, cfg.weight_decay, "predicted", clip=clip, clip_weight=cfg.clip_loss.weight
+        )
         stepped = [p for n, p in ldm.unet.named_parameters() if ".attn2." in f".{n}" or ".norm2." in f".{n}"]
         head = list(module.clip_head.parameters()) if module.clip_head is not None else []
         optimizer = torch.optim.AdamW([*stepped, *ldm.conditioner.parameters(), *head], lr=cfg.lr)
@@ -164,9 +196,16 @@ def child(args: argparse.Namespace) -> dict:
         rss_built = peak_rss_mb()
         seconds = train_steps(module, optimizer, batch, args.steps)
         trained = sum(p.numel() for p in module.ldm.parameters() if p.requires_grad)
-        return {"recipe": args.recipe, "unet": args.unet, "s_per_step": seconds, "samples_per_s": args.batch / seconds,
-                "peak_rss_mb": peak_rss_mb(), "rss_before_build_mb": base_rss, "rss_built_mb": rss_built,
-                "params_requiring_grad": trained}
+        return {
+            "recipe": args.recipe,
+            "unet": args.unet,
+            "s_per_step": seconds,
+            "samples_per_s": args.batch / seconds,
+            "peak_rss_mb": peak_rss_mb(),
+            "rss_before_build_mb": base_rss,
+            "rss_built_mb": rss_built,
+            "params_requiring_grad": trained,
+        }
     if args.child == "sample":
         from regionaldiff.ldm.sampling import denoise, make_sampler
 
@@ -180,13 +219,20 @@ def child(args: argparse.Namespace) -> dict:
         for name, sampler, steps, guidance in (("ours", "dpmpp_2m", 25, 3.0), ("plms250", "pndm", 250, 1.0)):
             gen = torch.Generator().manual_seed(0)
             side = args.size // module.codec.downsample
-            latents = torch.randn(1, 4, side, side, generator=gen) * make_sampler(ldm, sampler, steps, torch.device("cpu")).init_noise_sigma
+            latents = (
+                torch.randn(1, 4, side, side, generator=gen)
+                * make_sampler(ldm, sampler, steps, torch.device("cpu")).init_noise_sigma
+            )
             start = time.perf_counter()
             final = denoise(ldm, context, probs, latents, steps, guidance, gen, sampler=sampler)
             module.codec.decode(final)
-            result[name] = {"sampler": sampler, "steps": steps, "guidance": guidance,
-                            "unet_evals": steps * (2 if guidance != 1.0 else 1),
-                            "s_per_image": time.perf_counter() - start}
+            result[name] = {
+                "sampler": sampler,
+                "steps": steps,
+                "guidance": guidance,
+                "unet_evals": steps * (2 if guidance != 1.0 else 1),
+                "s_per_image": time.perf_counter() - start,
+            }
         return result
     if args.child == "fullsize":
         from diffusers import UNet2DConditionModel
@@ -209,10 +255,13 @@ def child(args: argparse.Namespace) -> dict:
         loss = (unet(latents, t, encoder_hidden_states=context).sample - latents).pow(2).mean()
         loss.backward()
         optimizer.step()
-        return {"s_per_step": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(),
-                "params_total": sum(p.numel() for p in unet.parameters()),
-                "params_trained": sum(p.numel() for p in unet.parameters() if p.requires_grad),
-                "finite_loss": bool(torch.isfinite(loss))}
+        return {
+            "s_per_step": time.perf_counter() - start,
+            "peak_rss_mb": peak_rss_mb(),
+            "params_total": sum(p.numel() for p in unet.parameters()),
+            "params_trained": sum(p.numel() for p in unet.parameters() if p.requires_grad),
+            "finite_loss": bool(torch.isfinite(loss)),
+        }
     raise ValueError(args.child)
 
 
@@ -246,23 +295,56 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_sd15_"))
     weights = workdir / "weights"
     write_weights(weights, args.width, args.cross_dim)
-    common = ["--weights", str(weights), "--size", str(args.size), "--cross-dim", str(args.cross_dim),
-              "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
-    results: dict = {"machine": f"{__import__('os').cpu_count()} CPUs", "width": args.width, "size": args.size,
-                     "batch": args.batch, "cross_dim": args.cross_dim}
+    common = [
+        "--weights",
+        str(weights),
+        "--size",
+        str(args.size),
+        "--cross-dim",
+        str(args.cross_dim),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+    ]
+    results: dict = {
+        "machine": f"{__import__('os').cpu_count()} CPUs",
+        "width": args.width,
+        "size": args.size,
+        "batch": args.batch,
+        "cross_dim": args.cross_dim,
+    }
     if "train" in args.only:
         ours = run_child(["--child", "train", "--recipe", "ours", *common])
         dream = run_child(["--child", "train", "--recipe", "dreamdiffusion", *common])
-        results["train"] = {"ours": ours, "dreamdiffusion": dream,
-                            "speedup": ours["samples_per_s"] / dream["samples_per_s"]}
+        results["train"] = {
+            "ours": ours,
+            "dreamdiffusion": dream,
+            "speedup": ours["samples_per_s"] / dream["samples_per_s"],
+        }
     if "sample" in args.only:
         sample = run_child(["--child", "sample", *common])
         sample["speedup"] = sample["plms250"]["s_per_image"] / sample["ours"]["s_per_image"]
         results["sample"] = sample
     if "memory" in args.only:
         results["memory"] = {
-            mode: run_child(["--child", "train", "--recipe", "ours", "--unet", mode, *common[:-4], "--steps", "1",
-                             "--threads", str(args.threads)])
+            mode: run_child(
+                [
+                    "--child",
+                    "train",
+                    "--recipe",
+                    "ours",
+                    "--unet",
+                    mode,
+                    *common[:-4],
+                    "--steps",
+                    "1",
+                    "--threads",
+                    str(args.threads),
+                ]
+            )
             for mode in ("frozen", "cross_attention", "lora", "full")
         }
     if "fullsize" in args.only:

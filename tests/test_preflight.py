@@ -45,6 +45,7 @@ def test_check_real_data_config_lists_weights_and_skipped_metrics(run_cli, tmp_p
         f"{weights}/stable-diffusion-v1-5/unet  (ldm.unet.pretrained",
         f"{weights}/stable-diffusion-v1-5/vae  (ldm.latent.pretrained",
         f"{weights}/clip-vit-large-patch14  (eval.backbones.clip.path)",
+        f"{weights}/clip-vit-large-patch14  (ldm.clip_loss.pretrained)",
         f"{weights}/torchvision/alexnet-owt-7be5be79.pth  (eval.backbones.alexnet.path)",
         "metric skipped:   clip: CLIP ViT-L/14 (metric clip) missing",
         "metric skipped:   fid: FID Inception (clean-fid) missing",
@@ -52,13 +53,13 @@ def test_check_real_data_config_lists_weights_and_skipped_metrics(run_cli, tmp_p
         "metrics computed: ssim, pixcorr",
     ):
         assert text in out, text
-    assert "ready: NO (8 required file(s)" in out
+    assert "ready: NO (9 required file(s)" in out
 
 
 def test_check_bad_value_is_not_ready(run_cli):
-    proc = run_cli("check", "encoder.mask_ratio=1.5", check=False)
+    proc = run_cli("check", "encoder.net.mask_ratio=1.5", check=False)
     assert proc.returncode == 1
-    assert "PROBLEM:          bad config: encoder.mask_ratio must be in (0, 1); got 1.5." in proc.stdout
+    assert "PROBLEM:          bad config: encoder.net.mask_ratio must be in (0, 1); got 1.5." in proc.stdout
 
 
 def test_check_bad_override_is_a_one_line_error(run_cli):
@@ -86,6 +87,7 @@ def test_preflight_with_files_in_place_is_ready(compose_cfg, tmp_path):
         f"dataset.root={fx.root}",
         "maskmap=slic",
         "ldm=sd15_regional",
+        "ldm.clip_loss.weight=0",  # no CLIP folder here: the metric clip is skipped, the loss must be off
         "trainer=cpu",
         "eval.metrics=[ssim,alexnet2,clip]",
     )
@@ -101,7 +103,7 @@ def test_preflight_with_files_in_place_is_ready(compose_cfg, tmp_path):
 def test_preflight_flags_an_incomplete_sd_folder(compose_cfg, tmp_path):
     sd = _sd_folder(tmp_path / "weights" / "stable-diffusion-v1-5")
     (sd / "vae" / "diffusion_pytorch_model.safetensors").unlink()
-    report = preflight(compose_cfg("ldm=sd15_global", "trainer=cpu"))
+    report = preflight(compose_cfg("ldm=sd15_global", "ldm.clip_loss.weight=0", "trainer=cpu"))
     assert not report.ready
     (item,) = report.blocking
     assert item.what == "SD-1.5 VAE" and item.status == "bad" and "no weights file" in item.note

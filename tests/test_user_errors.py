@@ -67,7 +67,7 @@ def test_mismatched_sam_checkpoint_name(run_cli, tmp_path):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("encoder.mask_ratio=1.5", "encoder.mask_ratio must be in (0, 1); got 1.5."),
+        ("encoder.net.mask_ratio=1.5", "encoder.net.mask_ratio must be in (0, 1); got 1.5."),
         ("ldm.lr=abc", "Value 'abc' of type 'str' could not be converted to Float full_key: ldm.lr"),
         ("dataset=nope", "Could not find 'dataset/nope' Available options in 'dataset': eeg_imagenet synthetic"),
         ("eval.metrics=[ssim,nope]", "eval.metrics: unknown metric(s) ['nope']"),
@@ -158,7 +158,7 @@ def test_user_error_classes_keep_the_builtin_bases():
 def test_corrupt_sd_weights_are_a_user_error(tmp_path):
     from diffusers import UNet2DConditionModel
 
-    from regionaldiff.ldm.model import build_unet
+    from regionaldiff.ldm.unet import unet_from_pretrained
 
     tiny = UNet2DConditionModel(
         sample_size=8,
@@ -173,11 +173,11 @@ def test_corrupt_sd_weights_are_a_user_error(tmp_path):
         norm_num_groups=4,
     )
     tiny.save_pretrained(tmp_path / "sd" / "unet")
-    assert isinstance(build_unet({"pretrained": str(tmp_path / "sd")}, 4, 8), UNet2DConditionModel)
+    assert isinstance(unet_from_pretrained(str(tmp_path / "sd"), in_channels=4, latent_size=8), UNet2DConditionModel)
     weights = next((tmp_path / "sd" / "unet").glob("diffusion_pytorch_model.*"))
     weights.write_bytes(b"not weights")
     with pytest.raises(BadInputError, match=r"The UNet at .*sd/unet \(ldm.unet.pretrained\) could not be loaded"):
-        build_unet({"pretrained": str(tmp_path / "sd")}, 4, 8)
+        unet_from_pretrained(str(tmp_path / "sd"), in_channels=4, latent_size=8)
 
 
 def test_sweep_overrides_are_left_to_hydra(monkeypatch):

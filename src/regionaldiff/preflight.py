@@ -350,9 +350,10 @@ def _backbone_required(slot: str, spec: Mapping[str, Any]) -> list[RequiredPath]
 
 def eval_plan(eval_cfg: Any, folder_mode: bool = False) -> tuple[list[PreflightItem], list[str], dict[str, str]]:
     """(backbone items, metrics that will run, metrics that will be skipped -> why) for the ``eval`` config."""
-    from regionaldiff.evaluation.backbones import backbone_config, to_plain
+    from regionaldiff.evaluation.backbones import backbone_config
+    from regionaldiff.evaluation.suite import validate_eval_config
 
-    cfg = to_plain(eval_cfg)
+    cfg = validate_eval_config(eval_cfg)
     allow = bool(cfg.get("allow_download", False))
     items: list[PreflightItem] = []
     seen: dict[str, list[PreflightItem]] = {}

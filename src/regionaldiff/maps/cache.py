@@ -229,7 +229,14 @@ def generate_cached(
             digests = [image_digest(image) for image in images]
             todo = [j for j, (image_id, _, _) in enumerate(chunk) if index.get(image_id, ("",))[0] != digests[j]]
             if todo:
-                regions = generator.segment_regions([images[j] for j in todo], [chunk[j][1] for j in todo])
+                # the generator's own batches, so that the bar moves image by image (SAM on a CPU takes tens of
+                # seconds an image: a bar that moved once a chunk looked stuck for the whole first chunk)
+                regions = []
+                step = max(1, int(getattr(generator, "batch_size", 1)))
+                for sub in range(0, len(todo), step):
+                    part = todo[sub : sub + step]
+                    regions += generator.segment_regions([images[j] for j in part], [chunk[j][1] for j in part])
+                    bar.update(len(part))
                 if len(regions) != len(todo):
                     raise ValueError(
                         f"maskmap {generator.name!r} returned {len(regions)} maps for {len(todo)} images."
@@ -241,7 +248,7 @@ def generate_cached(
                 index.update({image_id: (digests[j], shard, pos) for pos, (image_id, j) in enumerate(zip(ids, todo))})
                 computed += len(todo)
             wanted.update({image_id: index[image_id] for image_id, _, _ in chunk})
-            bar.update(len(chunk))
+            bar.update(len(chunk) - len(todo))  # the cached ones (the computed ones moved the bar already)
             bar.set_postfix(computed=computed, cached=bar.n - computed)
     log.info("%s maps: %d computed, %d from cache %s", generator.name, computed, len(stimuli) - computed, store.folder)
     maps, instances = store.read(wanted)
