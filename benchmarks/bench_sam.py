@@ -56,7 +56,7 @@ def main() -> None:
         batch_size=args.batch_size,
         points_per_side=args.points_per_side,
     )
-    generator.mask_generator  # load SAM before timing
+    _ = generator.mask_generator  # load SAM before timing
     labels = [0] * len(images)
 
     # where the time goes: the batched encoder alone, then the whole generator (encoder + mask generation)
