@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -139,13 +139,29 @@ class EEGDataModule(L.LightningDataModule):
         metrics; empty by default.
     """
 
-    n_chans: int
-    n_times: int
-    sfreq: float
-    ch_names: list[str]
-    num_classes: int
-    class_names: list[str]
     name: str = "dataset"
+
+    if TYPE_CHECKING:
+        # The sizes every subclass provides, declared read-only: a subclass sets them as instance attributes
+        # (declaring them at class level, e.g. ``n_chans: int``) or overrides them with properties. Declared for
+        # the type checker only, so that at run time neither way is shadowed by a base-class property.
+        @property
+        def n_chans(self) -> int: ...
+
+        @property
+        def n_times(self) -> int: ...
+
+        @property
+        def sfreq(self) -> float: ...
+
+        @property
+        def ch_names(self) -> list[str]: ...
+
+        @property
+        def num_classes(self) -> int: ...
+
+        @property
+        def class_names(self) -> list[str]: ...
 
     def __init__(self, batch_size: int = 32, num_workers: int = 0, image_size: int = 64) -> None:
         super().__init__()

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS, EEGDataModule, EEGSplit
-from regionaldiff.data.cache import ArrayCache
+from regionaldiff.data.cache import ArrayCache, CacheEntry
 from regionaldiff.data.common import (
     BAD_TRIAL_POLICIES,
     RowView,
@@ -44,7 +44,7 @@ from regionaldiff.data.common import (
     image_table,
     leak_report,
 )
-from regionaldiff.data.images import RESIZE_MODES, check_policy
+from regionaldiff.data.images import RESIZE_MODES, ImageTable, check_policy
 from regionaldiff.data.safe_load import DataFormatError, expect_array, expect_keys, load_torch, load_torch_streamed
 from regionaldiff.errors import BadInputError, ConfigError
 from regionaldiff.preflight import RequiredPath, raise_if_missing
@@ -189,8 +189,8 @@ class EEGImageNetDataModule(EEGDataModule):
         self.run_tags: dict[str, str] = {"data.warning": BLOCK_DESIGN_WARNING}
         self.data_report: dict[str, float] = {}
         self.leak_counts: dict[str, int] = {}
-        self._entry = None
-        self._images = None
+        self._entry: CacheEntry | None = None
+        self._images: ImageTable | None = None
         self._failed_images: dict[str, str] = {}
         self._split_indices: dict[str, list[int]] | None = None
 
@@ -295,7 +295,7 @@ class EEGImageNetDataModule(EEGDataModule):
             "version": 1,
         }
 
-    def _prepared(self):
+    def _prepared(self) -> CacheEntry:
         if self._entry is None:
             # every file is there before the cache folder or its lock is created (format checks: `regionaldiff check`)
             raise_if_missing(replace(r, check=None) for r in self.required_files())
@@ -364,6 +364,7 @@ class EEGImageNetDataModule(EEGDataModule):
             all_label[i], all_image[i], all_subject[i] = (
                 self._int(trial, k, i) for k in ("label", "image", "subject")
             )
+        assert n_chans is not None, "trials is not empty: its first trial set n_chans"
         if (all_label < 0).any() or (all_label >= len(labels)).any():
             raise DataFormatError(
                 f"{path}: trial labels must index 'labels' (0..{len(labels) - 1}); found {all_label.min()}..{all_label.max()}."
@@ -470,7 +471,7 @@ class EEGImageNetDataModule(EEGDataModule):
             self._split_indices = out
         return self._split_indices
 
-    def _image_table(self):
+    def _image_table(self) -> ImageTable:
         if self._images is None:
             entry = self._prepared()
             names = entry.meta["images"]

@@ -59,9 +59,9 @@ def load_image(path: str | Path, size: int, mode: str = "center_crop") -> np.nda
 
     if mode not in RESIZE_MODES:
         raise ConfigError(f"dataset.image_resize must be one of {list(RESIZE_MODES)}; got {mode!r}.")
-    with Image.open(path) as img:
-        img.load()  # decode now: truncated files fail here, not later in a worker
-        img = img.convert("RGB")
+    with Image.open(path) as file:
+        file.load()  # decode now: truncated files fail here, not later in a worker
+        img = file.convert("RGB")
         resample = Image.Resampling.BICUBIC
         if mode == "center_crop":
             img = ImageOps.fit(img, (size, size), method=resample)

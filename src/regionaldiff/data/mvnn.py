@@ -215,7 +215,8 @@ def preprocess_subject(
     """
     rng = np.random.default_rng(cfg.seed + subject)
     sessions: list[dict[str, dict[int, np.ndarray]]] = []
-    ch_names, times = None, None
+    ch_names: list[str] | None = None
+    times: np.ndarray | None = None
     for ses in tqdm(cfg.sessions, desc=f"THINGS-EEG2 sub-{subject:02d} raw -> epochs", leave=False):
         folder = raw_dir / f"sub-{subject:02d}" / f"ses-{ses:02d}"
         parts = {}
@@ -224,7 +225,7 @@ def preprocess_subject(
             ("test", n_test, cfg.max_reps_test),
         ):
             parts[part], names, t = epoch_session(folder / f"raw_eeg_{part}.npy", n_cond, cfg, max_reps, rng)
-            if ch_names is None:
+            if ch_names is None or times is None:  # both set together, from the first session
                 ch_names, times = names, t
             elif names != ch_names or len(t) != len(times):
                 raise DataFormatError(f"{folder}: channels or epoch length differ from the first session's.")
@@ -237,6 +238,7 @@ def preprocess_subject(
                 for cond, data in part.items():
                     part[cond] = np.einsum("rct,cd->rdt", data, w)
         sessions.append(parts)
+    assert ch_names is not None and times is not None, "RawConfig.sessions is not empty (checked in from_mapping)"
     info: dict[str, Any] = {}
     merged = []
     for part, n_cond in (("training", n_train), ("test", n_test)):

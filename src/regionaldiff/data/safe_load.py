@@ -150,7 +150,8 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         allowed[(module, "_reconstruct")] = multiarray._reconstruct
         allowed[(module, "scalar")] = multiarray.scalar
     for module in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(module, "_frombuffer")] = numeric._frombuffer
+        # numeric._frombuffer is private: numpy's stubs do not declare it
+        allowed[(module, "_frombuffer")] = numeric._frombuffer  # type: ignore[attr-defined]
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
     # numpy >= 1.25 may name the dtype classes directly (numpy.dtypes.Float64DType, ...)

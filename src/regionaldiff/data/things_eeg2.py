@@ -46,7 +46,7 @@ from regionaldiff.data.common import (
     image_table,
     leak_report,
 )
-from regionaldiff.data.images import RESIZE_MODES, check_policy
+from regionaldiff.data.images import RESIZE_MODES, ImageTable, check_policy
 from regionaldiff.data.mvnn import RawConfig, preprocess_subject
 from regionaldiff.data.safe_load import DataFormatError, expect_array, load_numpy_dict
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
@@ -199,7 +199,7 @@ class ThingsEEG2DataModule(EEGDataModule):
         self.leak_counts: dict[str, int] = {}
         self._meta: dict[str, Any] | None = None
         self._entries: dict[int, Any] = {}
-        self._images = None
+        self._images: ImageTable | None = None
         self._val_images: set[int] | None = None
 
     def _path(self, name: str) -> Path:
@@ -314,6 +314,7 @@ class ThingsEEG2DataModule(EEGDataModule):
     def _check_concepts(self) -> None:
         """Test concepts must be disjoint from the training concepts (metadata level): raise otherwise."""
         meta = self._meta
+        assert meta is not None, "_check_concepts runs once _metadata() has read the metadata"
         shared = sorted(set(meta["concepts"]["test"]) & set(meta["concepts"]["train"]))
         if shared:
             raise BadInputError(
@@ -350,6 +351,7 @@ class ThingsEEG2DataModule(EEGDataModule):
             for part in PARTS:
                 sources[part] = folder / f"preprocessed_eeg_{part}.npy"
         else:
+            assert self.raw is not None, "source == 'raw' always has a RawConfig"
             for ses in self.raw.sessions:
                 for part in PARTS:
                     sources[f"ses-{ses:02d}-{part}"] = (
@@ -414,7 +416,10 @@ class ThingsEEG2DataModule(EEGDataModule):
     def _convert(self, writer, subject: int, meta: dict[str, Any]) -> dict[str, Any]:
         n = {"training": len(meta["ids"]["train"]), "test": len(meta["ids"]["test"])}
         info: dict[str, Any] = {}
+        names: list[str] | None
+        times: np.ndarray | None
         if self.source == "raw":
+            assert self.raw is not None, "source == 'raw' always has a RawConfig"
             train, test, names, times, info = preprocess_subject(
                 self.raw_root, subject, n["training"], n["test"], self.raw
             )
@@ -423,11 +428,13 @@ class ThingsEEG2DataModule(EEGDataModule):
             arrays, names, times = {}, None, None
             for part in PARTS:
                 arrays[part], part_names, part_times = self._read_partition(subject, part, n[part])
-                if names is not None and (part_names != names or not np.allclose(part_times, times)):
-                    raise DataFormatError(
-                        f"THINGS-EEG2 subject {subject}: training and test files differ in ch_names or times."
-                    )
+                if names is not None and times is not None:  # both set together, from the first partition
+                    if part_names != names or not np.allclose(part_times, times):
+                        raise DataFormatError(
+                            f"THINGS-EEG2 subject {subject}: training and test files differ in ch_names or times."
+                        )
                 names, times = part_names, part_times
+        assert names is not None and times is not None, "PARTS is not empty: every branch sets names and times"
         chan_idx = list(range(len(names)))
         if self.channels is not None:
             missing = [c for c in self.channels if c not in names]
@@ -436,7 +443,7 @@ class ThingsEEG2DataModule(EEGDataModule):
                     f"dataset.channels: {missing} are not in the files of subject {subject} (channels: {names})."
                 )
             chan_idx = [names.index(c) for c in self.channels]
-        keep_t = np.ones(len(times), dtype=bool)
+        keep_t = np.ones(len(times), dtype=np.bool_)
         if self.tmin is not None:
             keep_t &= times >= self.tmin - 1e-9
         if self.tmax is not None:
@@ -505,7 +512,7 @@ class ThingsEEG2DataModule(EEGDataModule):
         return list(self._first().meta["ch_names"])
 
     # -- splits -----------------------------------------------------------------------------
-    def _image_table(self):
+    def _image_table(self) -> ImageTable:
         if self._images is None:
             meta = self._metadata()
             ids = meta["ids"]["train"] + meta["ids"]["test"]

@@ -213,13 +213,13 @@ class SamMaskMap(ProposalMaskMap):
         ):
             if value < 1:
                 raise ValueError(f"maskmap.{key} must be >= 1; got {value}.")
-        for key, value in (
+        for key, threshold in (
             ("pred_iou_thresh", pred_iou_thresh),
             ("stability_score_thresh", stability_score_thresh),
             ("box_nms_thresh", box_nms_thresh),
         ):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"maskmap.{key} must be in [0, 1]; got {value}.")
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"maskmap.{key} must be in [0, 1]; got {threshold}.")
         if crop_n_layers < 0 or min_mask_region_area < 0:
             raise ValueError(
                 f"maskmap.crop_n_layers and maskmap.min_mask_region_area must be >= 0; got {crop_n_layers}, {min_mask_region_area}."

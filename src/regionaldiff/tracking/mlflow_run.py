@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
@@ -150,7 +150,8 @@ class JobTracker:
     # -- logging ------------------------------------------------------------------------------
     def log_config(self, cfg: DictConfig, output_dir: Path) -> None:
         """The resolved config as params (flattened) and as a YAML artifact."""
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        # a DictConfig's container is a dict (string keys in these configs)
+        resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         path = output_dir / "config_resolved.yaml"
         path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         if not self.enabled:

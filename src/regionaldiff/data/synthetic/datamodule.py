@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -126,6 +127,12 @@ class SyntheticDataModule(EEGDataModule):
     """
 
     name = "synthetic"
+    n_chans: int
+    n_times: int
+    sfreq: float
+    ch_names: list[str]
+    num_classes: int
+    class_names: list[str]
 
     def __init__(
         self,
@@ -173,7 +180,7 @@ class SyntheticDataModule(EEGDataModule):
             raise ValueError(
                 f"dataset.min_objects/max_objects must satisfy 1 <= min_objects <= max_objects; got {min_objects}, {max_objects}."
             )
-        self.config = {
+        self.config: dict[str, Any] = {
             "seed": int(seed), "n_classes": int(n_classes), "n_train": int(n_train), "n_val": int(n_val),
             "n_test": int(n_test), "n_repetitions": int(n_repetitions), "average_repetitions": bool(average_repetitions),
             "snr": float(snr), "montage": montage, "sfreq": float(sfreq), "tmin": float(tmin), "tmax": float(tmax),
@@ -249,7 +256,7 @@ class SyntheticDataModule(EEGDataModule):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.stem + ".partial.npz")
-                np.savez(tmp, **arrays)
+                np.savez(tmp, allow_pickle=True, **arrays)  # the default, named so that **arrays cannot bind it
                 tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache
                 path.with_suffix(".json").write_text(json.dumps(self.config, indent=2))
         self._arrays = arrays
@@ -278,7 +285,7 @@ class SyntheticDataModule(EEGDataModule):
         return EEGSplit(
             eeg=a["eeg"][lo:hi].reshape(-1, self.n_chans, self.n_times),
             labels=a["labels"][index],
-            image_ids=[self.image_id(i) for i in index],
+            image_ids=[self.image_id(int(i)) for i in index],
             subjects=np.ones(len(index), dtype=np.int64),
             images={self.image_id(i): a["images"][i] for i in range(lo, hi)},
             extras={"centroid": a["centroids"][index]},
