@@ -102,6 +102,10 @@ def expand_evaluate_command(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entrypoint."""
+    if sys.argv[1:2] == ["report"]:
+        from regionaldiff.tracking.report import main as report_main
+
+        sys.exit(report_main(sys.argv[2:]))
     if sys.argv[1:2] == ["reconstruct"]:
         from regionaldiff.reconstruct_command import main as reconstruct_main
 
