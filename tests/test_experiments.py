@@ -128,7 +128,11 @@ def _things(tmp_path):
 
 #: experiment -> (one job's sweep values, fixture, shrinking overrides)
 ONE_JOB = {
-    "paper_ablations": (["seed=0", "ablation=no_mae"], None, TINY),
+    "paper_ablations": (
+        ["seed=0", "ablation=no_mae"],
+        None,
+        [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+    ),
     "maps_sam_vs_superpixel": (["seed=0", "maskmap=slic"], _eeg_imagenet, REAL_SMALL),
     "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=global", "maskmap=none"]),
     "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=regional"]),

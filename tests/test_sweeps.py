@@ -144,3 +144,38 @@ def test_only_rank_zero_tracks(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "1")
     tracker = JobTracker(True, f"sqlite:///{tmp_path / 'm.db'}", "exp", tmp_path / "art", "job")
     assert not tracker.enabled and tracker.run_id is None
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None, reason="needs hydra-optuna-sweeper"
+)
+def test_optuna_preset_composes(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from regionaldiff.cli import config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/sweeper=optuna_search"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert set(sweeper.params) == {"ldm.lr", "encoder.lr", "ldm.cond_drop_prob"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None, reason="needs hydra-optuna-sweeper"
+)
+def test_optuna_search_runs_trials_as_children_of_one_parent(run_cli, tmp_path):
+    proc = run_cli(
+        "-m",
+        "hydra/sweeper=optuna_search",
+        "hydra.sweeper.n_trials=2",
+        *TINY,
+    )
+    assert "Best value" in proc.stdout + proc.stderr
+    _, parents, children = _sweep_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 2 and parents[0].info.status == "FINISHED"
+    assert len({c.data.params["ldm.lr"] for c in children}) == 2
