@@ -142,12 +142,16 @@ def test_the_dashboard_shows_the_sweep_its_metrics_and_the_reconstruction_grid(d
     # a job's page: its metrics with their values
     page = _text(_browser("--dump-dom", f"{base}/#/experiments/{exp_id}/runs/{child_id}"))
     assert child["info"]["run_name"] in page
-    for metric in ("eval/ssim", "eval/recon_region_miou", "pretrain/train_loss"):
+    values = {m["key"]: m["value"] for m in child["data"]["metrics"]}
+    for metric in ("eval/ssim", "eval/recon_region_miou", "finetune/train_loss"):
         assert metric in page, (metric, page[:3000])
+    assert repr(values["eval/ssim"])[:6] in page  # its value
 
-    # the reconstruction grid: listed in the artifact view and served by the UI's server
-    page = _text(_browser("--dump-dom", f"{base}/#/experiments/{exp_id}/runs/{child_id}/artifacts"))
-    assert "figures" in page and "reconstructions.png" in page, page[:3000]
+    # the reconstruction grid: previewed as an image in the artifact view, and served by the UI's server
+    dom = _browser(
+        "--dump-dom", f"{base}/#/experiments/{exp_id}/runs/{child_id}/artifacts/figures/reconstructions.png"
+    )
+    assert re.search(r'<img[^>]*alt="figures/reconstructions.png"[^>]*src="blob:', dom), _text(dom)[:3000]
     query = urllib.parse.urlencode({"path": "figures/reconstructions.png", "run_uuid": child_id})
     assert _get(f"{base}/get-artifact?{query}")[:8] == b"\x89PNG\r\n\x1a\n"
 
