@@ -154,7 +154,9 @@ def test_optuna_preset_composes(tmp_path):
     from hydra.core.global_hydra import GlobalHydra
 
     from regionaldiff.cli import config_dir
+    from regionaldiff.config import register_configs
 
+    register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/sweeper=optuna_search"], return_hydra_config=True)
