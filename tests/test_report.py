@@ -106,7 +106,8 @@ def test_bad_input_gives_a_clear_error(tmp_path, capsys):
 def test_report_rebuilds_the_ablation_doc_from_a_tiny_real_sweep(run_cli, tmp_path):
     """The ablation experiment, 2 arms x 2 seeds at a tiny budget, then `regionaldiff report` writes the document
     in docs/ablation.md's format (table, setup, figure, paired claims) from the runs in MLflow."""
-    run_cli("experiment=ablation_regions", "seed=0,1", "ablation=global_cls,regional_predicted", *TINY)
+    small = [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"]
+    run_cli("experiment=ablation_regions", "seed=0,1", "ablation=global_cls,regional_predicted", *small)
     out = tmp_path / "docs"
     proc = run_cli("report", "--experiment", "ablation_regions", "--out", str(out), "--name", "ablation")
     text = (out / "ablation.md").read_text()

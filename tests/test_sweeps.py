@@ -181,3 +181,15 @@ def test_optuna_search_runs_trials_as_children_of_one_parent(run_cli, tmp_path):
     _, parents, children = _sweep_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 2 and parents[0].info.status == "FINISHED"
     assert len({c.data.params["ldm.lr"] for c in children}) == 2
+
+
+def test_system_metrics_are_logged_while_a_job_runs(tmp_path, monkeypatch):
+    pytest.importorskip("psutil")
+    import time
+
+    monkeypatch.setenv("REGIONALDIFF_SYSTEM_METRICS_INTERVAL", "0.5")
+    tracker = JobTracker(True, f"sqlite:///{tmp_path / 'm.db'}", "exp", tmp_path / "art", "job")
+    time.sleep(2.0)
+    tracker.finish()
+    metrics = tracker.client.get_run(tracker.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics

@@ -88,7 +88,10 @@ def hydra_job_tags() -> dict[str, str]:
         return {}
     hc = HydraConfig.get()
     tags = {"regionaldiff.overrides": " ".join(hc.overrides.task) or "(none)"}
-    num = OmegaConf.select(hc, "job.num")
+    try:
+        num = hc.job.num  # missing outside a multirun
+    except Exception:  # noqa: BLE001 - omegaconf's MissingMandatoryValue
+        num = None
     if num is not None:
         tags["regionaldiff.job_num"] = str(num)
     return tags
