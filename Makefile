@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run sweep ablation test test-fast lint format dashboard benchmark clean
+.PHONY: install install-browser run sweep ablation test test-fast lint format dashboard benchmark clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Debian's chromium for the dashboard test (tests/test_dashboard.py, skipped with the reason without it); needs root
+install-browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 ## run the whole pipeline on the embedded default (synthetic benchmark, tiny models, CPU); ARGS="..." adds overrides
 run: $(STAMP)
