@@ -119,3 +119,16 @@ def test_report_rebuilds_the_ablation_doc_from_a_tiny_real_sweep(run_cli, tmp_pa
     claims = [line for line in text.splitlines() if line.startswith("| + predicted region maps (the method) ")]
     assert len(claims) == 3  # the table row, and its two claims against + classification
     assert (out / "ablation.png").stat().st_size > 5000 and (out / "ablation.csv").is_file()
+
+
+def test_per_subject_plot_when_subjects_are_swept(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = str(tmp_path / "multiruns" / "subjects")
+    for num, subject in enumerate((1, 2, 10)):
+        tracker = JobTracker(True, uri, "things", tmp_path / "art", f"#{num}", sweep_dir=sweep, system_metrics=False)
+        tracker.set_tags({"regionaldiff.overrides": f"dataset.subjects=[{subject}]"})
+        tracker.log_metrics({"eval/ssim": 0.1 * subject})
+        tracker.finish()
+    report = build_report(load_sweep(uri, sweep_dir=sweep), ReportSpec(), tmp_path / "out", log_artifacts=False)
+    assert "grouped by `dataset.subjects`" in report.markdown and "| [10] | 1 | 1.000 ± 0.000 |" in report.markdown
+    assert (tmp_path / "out" / "report_subjects.png").read_bytes()[:4] == b"\x89PNG"
