@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run sweep ablation test test-fast lint format dashboard benchmark clean
+.PHONY: install install-browser run sweep ablation test test-fast lint format dashboard benchmark clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Debian's chromium for the dashboard test (tests/test_dashboard.py, skipped with the reason without it); needs root
+install-browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 ## run the whole pipeline on the embedded default (synthetic benchmark, tiny models, CPU); ARGS="..." adds overrides
 run: $(STAMP)
@@ -24,10 +28,14 @@ run: $(STAMP)
 sweep: $(STAMP)
 	$(VENV)/bin/regionaldiff -m ldm=global,regional $(ARGS)
 
-## the region-awareness ablation (6 arms x 3 seeds, one multirun), then its table, paired tests and figure in docs/ablation.md
+## the region-awareness ablation (6 arms x 3 seeds, one multirun), then `regionaldiff report`: its table, paired
+## tests and figure in docs/ablation.md (+ .csv, .png; also logged to the sweep's parent run). REPORT_ARGS adds e.g.
+## --note-file NOTES.md; LAUNCHER=hydra/launcher=local_parallel runs jobs in parallel
+REPORT_ARGS ?=
+LAUNCHER ?=
 ablation: $(STAMP)
-	$(VENV)/bin/regionaldiff experiment=ablation_regions $(ARGS)
-	$(PY) benchmarks/ablation_summary.py
+	$(VENV)/bin/regionaldiff experiment=ablation_regions $(LAUNCHER) $(ARGS)
+	$(VENV)/bin/regionaldiff report --experiment ablation_regions --out docs --name ablation $(REPORT_ARGS)
 
 ## speed/memory benchmarks (results: docs/benchmarks.md)
 benchmark: $(STAMP)

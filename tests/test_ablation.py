@@ -1,14 +1,24 @@
 """The region-awareness ablation: its arms compose to what they claim, and the summary's arithmetic."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from regionaldiff.config import validate
+from regionaldiff.tracking.report import (
+    Claim,
+    PairedDifference,
+    ReportSpec,
+    claims_markdown,
+    plot,
+    summarise,
+    to_markdown,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from ablation_summary import CLAIMS, PairedDifference, claims_markdown, plot, summarise, to_markdown  # noqa: E402
+#: the ablation's report spec: the ``report:`` section of its experiment config
+SPEC = ReportSpec.from_yaml(Path(__file__).resolve().parents[1] / "experiments" / "ablation_regions.yaml")
+CLAIMS = [(c.a, c.b, c.metric, c.kind) for c in SPEC.claims]
+METRICS = list(SPEC.metrics)
 
 
 @pytest.mark.parametrize(
@@ -74,10 +84,10 @@ def test_summary_mean_and_spread_by_hand():
             1: {"eval/ssim": 0.4, "eval/recon_class_acc": 0.7},
         }
     }
-    table = summarise(runs)
+    table = summarise(runs, METRICS)
     mean, std, n = table["global_cls"]["eval/ssim"]
     assert mean == pytest.approx(0.3) and std == pytest.approx(0.1414213, rel=1e-5) and n == 2
-    text = to_markdown(table)
+    text = to_markdown(table, SPEC, METRICS)
     assert "+ classification | 2 | 0.600 ± 0.141" in text and "n/a" in text
 
 
@@ -111,7 +121,8 @@ def test_claims_shown_only_when_the_data_show_them():
         dict(zip(arms, ([0.08, 0.10, 0.09], [0.07, 0.09, 0.10], [0.15, 0.17, 0.16], [0.20, 0.22, 0.21]))),
         dict(zip(arms, ([0.7, 0.8, 0.75], [0.8, 0.85, 0.8], [0.82, 0.86, 0.81], [0.84, 0.88, 0.83]))),
     )
-    text, verdicts = claims_markdown(good, margin=0.05)
+    text, verdicts = claims_markdown(good, SPEC)
+    verdicts = [((c.a, c.b, c.metric, c.kind), v) for c, v in verdicts]
     # only the claims whose arms were run (the mixed-map arms were not)
     assert [claim for claim, _ in verdicts] == [c for c in CLAIMS if "mixed" not in c[0]] and len(verdicts) == 6
     assert all(shown for _, shown in verdicts) and text.count("| yes |") == 6
@@ -120,7 +131,8 @@ def test_claims_shown_only_when_the_data_show_them():
         dict(zip(arms, ([0.15, 0.10, 0.17], [0.07, 0.09, 0.10], [0.15, 0.11, 0.16], [0.20, 0.22, 0.21]))),
         dict(zip(arms, ([0.9, 0.9, 0.9], [0.8, 0.85, 0.8], [0.7, 0.72, 0.69], [0.84, 0.88, 0.83]))),
     )
-    _, verdicts = claims_markdown(bad, margin=0.05)
+    _, verdicts = claims_markdown(bad, SPEC)
+    verdicts = [((c.a, c.b, c.metric, c.kind), v) for c, v in verdicts]
     claim_of = {(a, b, m): v for (a, b, m, _), v in verdicts}
     assert claim_of[("regional_predicted", "global_mae", "eval/recon_region_miou")] is False
     assert claim_of[("regional_predicted", "global_mae", "eval/recon_class_acc")] is False
@@ -132,7 +144,7 @@ def test_plot_writes_a_png(tmp_path):
         {"global_mae": [0.1, 0.2], "regional_predicted": [0.3, 0.4]},
         {"global_mae": [0.5, 0.6], "regional_predicted": [0.7, 0.8]},
     )
-    path = plot(runs, tmp_path / "ablation.png")
+    path = plot(runs, tmp_path / "ablation.png", SPEC, SPEC.plots)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
@@ -143,3 +155,21 @@ def test_mixed_map_arms_share_their_trained_models_and_differ_from_the_method_on
     )
     assert a.encoder == b.encoder and a.ldm == b.ldm and a.pipeline.test_maps != b.pipeline.test_maps
     assert a.encoder == method.encoder and a.ldm.train_maps == "mixed" and method.ldm.train_maps == "predicted"
+
+
+def test_the_spec_keeps_the_ablation_claims():
+    """The claims the summary script tested, now in the experiment config: the method against both global arms,
+    the oracle bounds, the mixed-map arms."""
+    assert SPEC.margin == 0.05 and SPEC.variant_label == "arm" and SPEC.group_by == ["ablation"]
+    assert len(CLAIMS) == 14 and len(set(CLAIMS)) == 14
+    for method, oracle in (
+        ("regional_predicted", "regional_oracle"),
+        ("regional_predicted_mixed", "regional_oracle_mixed"),
+    ):
+        for base in ("global_mae", "global_cls"):
+            assert (method, base, "eval/recon_region_miou", "better") in CLAIMS
+            assert (method, base, "eval/recon_class_acc", "not_worse") in CLAIMS
+        assert (oracle, method, "eval/recon_region_miou", "better") in CLAIMS
+    assert ("regional_oracle_mixed", "regional_predicted", "eval/recon_region_miou", "better") in CLAIMS
+    with pytest.raises(ValueError, match="kind"):
+        Claim("a", "b", "m", "worse")

@@ -195,6 +195,10 @@ def main() -> None:
     """Console entrypoint."""
     if sys.argv[1:2] == ["check"]:
         sys.exit(check_command(sys.argv[2:]))
+    if sys.argv[1:2] == ["report"]:
+        from regionaldiff.tracking.report import main as report_main
+
+        sys.exit(report_main(sys.argv[2:]))
     if sys.argv[1:2] == ["reconstruct"]:
         from regionaldiff.reconstruct_command import main as reconstruct_main
 

@@ -5,6 +5,11 @@
 - In a multirun, every job is a child of one parent run per sweep (found by the sweep folder tag, so jobs in
   other processes, e.g. with a joblib launcher, attach to the same parent).
 - Everything goes through an ``MlflowClient`` bound to one run id: no global active-run state.
+- Parallel jobs (joblib, submitit): the experiment and the sweep's parent run are created under a file lock in the
+  sweep folder, so jobs that start at the same time find one parent; the parent is ended by
+  :class:`regionaldiff.tracking.sweep.SweepCallback` when the sweep ends.
+- The experiment is tagged ``mlflow.experimentKind=custom_model_development``: the MLflow UI opens it in its
+  model-training view (not the GenAI view).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +32,93 @@ from regionaldiff.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SWEEP_TAG = "regionaldiff.sweep_dir"
+ROLE_TAG = "regionaldiff.role"
+#: the tag current MLflow reads to pick an experiment's view; this value opens the model-training view
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+@contextmanager
+def sweep_lock(sweep_dir: str | Path, timeout: float = 300.0) -> Iterator[None]:
+    """An inter-process lock (a file in the sweep folder) held while a job looks up or creates shared runs."""
+    from filelock import FileLock
+
+    folder = Path(sweep_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / ".mlflow.lock"), timeout=timeout):
+        yield
+
+
+def ensure_experiment(client: Any, experiment_name: str, artifact_root: Path) -> str:
+    """The id of ``experiment_name`` (created when missing, artifacts under ``artifact_root``), tagged as a
+    model-training experiment. Safe when another process creates it at the same time."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        try:
+            experiment_id = client.create_experiment(
+                experiment_name,
+                artifact_location=artifact_root.resolve().as_uri(),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
+        except Exception:  # noqa: BLE001 - created by another job in the meantime: use it
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                raise
+            experiment_id = experiment.experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    if experiment is not None and experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return str(experiment_id)
+
+
+def process_rank() -> int:
+    """This process's rank in a multi-process job (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``); 0 when alone."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) != 0:
+            return int(value)
+    return 0
+
+
+def hydra_job_tags() -> dict[str, str]:
+    """The Hydra job's number and overrides as tags (empty outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    tags = {"regionaldiff.overrides": " ".join(hc.overrides.task) or "(none)"}
+    try:
+        num = hc.job.num  # missing outside a multirun
+    except Exception:  # noqa: BLE001 - omegaconf's MissingMandatoryValue
+        num = None
+    if num is not None:
+        tags["regionaldiff.job_num"] = str(num)
+    return tags
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The git commit of the source tree (``-dirty`` when it has uncommitted changes), None outside a checkout."""
+    import subprocess
+
+    where = path or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "") if commit else None
 
 
 def resolve_tracking_uri(configured: str | None, output_root: str | Path) -> str:
@@ -95,6 +188,9 @@ class JobTracker:
         Name of this job's run.
     sweep_dir : str or None
         The multirun's folder: jobs of one sweep become children of one parent run.
+    system_metrics : bool
+        Log CPU/GPU memory and utilisation (``system/...``) while the job runs, when ``psutil`` is installed
+        (GPU metrics need ``nvidia-ml-py``). Off with ``REGIONALDIFF_SYSTEM_METRICS=0``.
     """
 
     def __init__(
@@ -105,32 +201,37 @@ class JobTracker:
         artifact_root: Path,
         run_name: str,
         sweep_dir: str | None = None,
+        system_metrics: bool = True,
     ) -> None:
-        self.enabled = enabled
+        # several ranks of one job (SLURM tasks, DDP processes): only rank 0 logs
+        self.enabled = enabled and process_rank() == 0
         self.tracking_uri = tracking_uri
         self.run_id: str | None = None
         self.parent_run_id: str | None = None
-        if not enabled:
+        self._monitor: Any = None
+        if not self.enabled:
             return
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri)
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            artifact_root.mkdir(parents=True, exist_ok=True)
-            experiment_id = self.client.create_experiment(
-                experiment_name, artifact_location=artifact_root.resolve().as_uri()
-            )
-        else:
-            experiment_id = experiment.experiment_id
-        self.experiment_id = experiment_id
         tags: dict[str, str] = {}
+        commit = git_commit()
+        if commit:
+            tags["regionaldiff.git_commit"] = commit
+        tags.update(hydra_job_tags())
         if sweep_dir:
-            self.parent_run_id = self._parent_run(sweep_dir)
+            # jobs of one sweep may start at the same time (joblib, submitit): one creates, the others find
+            with sweep_lock(sweep_dir):
+                self.experiment_id = ensure_experiment(self.client, experiment_name, artifact_root)
+                self.parent_run_id = self._parent_run(sweep_dir)
             tags["mlflow.parentRunId"] = self.parent_run_id
             tags[SWEEP_TAG] = sweep_dir
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        else:
+            self.experiment_id = ensure_experiment(self.client, experiment_name, artifact_root)
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
+        if system_metrics and os.environ.get("REGIONALDIFF_SYSTEM_METRICS", "1") != "0":
+            self._monitor = _start_system_metrics(self.run_id, tracking_uri)
 
     def _parent_run(self, sweep_dir: str) -> str:
         found = self.client.search_runs(
@@ -156,8 +257,10 @@ class JobTracker:
         path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         if not self.enabled:
             return
+        import torch
         from mlflow.entities import Param
 
+        self.set_tags({"regionaldiff.torch_threads": torch.get_num_threads()})
         params = [Param(k, str(v)[:6000]) for k, v in flatten(resolved).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start : start + 100])
@@ -193,8 +296,29 @@ class JobTracker:
         return RunBoundMLFlowLogger(tracking_uri=self.tracking_uri, run_id=self.run_id, log_model=False)
 
     def finish(self, status: str = "FINISHED") -> None:
+        if self._monitor is not None:
+            try:
+                self._monitor.finish()
+            except Exception as err:  # noqa: BLE001 - system metrics are best effort
+                log.warning("system metrics monitor did not stop cleanly: %s", err)
+            self._monitor = None
         if self.enabled and self.run_id:
             self.client.set_terminated(self.run_id, status)
+
+
+def _start_system_metrics(run_id: str, tracking_uri: str) -> Any:
+    """MLflow's system metrics monitor (CPU/GPU memory and utilisation as ``system/...``) for ``run_id``, or None
+    when ``psutil`` is missing."""
+    try:
+        import psutil  # noqa: F401
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError:
+        log.info("system metrics not logged: psutil is not installed")
+        return None
+    interval = float(os.environ.get("REGIONALDIFF_SYSTEM_METRICS_INTERVAL", "10"))
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
 
 
 class RunBoundMLFlowLogger(MLFlowLogger):

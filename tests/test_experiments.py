@@ -1,0 +1,166 @@
+"""Every experiment config (experiments/*.yaml) composes as a multirun whose jobs validate and whose report spec
+parses; and one job of each runs end to end on the synthetic benchmark or the official-format fixtures, shrunk."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from conftest import TINY
+from regionaldiff.cli import config_dir
+from regionaldiff.config import register_configs, validate
+from regionaldiff.tracking.report import ReportSpec
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+
+
+def _compose(*overrides: str, hydra_config: bool = False):
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _sweep(experiment: str) -> dict[str, list[str]]:
+    params = _compose(f"experiment={experiment}", hydra_config=True).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return {
+        o.key_or_group: [
+            str(v) if not isinstance(v, list) else f"[{','.join(map(str, v))}]" for v in o.sweep_iterator()
+        ]
+        for o in parsed
+    }
+
+
+def test_every_experiment_is_listed():
+    assert {
+        "ablation_regions",
+        "paper_ablations",
+        "maps_sam_vs_superpixel",
+        "dreamdiffusion_eeg_imagenet",
+        "regional_eeg_imagenet",
+        "things_intra_subject",
+        "things_inter_subject",
+    } <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_is_a_multirun_whose_jobs_validate(experiment, tmp_path):
+    cfg = _compose(f"experiment={experiment}", hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert cfg.logger.experiment_name == experiment
+    spec = ReportSpec.from_mapping(cfg.get("report"))
+    sweep = _sweep(experiment)
+    assert sweep and all(sweep.values())
+    # every job of the sweep composes and validates (the first 12 combinations)
+    for combo in itertools.islice(itertools.product(*sweep.values()), 12):
+        overrides = [f"{k}={v}" for k, v in zip(sweep, combo)]
+        job = _compose(f"experiment={experiment}", f"paths.root_dir={tmp_path}", *overrides)
+        validate(job)
+    if spec.group_by:
+        assert set(spec.group_by) <= set(sweep) | {"ldm"}
+
+
+def test_the_protocols_set_what_they_claim():
+    dd = _compose("experiment=dreamdiffusion_eeg_imagenet")
+    assert dd.dataset.subject == 4 and dd.dataset.split_file == "block_splits_by_image_single.pth"
+    assert dd.dataset.resample == 512 and dd.encoder.net.embed_dim == 1024 and dd.ldm.name == "sd15_global"
+    assert (dd.eval.nway.n, dd.eval.nway.k, dd.eval.nway.trials) == (50, 1, 50) and "nway" in dd.eval.metrics
+    assert dd.ldm.sampling.samples_per_eeg == 5 and dd.ldm.sampling.num_steps == 250
+    regional = _compose("experiment=regional_eeg_imagenet")
+    assert regional.ldm.name == "sd15_regional" and regional.dataset.subject == 4 and regional.dataset.resample == 512
+    assert regional.eval.nway == dd.eval.nway and regional.ldm.sampling.samples_per_eeg == 5
+    assert _sweep("things_intra_subject") == {"dataset.subjects": [f"[{s}]" for s in range(1, 11)]}
+    loso = _compose("experiment=things_inter_subject")
+    assert list(loso.dataset.subjects) == list(range(1, 11))
+    assert _sweep("things_inter_subject") == {"dataset.leave_out_subject": [str(s) for s in range(1, 11)]}
+    assert set(_sweep("paper_ablations")["ablation"]) == {
+        "regional_predicted",
+        "no_mae",
+        "no_cls",
+        "global_cls",
+        "regional_oracle",
+    }
+    assert set(_sweep("maps_sam_vs_superpixel")["maskmap"]) == {"sam", "slic"}
+
+
+def test_component_ablation_arms(compose_cfg):
+    no_mae, no_cls = validate(compose_cfg("ablation=no_mae")), validate(compose_cfg("ablation=no_cls"))
+    assert no_mae.encoder.w_mae == 0 and no_mae.encoder.w_cls == 1 and no_mae.ldm.regions
+    assert no_cls.encoder.w_cls == 0 and no_cls.encoder.w_mae == 1 and no_cls.ldm.regions
+
+
+# shrink the real-data protocols to a step or two on the fixtures (tiny models, CPU, metrics without weights)
+REAL_SMALL = [
+    "encoder=tiny",
+    "trainer=cpu",
+    "dataset.image_size=32",
+    "dataset.batch_size=4",
+    "encoder.max_epochs=1",
+    "ldm.max_epochs=1",
+    "ldm.sampling.num_steps=2",
+    "ldm.sampling.samples_per_eeg=1",
+    "trainer.enable_progress_bar=false",
+    "eval.metrics=[ssim,pixcorr]",
+]
+
+
+def _eeg_imagenet(tmp_path):
+    from official_formats import write_eeg_imagenet
+
+    return [f"dataset.root={write_eeg_imagenet(tmp_path / 'eeg_imagenet', n_subjects=4).root}"]
+
+
+def _things(tmp_path):
+    from official_formats import write_things_eeg2
+
+    fixture = write_things_eeg2(tmp_path / "things")
+    return [f"dataset.root={fixture.root}", "dataset.val_fraction=0.25"]
+
+
+#: experiment -> (one job's sweep values, fixture, shrinking overrides)
+ONE_JOB = {
+    "paper_ablations": (
+        ["seed=0", "ablation=no_mae"],
+        None,
+        [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+    ),
+    "maps_sam_vs_superpixel": (["seed=0", "maskmap=slic"], _eeg_imagenet, REAL_SMALL),
+    "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=global", "maskmap=none"]),
+    "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=regional"]),
+    "things_intra_subject": (["dataset.subjects=[2]"], _things, [*REAL_SMALL, "ldm=global", "maskmap=none"]),
+    "things_inter_subject": (
+        ["dataset.leave_out_subject=2"],
+        _things,
+        [*REAL_SMALL, "dataset.subjects=[1,2]", "ldm=global", "maskmap=none"],
+    ),
+}
+
+
+def test_every_experiment_has_a_smoke_job():
+    assert set(ONE_JOB) | {"ablation_regions"} == set(EXPERIMENTS)  # ablation_regions: tests/test_report.py
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(ONE_JOB))
+def test_one_job_of_the_experiment_runs(experiment, run_cli, tmp_path):
+    job, fixture, small = ONE_JOB[experiment]
+    data = fixture(tmp_path) if fixture else []
+    run_cli(f"experiment={experiment}", *job, *data, *small)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    parents = [r for r in runs if r.data.tags.get("regionaldiff.role") == "sweep"]
+    assert len(children) == 1 and children[0].info.status == "FINISHED" and "eval/ssim" in children[0].data.metrics
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
