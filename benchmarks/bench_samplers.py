@@ -37,8 +37,13 @@ METRICS = ("eval/recon_class_acc", "eval/recon_region_miou", "eval/ssim", "eval/
 def run(workdir: Path, *overrides: str) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, "-m", "regionaldiff", *COMMON, *overrides], cwd=workdir, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "regionaldiff", *COMMON, *overrides],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"regionaldiff {' '.join(overrides)} failed:\n{proc.stderr[-3000:]}")
 

@@ -67,10 +67,16 @@ def train_benchmark(args) -> dict:
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-            down, mid = controlnet(latents, steps_t, encoder_hidden_states=context, controlnet_cond=cond,
-                                   return_dict=False)
-            pred = unet(latents, steps_t, encoder_hidden_states=context, down_block_additional_residuals=down,
-                        mid_block_additional_residual=mid).sample
+            down, mid = controlnet(
+                latents, steps_t, encoder_hidden_states=context, controlnet_cond=cond, return_dict=False
+            )
+            pred = unet(
+                latents,
+                steps_t,
+                encoder_hidden_states=context,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            ).sample
         loss = torch.nn.functional.mse_loss(pred.float(), latents)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,10 +122,16 @@ def train_benchmark(args) -> dict:
             if i == 2:
                 sync()
                 start = time.perf_counter()
-            down, mid = controlnet(doubled[0], t, encoder_hidden_states=doubled[1], controlnet_cond=doubled[2],
-                                   return_dict=False)
-            unet(doubled[0], t, encoder_hidden_states=doubled[1], down_block_additional_residuals=down,
-                 mid_block_additional_residual=mid)
+            down, mid = controlnet(
+                doubled[0], t, encoder_hidden_states=doubled[1], controlnet_cond=doubled[2], return_dict=False
+            )
+            unet(
+                doubled[0],
+                t,
+                encoder_hidden_states=doubled[1],
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            )
             evals += 2 * batch if i >= 2 else 0
         sync()
     out["sampling_unet_evals_per_s"] = evals / (time.perf_counter() - start)
@@ -142,10 +154,15 @@ def main() -> None:
     result["train_and_sample"] = train_benchmark(args)
     if not args.skip_sam:
         sam_args = ["--device", args.device, "--images", "4" if args.dry_run else "32"]
-        sam_args += ["--model", "vit_b", "--batch-size", "1"] if args.dry_run else ["--model", "vit_h", "--batch-size", "8"]
-        proc = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_sam.py")), *sam_args],
-                              capture_output=True, text=True)
-        result["sam"] = json.loads(proc.stdout[proc.stdout.index("{"):]) if proc.returncode == 0 else proc.stderr[-2000:]
+        sam_args += (
+            ["--model", "vit_b", "--batch-size", "1"] if args.dry_run else ["--model", "vit_h", "--batch-size", "8"]
+        )
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("bench_sam.py")), *sam_args], capture_output=True, text=True
+        )
+        result["sam"] = (
+            json.loads(proc.stdout[proc.stdout.index("{") :]) if proc.returncode == 0 else proc.stderr[-2000:]
+        )
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

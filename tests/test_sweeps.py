@@ -107,9 +107,8 @@ def test_basic_sweep_parent_ends_finished_or_failed(run_cli, tmp_path):
 def test_joblib_sweep_four_parallel_jobs_one_store(run_cli, tmp_path):
     """4 jobs at once (joblib) against one sqlite store: one parent, 4 finished children, no lost metric, no
     "database is locked"; each job gets its share of the cores."""
-    # one dataset per job (dataset.seed): jobs that generate the same synthetic cache file at the same moment race on
-    # its temporary file (data/synthetic/datamodule.py, a fixed `.partial.npz` name), which is not this test's subject
-    proc = run_cli("-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=4", "dataset.seed=0,1,2,3", *PREPARE)
+    # the same dataset for every job: the 4 jobs build the same synthetic cache file at the same moment
+    proc = run_cli("-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=4", "seed=0,1,2,3", *PREPARE)
     log = proc.stdout + proc.stderr
     assert "database is locked" not in log
     client, parents, children = _sweep_runs(tmp_path)
@@ -117,7 +116,7 @@ def test_joblib_sweep_four_parallel_jobs_one_store(run_cli, tmp_path):
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.data.tags["regionaldiff.children.FINISHED"] == "4"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert len(children) == 4 and len({c.data.params["dataset.seed"] for c in children}) == 4
+    assert len(children) == 4 and len({c.data.params["seed"] for c in children}) == 4
     import os
 
     cores = len(os.sched_getaffinity(0))

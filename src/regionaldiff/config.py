@@ -291,6 +291,8 @@ class TrainerConfig:
 
     accelerator: Accelerator = MISSING
     devices: int = MISSING
+    num_nodes: int = MISSING
+    strategy: str = MISSING
     precision: str = MISSING
     deterministic: bool = MISSING
     enable_progress_bar: bool = MISSING
@@ -298,7 +300,9 @@ class TrainerConfig:
     num_threads: Optional[int] = MISSING
 
     def __post_init__(self) -> None:
-        _positive("trainer", devices=self.devices, log_every_n_steps=self.log_every_n_steps)
+        _positive("trainer", devices=self.devices, num_nodes=self.num_nodes, log_every_n_steps=self.log_every_n_steps)
+        if self.strategy.startswith("ddp") and self.accelerator == Accelerator.cpu and self.devices == 1:
+            raise ConfigError(f"trainer.strategy={self.strategy} with one CPU device: use trainer.strategy=auto.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision={self.precision!r} is not one of {list(PRECISIONS)}.")
 

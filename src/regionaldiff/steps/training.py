@@ -37,6 +37,8 @@ def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer
         max_epochs=max_epochs,
         accelerator=t.accelerator.value,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
         precision=t.precision,  # type: ignore[arg-type]
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,

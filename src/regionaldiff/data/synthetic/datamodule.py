@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -255,7 +256,8 @@ class SyntheticDataModule(EEGDataModule):
             arrays = self.generate_arrays()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.stem + ".partial.npz")
+                # one temporary file per process: parallel jobs of a sweep may build the same dataset at once
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
                 np.savez(tmp, allow_pickle=True, **arrays)  # the default, named so that **arrays cannot bind it
                 tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache
                 path.with_suffix(".json").write_text(json.dumps(self.config, indent=2))
