@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
