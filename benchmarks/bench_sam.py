@@ -1,6 +1,6 @@
 """Region maps at dataset scale: SAM map generation in images/s, and where the time goes.
 
-Runs ``maskmap=sam`` (:class:`regionaldiff.maps.sam.SamMaskMap`) as the pipeline does, on synthetic scenes, with a
+Runs ``regionmap=sam`` (:class:`regionaldiff.maps.sam.SamRegionMap`) as the pipeline does, on synthetic scenes, with a
 checkpoint of random weights written in SAM's own format (segment-anything's registry, ``state_dict`` saved with
 ``torch.save``): the same shapes and the same code path as the released checkpoints. The time of one image is split
 into the batched image encoder (ViT at 1024 px) and the automatic mask generator (prompt grid, mask decoder,
@@ -39,7 +39,7 @@ def main() -> None:
     from segment_anything import sam_model_registry
 
     from regionaldiff.data.synthetic.scenes import render_scene
-    from regionaldiff.maps.sam import SamMaskMap
+    from regionaldiff.maps.sam import SamRegionMap
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,7 +49,7 @@ def main() -> None:
     torch.save(sam_model_registry[args.model](checkpoint=None).state_dict(), checkpoint)
     rng = np.random.default_rng(0)
     images = [render_scene(rng, 5, args.image_size, 1, 3).image for _ in range(args.images)]
-    generator = SamMaskMap(
+    generator = SamRegionMap(
         str(checkpoint),
         model_type=args.model,
         device=args.device,

@@ -7,7 +7,7 @@ from regionaldiff.config import validate
 
 def test_help_lists_config_groups(run_cli):
     out = run_cli("--help").stdout
-    for group in ("dataset:", "encoder:", "ldm:", "maskmap:", "trainer:", "logger:"):
+    for group in ("dataset:", "encoder:", "ldm:", "regionmap:", "trainer:", "logger:"):
         assert group in out
     assert "synthetic" in out and "regional" in out
 
@@ -47,9 +47,9 @@ def test_regional_ldm_without_maps_is_refused(compose_cfg):
     from regionaldiff.pipeline import build_context
     from regionaldiff.tracking.mlflow_run import JobTracker
 
-    cfg = compose_cfg("maskmap=none", "ldm=regional")
+    cfg = compose_cfg("regionmap=none", "ldm=regional")
     tracker = JobTracker(False, "sqlite://", "x", None, "x")
-    with pytest.raises(ValueError, match="maskmap=none"):
+    with pytest.raises(ValueError, match="regionmap=none"):
         build_context(cfg, tracker)
 
 

@@ -19,21 +19,21 @@ from regionaldiff.cli import config_dir
 from regionaldiff.config import validate
 from regionaldiff.data.base import EEGDataModule
 from regionaldiff.evaluation.suite import validate_eval_config
-from regionaldiff.maps.base import MaskMapGenerator
+from regionaldiff.maps.base import RegionMapGenerator
 
 CONF = config_dir()
 REPO = Path(__file__).resolve().parents[1]
 #: groups whose options are not selected on the command line (Hydra's own settings)
 NOT_USER_GROUPS = {"hydra"}
 #: a nested group is reachable only through a parent option that lists it: the overrides that select one
-NESTED_PARENTS = {"maskmap/rule": ["maskmap=slic"], "ldm/conditioner": ["ldm=regional"]}
+NESTED_PARENTS = {"regionmap/rule": ["regionmap=slic"], "ldm/conditioner": ["ldm=regional"]}
 #: options that make a runnable config only with other choices (the default ldm=regional needs region maps)
-COMPANIONS = {("maskmap", "none"): ["ldm=global"]}
-#: maskmap / dataset classes cheap to build here (no weights, no data files)
+COMPANIONS = {("regionmap", "none"): ["ldm=global"]}
+#: regionmap / dataset classes cheap to build here (no weights, no data files)
 INSTANTIABLE = {
-    "regionaldiff.maps.base.NoMaskMap",
-    "regionaldiff.maps.base.OracleMaskMap",
-    "regionaldiff.maps.slic.SuperpixelMaskMap",
+    "regionaldiff.maps.base.NoRegionMap",
+    "regionaldiff.maps.base.OracleRegionMap",
+    "regionaldiff.maps.slic.SuperpixelRegionMap",
     "regionaldiff.data.synthetic.SyntheticDataModule",
 }
 
@@ -67,25 +67,27 @@ def _targets(node: Any, key: str = "") -> dict[str, str]:
 
 
 def check_config(cfg: DictConfig) -> dict[str, Any]:
-    """What a run checks before any work, plus: every ``_target_`` resolves; cheap maskmap / dataset classes build."""
+    """What a run checks before any work, plus: every ``_target_`` resolves; cheap regionmap / dataset classes build."""
     typed = validate(cfg)
     validate_eval_config(cfg.eval)
     for key, target in _targets(cfg).items():
         assert callable(hydra.utils.get_object(target)), key  # a class or a factory function
-    maskmap_class = hydra.utils.get_class(cfg.maskmap._target_)
-    assert issubclass(maskmap_class, MaskMapGenerator)
+    regionmap_class = hydra.utils.get_class(cfg.regionmap._target_)
+    assert issubclass(regionmap_class, RegionMapGenerator)
     # the cross-group checks of the pipeline's build_context: a region-conditioned LDM needs maps and a region head
     if typed.ldm.regions:
-        assert maskmap_class.produces_maps, f"ldm={typed.ldm.name} conditions on region maps; maskmap gives none"
+        assert regionmap_class.produces_maps, f"ldm={typed.ldm.name} conditions on region maps; regionmap gives none"
         assert typed.encoder.w_region > 0, f"ldm={typed.ldm.name} needs the encoder's region head"
     assert issubclass(hydra.utils.get_class(cfg.dataset._target_), EEGDataModule)
-    if cfg.maskmap._target_ in INSTANTIABLE:
-        assert isinstance(hydra.utils.instantiate(cfg.maskmap), MaskMapGenerator)
+    if cfg.regionmap._target_ in INSTANTIABLE:
+        assert isinstance(hydra.utils.instantiate(cfg.regionmap), RegionMapGenerator)
     return typed
 
 
 def test_the_option_list_covers_every_group():
-    assert {"dataset", "encoder", "eval", "ldm", "logger", "maskmap", "trainer", "pipeline", "ablation"} <= set(GROUPS)
+    assert {"dataset", "encoder", "eval", "ldm", "logger", "regionmap", "trainer", "pipeline", "ablation"} <= set(
+        GROUPS
+    )
     assert "experiment" in GROUPS
     for group in GROUPS:
         if "/" in group:

@@ -130,7 +130,9 @@ def test_pipeline_on_eeg_imagenet_fixture_with_superpixel_maps(run_cli, tmp_path
     from official_formats import write_eeg_imagenet
 
     fixture = write_eeg_imagenet(tmp_path / "eeg_imagenet")
-    proc = run_cli("dataset=eeg_imagenet", f"dataset.root={fixture.root}", "maskmap=slic", "ldm=regional", *REAL_TINY)
+    proc = run_cli(
+        "dataset=eeg_imagenet", f"dataset.root={fixture.root}", "regionmap=slic", "ldm=regional", *REAL_TINY
+    )
     metrics = json.loads((_job_dir(proc.stdout) / "metrics.json").read_text())
     assert {"eval/ssim", "eval/region_miou", "eval/region_alignment_miou"} <= set(metrics)
     assert "eval/fid" in metrics["skipped"] and "eval/recon_class_acc" in metrics["skipped"]
@@ -148,7 +150,7 @@ def test_pipeline_on_things_eeg2_fixture_global(run_cli, tmp_path):
         f"dataset.root={fixture.root}",
         "dataset.subjects=[1,2]",
         "dataset.val_fraction=0.25",
-        "maskmap=none",
+        "regionmap=none",
         "ldm=global",
         *REAL_TINY,
     )

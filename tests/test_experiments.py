@@ -89,7 +89,7 @@ def test_the_protocols_set_what_they_claim():
         "global_cls",
         "regional_oracle",
     }
-    assert set(_sweep("maps_sam_vs_superpixel")["maskmap"]) == {"sam", "slic"}
+    assert set(_sweep("maps_sam_vs_superpixel")["regionmap"]) == {"sam", "slic"}
 
 
 def test_component_ablation_arms(compose_cfg):
@@ -133,14 +133,14 @@ ONE_JOB = {
         None,
         [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
     ),
-    "maps_sam_vs_superpixel": (["seed=0", "maskmap=slic"], _eeg_imagenet, REAL_SMALL),
-    "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=global", "maskmap=none"]),
+    "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
+    "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=global", "regionmap=none"]),
     "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=regional"]),
-    "things_intra_subject": (["dataset.subjects=[2]"], _things, [*REAL_SMALL, "ldm=global", "maskmap=none"]),
+    "things_intra_subject": (["dataset.subjects=[2]"], _things, [*REAL_SMALL, "ldm=global", "regionmap=none"]),
     "things_inter_subject": (
         ["dataset.leave_out_subject=2"],
         _things,
-        [*REAL_SMALL, "dataset.subjects=[1,2]", "ldm=global", "maskmap=none"],
+        [*REAL_SMALL, "dataset.subjects=[1,2]", "ldm=global", "regionmap=none"],
     ),
 }
 

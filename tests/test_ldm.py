@@ -373,7 +373,7 @@ def test_mixed_training_maps_draw_reference_or_predicted_per_sample():
     is_predicted = torch.isclose(mixed, predicted).flatten(1).all(1)
     assert bool((is_reference ^ is_predicted).all())  # every sample is exactly one of the two
     assert 16 < int(is_reference.sum()) < 48  # about half each
-    with pytest.raises(ValueError, match="train_maps=mixed.*maskmap"):
+    with pytest.raises(ValueError, match="train_maps=mixed.*regionmap"):
         module.conditions({"eeg": batch["eeg"]}, "mixed")
     with pytest.raises(ValueError, match="'reference', 'predicted' or 'mixed'"):
         LDMFinetuneModule(encoder, build(True), PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="true")

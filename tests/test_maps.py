@@ -1,4 +1,4 @@
-"""Mask-map generators (semantic rule, superpixels, SAM) and their on-disk cache."""
+"""Region-map generators (semantic rule, superpixels, SAM) and their on-disk cache."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import torch
 from regionaldiff.data.base import EEGDataModule, EEGSplit
 from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.evaluation.region import mean_iou
-from regionaldiff.maps.base import MaskMapGenerator, NoMaskMap, OracleMaskMap
+from regionaldiff.maps.base import NoRegionMap, OracleRegionMap, RegionMapGenerator
 from regionaldiff.maps.cache import cache_folder, generate_cached
 from regionaldiff.maps.semantic import Proposals, SemanticRule, proposals_to_regions, saliency_map
-from regionaldiff.maps.slic import SuperpixelMaskMap
+from regionaldiff.maps.slic import SuperpixelRegionMap
 
 K = 5
 
@@ -79,7 +79,7 @@ class TinyDataModule(EEGDataModule):
         return {f"img{i:03d}": s[1] for i, s in enumerate(self.scenes)}
 
 
-class Counting(SuperpixelMaskMap):
+class Counting(SuperpixelRegionMap):
     """Counts the images it segments; raises after ``fail_after`` images (a simulated interruption)."""
 
     def __init__(self, fail_after: int | None = None, **kwargs) -> None:
@@ -148,22 +148,22 @@ def test_rule_parameters_change_the_selection():
 
 
 def test_rule_and_generator_config_errors_name_the_key():
-    with pytest.raises(ValueError, match=r"maskmap\.rule\.max_area"):
+    with pytest.raises(ValueError, match=r"regionmap\.rule\.max_area"):
         SemanticRule(max_area=1.5)
-    with pytest.raises(ValueError, match=r"min_area .* below maskmap\.rule\.max_area"):
+    with pytest.raises(ValueError, match=r"min_area .* below regionmap\.rule\.max_area"):
         SemanticRule(min_area=0.5, max_area=0.4)
-    with pytest.raises(ValueError, match=r"Unknown maskmap\.rule keys \['colour'\]"):
+    with pytest.raises(ValueError, match=r"Unknown regionmap\.rule keys \['colour'\]"):
         SemanticRule.build({"colour": 1})
-    with pytest.raises(ValueError, match=r"maskmap\.mode must be one of \['semantic', 'instance'\]"):
-        SuperpixelMaskMap(mode="panoptic")
-    with pytest.raises(ValueError, match=r"maskmap\.method must be one of \['slic', 'felzenszwalb'\]"):
-        SuperpixelMaskMap(method="watershed")
+    with pytest.raises(ValueError, match=r"regionmap\.mode must be one of \['semantic', 'instance'\]"):
+        SuperpixelRegionMap(mode="panoptic")
+    with pytest.raises(ValueError, match=r"regionmap\.method must be one of \['slic', 'felzenszwalb'\]"):
+        SuperpixelRegionMap(method="watershed")
 
 
 @pytest.mark.parametrize("method", ["felzenszwalb", "slic"])
 def test_instance_mode_stays_in_the_label_space(method):
     image, gt, label = _scenes(1, size=32, seed=3)[0]
-    generator = SuperpixelMaskMap(method=method, mode="instance", rule={"max_area": 1.0, "max_border": 1.0})
+    generator = SuperpixelRegionMap(method=method, mode="instance", rule={"max_area": 1.0, "max_border": 1.0})
     regions = generator.segment_regions([image], [label])[0]
     assert regions.semantic.dtype == np.int64 and regions.semantic.shape == (32, 32)
     assert set(np.unique(regions.semantic)) <= {0, label + 1}
@@ -181,7 +181,7 @@ def test_superpixels_recover_synthetic_objects_well_above_a_trivial_baseline():
     scenes = _scenes(50, size=32, seed=0)
     images, gt, labels = zip(*scenes)
     gt = np.stack(gt)
-    generator = SuperpixelMaskMap()  # the maskmap=slic defaults (felzenszwalb)
+    generator = SuperpixelRegionMap()  # the regionmap=slic defaults (felzenszwalb)
     pred = np.stack([generator.segment(image, label) for image, label in zip(images, labels)])
     assert pred.dtype == np.int64 and pred.shape == gt.shape
     assert set(np.unique(pred)) <= set(range(K + 1))
@@ -198,7 +198,7 @@ def test_superpixels_recover_synthetic_objects_well_above_a_trivial_baseline():
 # -- the cache -----------------------------------------------------------------------------------
 def test_generate_cached_matches_generate_and_resumes_after_an_interruption(tmp_path):
     dm = TinyDataModule(n=10)
-    expected = SuperpixelMaskMap().generate(dm)
+    expected = SuperpixelRegionMap().generate(dm)
     assert len(expected) == 10
 
     interrupted = Counting(fail_after=6)
@@ -241,8 +241,8 @@ def test_generate_cached_matches_generate_and_resumes_after_an_interruption(tmp_
 
 def test_a_damaged_shard_is_set_aside_and_recomputed(tmp_path):
     dm = TinyDataModule(n=6)
-    generate_cached(SuperpixelMaskMap(), dm, tmp_path, chunk_size=2, splits=("test",))
-    shards = sorted((cache_folder(tmp_path, SuperpixelMaskMap()) / "shards").glob("shard-*.npz"))
+    generate_cached(SuperpixelRegionMap(), dm, tmp_path, chunk_size=2, splits=("test",))
+    shards = sorted((cache_folder(tmp_path, SuperpixelRegionMap()) / "shards").glob("shard-*.npz"))
     assert len(shards) == 1
     shards[0].write_bytes(b"not a zip file")
     counting = Counting()
@@ -253,12 +253,12 @@ def test_a_damaged_shard_is_set_aside_and_recomputed(tmp_path):
 
 def test_generate_cached_passes_none_and_oracle_through_and_checks_label_range(tmp_path):
     dm = TinyDataModule(n=6)
-    assert not NoMaskMap().produces_maps and OracleMaskMap().produces_maps and SuperpixelMaskMap().produces_maps
-    assert generate_cached(NoMaskMap(), dm, tmp_path) is None
-    oracle = generate_cached(OracleMaskMap(), dm, tmp_path)
+    assert not NoRegionMap().produces_maps and OracleRegionMap().produces_maps and SuperpixelRegionMap().produces_maps
+    assert generate_cached(NoRegionMap(), dm, tmp_path) is None
+    oracle = generate_cached(OracleRegionMap(), dm, tmp_path)
     np.testing.assert_array_equal(oracle["img001"], dm.scenes[1][1])
 
-    class OutOfRange(MaskMapGenerator):
+    class OutOfRange(RegionMapGenerator):
         name = "bad"
 
         def segment(self, image, label):
@@ -268,37 +268,37 @@ def test_generate_cached_passes_none_and_oracle_through_and_checks_label_range(t
         generate_cached(OutOfRange(), dm, tmp_path)
 
 
-def test_maskmap_configs_instantiate(compose_cfg, tmp_path):
-    slic_map = hydra.utils.instantiate(compose_cfg("maskmap=slic").maskmap)
-    assert isinstance(slic_map, SuperpixelMaskMap) and slic_map.method == "felzenszwalb"
+def test_regionmap_configs_instantiate(compose_cfg, tmp_path):
+    slic_map = hydra.utils.instantiate(compose_cfg("regionmap=slic").regionmap)
+    assert isinstance(slic_map, SuperpixelRegionMap) and slic_map.method == "felzenszwalb"
     assert slic_map.rule == SemanticRule()  # the YAML spells out the documented defaults
     image, _, label = _scenes(1)[0]
     assert slic_map.segment(image, label).shape == (32, 32)
     # the sam config's default checkpoint is missing here: a clear error naming the file and the model type
     with pytest.raises(Exception, match=r"sam_vit_b_01ec64\.pth.*model_type=vit_b") as err:
-        hydra.utils.instantiate(compose_cfg("maskmap=sam").maskmap)
+        hydra.utils.instantiate(compose_cfg("regionmap=sam").regionmap)
     assert "Download" in str(err.value)
 
 
 # -- SAM -----------------------------------------------------------------------------------------
 def test_sam_missing_or_unreadable_checkpoint_errors(tmp_path):
-    from regionaldiff.maps.sam import SamMaskMap
+    from regionaldiff.maps.sam import SamRegionMap
 
     with pytest.raises(FileNotFoundError, match=r"nope\.pth.*model_type=vit_l.*sam_vit_l_0b3195\.pth"):
-        SamMaskMap(checkpoint=str(tmp_path / "nope.pth"), model_type="vit_l")
+        SamRegionMap(checkpoint=str(tmp_path / "nope.pth"), model_type="vit_l")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match=r"junk\.pth.*not a readable PyTorch state dict"):
-        SamMaskMap(checkpoint=str(junk), model_type="vit_b")
+        SamRegionMap(checkpoint=str(junk), model_type="vit_b")
     torch.save({"x": torch.zeros(1)}, junk)
-    with pytest.raises(ValueError, match=r"maskmap\.model_type must be one of \['vit_b', 'vit_h', 'vit_l'\]"):
-        SamMaskMap(checkpoint=str(junk), model_type="vit_xl")
+    with pytest.raises(ValueError, match=r"regionmap\.model_type must be one of \['vit_b', 'vit_h', 'vit_l'\]"):
+        SamRegionMap(checkpoint=str(junk), model_type="vit_xl")
 
 
 def test_sam_vit_b_random_checkpoint_loads_through_the_user_path_and_wrong_type_is_rejected(tmp_path):
     from segment_anything import sam_model_registry
 
-    from regionaldiff.maps.sam import SamMaskMap, load_sam
+    from regionaldiff.maps.sam import SamRegionMap, load_sam
 
     torch.manual_seed(0)
     reference = sam_model_registry["vit_b"]()
@@ -308,10 +308,10 @@ def test_sam_vit_b_random_checkpoint_loads_through_the_user_path_and_wrong_type_
     with pytest.raises(
         ValueError, match=r"sam_vit_b_01ec64\.pth.*holds vit_b weights.*model_type=vit_l.*model_type=vit_b"
     ):
-        SamMaskMap(checkpoint=str(checkpoint), model_type="vit_l")
+        SamRegionMap(checkpoint=str(checkpoint), model_type="vit_l")
     with pytest.raises(ValueError, match=r"holds vit_b weights.*model_type=vit_h"):
         load_sam(checkpoint, "vit_h")
-    generator = SamMaskMap(checkpoint=str(checkpoint), model_type="vit_b", device="cpu")
+    generator = SamRegionMap(checkpoint=str(checkpoint), model_type="vit_b", device="cpu")
     model = generator.mask_generator.predictor.model  # loaded exactly as a user's checkpoint is
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     for name in ("image_encoder.pos_embed", "mask_decoder.iou_prediction_head.layers.0.weight"):
@@ -346,7 +346,7 @@ def tiny_sam_checkpoint(tmp_path, monkeypatch):
 
 
 def test_sam_generator_end_to_end_batched_equals_unbatched(tiny_sam_checkpoint, tmp_path):
-    from regionaldiff.maps.sam import SamMaskMap
+    from regionaldiff.maps.sam import SamRegionMap
 
     settings = dict(
         checkpoint=str(tiny_sam_checkpoint),
@@ -358,8 +358,8 @@ def test_sam_generator_end_to_end_batched_equals_unbatched(tiny_sam_checkpoint, 
         rule={"max_area": 1.0, "max_border": 1.0},
     )
     images = [_disc_image(40)[0], _scenes(1, size=32)[0][0]]  # two sizes in one batch
-    batched = SamMaskMap(batch_size=2, **settings)
-    single = SamMaskMap(batch_size=1, **settings)
+    batched = SamRegionMap(batch_size=2, **settings)
+    single = SamRegionMap(batch_size=1, **settings)
     got, ref = batched.propose_batch(images), single.propose_batch(images)
     assert sum(len(p.masks) for p in got) > 0
     for a, b, image in zip(got, ref, images):
@@ -375,5 +375,5 @@ def test_sam_generator_end_to_end_batched_equals_unbatched(tiny_sam_checkpoint, 
     for image_id, label in zip(("img003", "img004"), dm.get_split("test").labels):
         assert maps[image_id].dtype == np.int64 and maps[image_id].shape == (32, 32)
         assert set(np.unique(maps[image_id])) <= {0, label + 1}
-    instance_mode = SamMaskMap(batch_size=2, mode="instance", **settings)
+    instance_mode = SamRegionMap(batch_size=2, mode="instance", **settings)
     assert instance_mode.config() != batched.config()

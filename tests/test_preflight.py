@@ -32,7 +32,7 @@ def test_check_eeg_imagenet_without_data_lists_each_missing_file(run_cli, tmp_pa
 
 def test_check_real_data_config_lists_weights_and_skipped_metrics(run_cli, tmp_path):
     proc = run_cli(
-        "check", "dataset=things_eeg2", "maskmap=sam", "ldm=sd15_regional", "eval=things", "trainer=cpu", check=False
+        "check", "dataset=things_eeg2", "regionmap=sam", "ldm=sd15_regional", "eval=things", "trainer=cpu", check=False
     )
     assert proc.returncode == 1
     out = proc.stdout
@@ -41,7 +41,7 @@ def test_check_real_data_config_lists_weights_and_skipped_metrics(run_cli, tmp_p
         "image_metadata.npy",
         "sub-01/preprocessed_eeg_training.npy",
         "sub-01/preprocessed_eeg_test.npy",
-        f"{weights}/sam/sam_vit_b_01ec64.pth  (maskmap.checkpoint)",
+        f"{weights}/sam/sam_vit_b_01ec64.pth  (regionmap.checkpoint)",
         f"{weights}/stable-diffusion-v1-5/unet  (ldm.unet.pretrained",
         f"{weights}/stable-diffusion-v1-5/vae  (ldm.latent.pretrained",
         f"{weights}/clip-vit-large-patch14  (eval.backbones.clip.path)",
@@ -85,7 +85,7 @@ def test_preflight_with_files_in_place_is_ready(compose_cfg, tmp_path):
     cfg = compose_cfg(
         "dataset=eeg_imagenet",
         f"dataset.root={fx.root}",
-        "maskmap=slic",
+        "regionmap=slic",
         "ldm=sd15_regional",
         "ldm.clip_loss.weight=0",  # no CLIP folder here: the metric clip is skipped, the loss must be off
         "trainer=cpu",

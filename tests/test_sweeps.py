@@ -88,8 +88,8 @@ def test_basic_sweep_parent_ends_finished_or_failed(run_cli, tmp_path):
         assert child.data.tags["regionaldiff.job_num"] in {"0", "1"}
         assert child.data.tags["regionaldiff.overrides"].startswith("seed=")
 
-    # ldm=regional with maskmap=none fails in the job (after its MLflow run started)
-    proc = run_cli("-m", "maskmap=oracle,none", *PREPARE, check=False)
+    # ldm=regional with regionmap=none fails in the job (after its MLflow run started)
+    proc = run_cli("-m", "regionmap=oracle,none", *PREPARE, check=False)
     assert proc.returncode != 0
     _, parents, children = _sweep_runs(tmp_path)
     second = next(

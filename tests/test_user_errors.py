@@ -40,7 +40,7 @@ def test_missing_eeg_imagenet_names_the_files_and_starts_no_cache(run_cli, tmp_p
 
 
 def test_missing_things_eeg2_names_the_files(run_cli, tmp_path):
-    line = error_line(run_cli("dataset=things_eeg2", "maskmap=slic", "logger=none", check=False))
+    line = error_line(run_cli("dataset=things_eeg2", "regionmap=slic", "logger=none", check=False))
     for name in ("image_metadata.npy", "preprocessed_eeg_training.npy", "preprocessed_eeg_test.npy", "sub-01"):
         assert name in line
     assert not (tmp_path / "outputs" / "cache").exists()
@@ -53,15 +53,15 @@ def test_missing_sd15_weights(run_cli, tmp_path):
 
 
 def test_missing_sam_checkpoint(run_cli, tmp_path):
-    line = error_line(run_cli("maskmap=sam", "logger=none", check=False))
-    assert "sam_vit_b_01ec64.pth (SAM checkpoint (vit_b))" in line and "maskmap.checkpoint" in line
+    line = error_line(run_cli("regionmap=sam", "logger=none", check=False))
+    assert "sam_vit_b_01ec64.pth (SAM checkpoint (vit_b))" in line and "regionmap.checkpoint" in line
 
 
 def test_mismatched_sam_checkpoint_name(run_cli, tmp_path):
     path = tmp_path / "sam_vit_h_4b8939.pth"
     torch.save({"image_encoder.pos_embed": torch.zeros(1)}, path)
-    line = error_line(run_cli("maskmap=sam", f"maskmap.checkpoint={path}", "logger=none", check=False))
-    assert "sam_vit_h_4b8939.pth is the vit_h checkpoint but maskmap.model_type=vit_b" in line
+    line = error_line(run_cli("regionmap=sam", f"regionmap.checkpoint={path}", "logger=none", check=False))
+    assert "sam_vit_h_4b8939.pth is the vit_h checkpoint but regionmap.model_type=vit_b" in line
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_things_eeg_file_of_the_wrong_kind(run_cli, tmp_path):
     bad = fx.root / "preprocessed_data" / "sub-01" / "preprocessed_eeg_test.npy"
     np.save(bad, np.zeros((3, 4)))
     line = error_line(
-        run_cli("dataset=things_eeg2", f"dataset.root={fx.root}", "maskmap=slic", "logger=none", check=False)
+        run_cli("dataset=things_eeg2", f"dataset.root={fx.root}", "regionmap=slic", "logger=none", check=False)
     )
     assert (
         f"{bad}" in line and "holds a plain float64 array of shape (3, 4); expected a dict saved with np.save" in line
@@ -115,7 +115,7 @@ def test_debug_switch_shows_the_traceback(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
     env["REGIONALDIFF_DEBUG"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-m", "regionaldiff", "maskmap=sam", "logger=none"],
+        [sys.executable, "-m", "regionaldiff", "regionmap=sam", "logger=none"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

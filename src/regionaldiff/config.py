@@ -5,7 +5,7 @@ first in its defaults, so a wrong type (``ldm.lr=abc``) or choice (``ldm.schedul
 at compose time with the key and the allowed values, before any work starts. Range checks live in
 ``__post_init__`` and run in :func:`validate` (also before any work). Schema fields carry no defaults
 of their own (``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are
-the one source of values. The dataset, maskmap and eval groups are validated by their own classes' constructors,
+the one source of values. The dataset, regionmap and eval groups are validated by their own classes' constructors,
 which the pipeline instantiates first.
 """
 

@@ -5,7 +5,7 @@ Each step's output is an artifact keyed by the config it depends on (:mod:`regio
 ============  =====================================================================
 step          artifact key
 ============  =====================================================================
-prepare       dataset config (minus loader settings) + maskmap config
+prepare       dataset config (minus loader settings) + regionmap config
 pretrain      prepare key + encoder config + seed
 finetune      pretrain key + ldm config (minus sampling) + seed
 generate      finetune key + ldm.sampling + pipeline.test_maps
@@ -27,7 +27,7 @@ from regionaldiff.artifacts import ArtifactStore
 from regionaldiff.config import Step, validate
 from regionaldiff.data.base import EEGDataModule
 from regionaldiff.errors import ConfigError
-from regionaldiff.maps.base import MaskMapGenerator
+from regionaldiff.maps.base import RegionMapGenerator
 from regionaldiff.preflight import format_report, instantiate, require_ready
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.evaluate import evaluate, evaluate_folder_pair
@@ -52,7 +52,7 @@ STEPS: dict[Step, StepFn] = {
 
 
 def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
-    """Validate the whole config and instantiate the dataset and maskmap, before any work starts."""
+    """Validate the whole config and instantiate the dataset and regionmap, before any work starts."""
     from regionaldiff.evaluation.suite import validate_eval_config
 
     typed = validate(cfg)
@@ -65,13 +65,13 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     # every file the run reads is there and readable, before any cache, weights or model is touched
     report = require_ready(cfg, datamodule)
     log.info("preflight:\n%s", format_report(report))
-    maskmap = instantiate(cfg.maskmap, "maskmap")
-    if not isinstance(maskmap, MaskMapGenerator):
-        raise ConfigError(f"maskmap._target_ must build a MaskMapGenerator; got {type(maskmap).__name__}.")
-    if typed.ldm.regions and not maskmap.produces_maps:
+    regionmap = instantiate(cfg.regionmap, "regionmap")
+    if not isinstance(regionmap, RegionMapGenerator):
+        raise ConfigError(f"regionmap._target_ must build a RegionMapGenerator; got {type(regionmap).__name__}.")
+    if typed.ldm.regions and not regionmap.produces_maps:
         raise ConfigError(
-            f"ldm={typed.ldm.name} conditions on region maps, but maskmap=none gives none. "
-            "Use a global variant (ldm=global) or a mask-map generator (maskmap=oracle|slic|sam)."
+            f"ldm={typed.ldm.name} conditions on region maps, but regionmap=none gives none. "
+            "Use a global variant (ldm=global) or a region-map generator (regionmap=oracle|slic|sam)."
         )
     if typed.ldm.regions and typed.encoder.w_region == 0:
         raise ConfigError(
@@ -81,7 +81,7 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(cfg.paths.artifact_dir)
-    return PipelineContext(cfg, typed, datamodule, maskmap, tracker, store, output_dir)
+    return PipelineContext(cfg, typed, datamodule, regionmap, tracker, store, output_dir)
 
 
 def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 :func:`preflight` takes the composed config and lists what the run needs: the dataset's files, images and
 splits (from the datamodule's ``required_files()``), the Stable Diffusion parts (``ldm.unet.pretrained``,
-``ldm.latent.pretrained``), the SAM checkpoint (``maskmap.checkpoint``) and each metric backbone
+``ldm.latent.pretrained``), the SAM checkpoint (``regionmap.checkpoint``) and each metric backbone
 (``eval.backbones.<slot>.path``). Each is checked cheaply: there, readable, and in the expected format (file
 magic, ``.npy`` header, ``config.json`` parses, the legacy torch file's structure and first trial's shape). The
 report also says which metrics will be skipped and why, how much disk the caches will take, and whether a GPU is
@@ -279,12 +279,12 @@ def ldm_required(ldm: Mapping[str, Any]) -> list[RequiredPath]:
     return out
 
 
-def maskmap_required(maskmap: Mapping[str, Any]) -> list[RequiredPath]:
-    """The region-map generator's checkpoint (``maskmap=sam``), if it has one."""
-    checkpoint = maskmap.get("checkpoint")
+def regionmap_required(regionmap: Mapping[str, Any]) -> list[RequiredPath]:
+    """The region-map generator's checkpoint (``regionmap=sam``), if it has one."""
+    checkpoint = regionmap.get("checkpoint")
     if not checkpoint:
         return []
-    model_type = str(maskmap.get("model_type", ""))
+    model_type = str(regionmap.get("model_type", ""))
 
     def check(path: Path) -> str | None:
         from regionaldiff.maps.sam import SAM_MODELS
@@ -292,14 +292,14 @@ def maskmap_required(maskmap: Mapping[str, Any]) -> list[RequiredPath]:
         names = {spec[2]: name for name, spec in SAM_MODELS.items()}
         found = names.get(path.name)
         if found and model_type in SAM_MODELS and found != model_type:
-            return f"{path.name} is the {found} checkpoint but maskmap.model_type={model_type}"
+            return f"{path.name} is the {found} checkpoint but regionmap.model_type={model_type}"
         return None
 
     return [
         RequiredPath(
             f"SAM checkpoint ({model_type})",
             Path(str(checkpoint)).expanduser(),
-            "maskmap.checkpoint",
+            "regionmap.checkpoint",
             fmt="torch",
             check=check,
         )
@@ -445,7 +445,7 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
                 report.problems.append(f"bad dataset config: {one_line(str(err))}")
         if datamodule is not None and hasattr(datamodule, "required_files"):
             required.extend(datamodule.required_files())
-        required.extend(maskmap_required(plain(cfg.maskmap) or {}))
+        required.extend(regionmap_required(plain(cfg.regionmap) or {}))
         required.extend(ldm_required(plain(cfg.ldm) or {}))
     report.items = [check_required(r) for r in required]
     try:

@@ -91,7 +91,7 @@ class EEGImageDataset(Dataset):
             if missing:
                 raise KeyError(
                     f"{len(missing)} stimuli have no region map (first: {missing[:3]}). "
-                    "Re-run the 'prepare' step for this maskmap config."
+                    "Re-run the 'prepare' step for this regionmap config."
                 )
 
     def __len__(self) -> int:

@@ -1,6 +1,6 @@
-"""Region-level semantic alignment of reconstructions: segment them with the configured mask-map generator.
+"""Region-level semantic alignment of reconstructions: segment them with the configured region-map generator.
 
-The reconstructions are segmented by the same generator that made the reference maps (``maskmap=slic|sam``),
+The reconstructions are segmented by the same generator that made the reference maps (``regionmap=slic|sam``),
 with each trial's true label painting the object's regions, so the score measures *where* the reconstruction
 puts its object(s) against the reference map (the class is scored separately by n-way / the judge). Generators
 that cannot segment new images (``oracle`` reads stored ground truth, ``none`` has no maps) are skipped with
@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from regionaldiff.evaluation.region import region_alignment
-from regionaldiff.maps.base import MaskMapGenerator
+from regionaldiff.maps.base import RegionMapGenerator
 
 NAMES = ("eval/region_alignment_miou", "eval/region_alignment_acc")
 
 
 def reconstruction_alignment(
-    maskmap: MaskMapGenerator,
+    regionmap: RegionMapGenerator,
     generated: np.ndarray,
     reference_maps: np.ndarray | None,
     labels: np.ndarray,
@@ -29,16 +29,16 @@ def reconstruction_alignment(
     ``reference_maps`` are the generator's maps of the true stimuli ``[N, H, W]`` (None: no maps).
     """
     if reference_maps is None:
-        return {}, {name: "no reference region maps (maskmap=none)" for name in NAMES}
-    if not maskmap.per_image:
+        return {}, {name: "no reference region maps (regionmap=none)" for name in NAMES}
+    if not regionmap.per_image:
         reason = (
-            f"maskmap={maskmap.name} cannot segment new images "
-            "(use maskmap=slic or maskmap=sam; on the synthetic benchmark see eval/recon_region_miou)"
+            f"regionmap={regionmap.name} cannot segment new images "
+            "(use regionmap=slic or regionmap=sam; on the synthetic benchmark see eval/recon_region_miou)"
         )
         return {}, {name: reason for name in NAMES}
     n, s = generated.shape[:2]
     flat = [generated[i, k] for i in range(n) for k in range(s)]
     flat_labels = [int(labels[i]) for i in range(n) for _ in range(s)]
-    regions = maskmap.segment_regions(flat, flat_labels)
+    regions = regionmap.segment_regions(flat, flat_labels)
     maps = np.stack([r.semantic for r in regions]).reshape(n, s, *generated.shape[2:4])
     return region_alignment(maps, reference_maps, num_classes + 1), {}

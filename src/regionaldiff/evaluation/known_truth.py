@@ -1,7 +1,7 @@
 """Known-truth metrics: region maps predicted from EEG, and class + regions of the reconstructions.
 
 - ``eval/region_miou``: mIoU of the EEG-predicted coarse maps (upsampled to the image) against the reference
-  maps of the configured mask-map generator (any dataset that has maps).
+  maps of the configured region-map generator (any dataset that has maps).
 - On datasets with known-truth maps (the synthetic benchmark), a small fully-convolutional *judge* is trained
   on the training **stimuli** and their true maps (never on reconstructions). It segments each reconstruction:
   ``eval/recon_class_acc`` is the fraction whose dominant segmented class is the trial's label, and
@@ -166,7 +166,7 @@ def region_and_class_metrics(
         metrics["eval/region_miou"] = mean_iou(predicted, reference_maps.astype(np.int64), num_labels)
     else:
         skipped["eval/region_miou"] = (
-            "no EEG-predicted region maps (maskmap=none, or no trained region head: encoder.w_region=0)"
+            "no EEG-predicted region maps (regionmap=none, or no trained region head: encoder.w_region=0)"
         )
 
     truth = datamodule.ground_truth_region_maps()

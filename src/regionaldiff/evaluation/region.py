@@ -40,7 +40,7 @@ def mean_iou(pred: np.ndarray, target: np.ndarray, num_labels: int, include_back
 def region_alignment(generated_maps: np.ndarray, reference_maps: np.ndarray, num_labels: int) -> dict[str, float]:
     """Region-level semantic alignment of reconstructions with the reference regional maps.
 
-    The reconstructions are segmented by the configured mask-map generator (the caller does that); their label maps
+    The reconstructions are segmented by the configured region-map generator (the caller does that); their label maps
     are compared with the reference maps of the same trials:
 
     - ``eval/region_alignment_miou``: dataset-level mIoU over the foreground labels (:func:`mean_iou`);

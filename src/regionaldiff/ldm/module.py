@@ -78,7 +78,7 @@ class LDMFinetuneModule(L.LightningModule):
             return context, out["region_logits"].softmax(dim=1)
         if "region_map" not in batch:
             raise ValueError(
-                f"The regional LDM trains on reference region maps (ldm.train_maps={maps}), but the batch has none: set a maskmap."
+                f"The regional LDM trains on reference region maps (ldm.train_maps={maps}), but the batch has none: set a regionmap."
             )
         reference = coarse_region_target(batch["region_map"], self.encoder.num_classes + 1, self.encoder.region_grid)
         if maps == "reference":

@@ -1,10 +1,10 @@
-"""Mask-map generators: stimulus image -> regional semantic map (int64 ``[H, W]``, 0 = background).
+"""Region-map generators: stimulus image -> regional semantic map (int64 ``[H, W]``, 0 = background).
 
-A generator is selected by the ``maskmap`` config group and instantiated with Hydra. The pipeline's
+A generator is selected by the ``regionmap`` config group and instantiated with Hydra. The pipeline's
 ``prepare`` step calls :func:`regionaldiff.maps.cache.generate_cached`, which runs a per-image generator
-(:attr:`MaskMapGenerator.per_image`) chunk by chunk through :meth:`MaskMapGenerator.segment_regions` and keeps
-the maps on disk, keyed by :meth:`MaskMapGenerator.config` and each image; other generators (``none``,
-``oracle``) answer :meth:`MaskMapGenerator.generate` directly. ``None`` means "no regions" (``maskmap=none``).
+(:attr:`RegionMapGenerator.per_image`) chunk by chunk through :meth:`RegionMapGenerator.segment_regions` and keeps
+the maps on disk, keyed by :meth:`RegionMapGenerator.config` and each image; other generators (``none``,
+``oracle``) answer :meth:`RegionMapGenerator.generate` directly. ``None`` means "no regions" (``regionmap=none``).
 
 Label space
 -----------
@@ -44,8 +44,8 @@ class Regions:
     instances: np.ndarray | None = None
 
 
-class MaskMapGenerator:
-    """Base class of the ``maskmap`` config group.
+class RegionMapGenerator:
+    """Base class of the ``regionmap`` config group.
 
     Per-image generators override :meth:`segment` (or :meth:`segment_regions`, to batch several images);
     generators that do not work image by image set ``per_image = False`` and override :meth:`generate`.
@@ -57,7 +57,7 @@ class MaskMapGenerator:
     per_image : bool
         Whether maps are computed image by image (and so can be cached per image).
     produces_maps : bool
-        Whether :meth:`generate` gives region maps at all (False only for ``maskmap=none``, whose
+        Whether :meth:`generate` gives region maps at all (False only for ``regionmap=none``, whose
         :meth:`generate` returns None): a model conditioned on regions needs a generator that produces them.
     batch_size : int
         Images per :meth:`segment_regions` call.
@@ -104,8 +104,8 @@ class MaskMapGenerator:
         return maps
 
 
-class NoMaskMap(MaskMapGenerator):
-    """``maskmap=none``: regions off (global-only ablations)."""
+class NoRegionMap(RegionMapGenerator):
+    """``regionmap=none``: regions off (global-only ablations)."""
 
     name = "none"
     per_image = False
@@ -115,8 +115,8 @@ class NoMaskMap(MaskMapGenerator):
         return None
 
 
-class OracleMaskMap(MaskMapGenerator):
-    """``maskmap=oracle``: the dataset's known-truth maps (the synthetic benchmark only)."""
+class OracleRegionMap(RegionMapGenerator):
+    """``regionmap=oracle``: the dataset's known-truth maps (the synthetic benchmark only)."""
 
     name = "oracle"
     per_image = False
@@ -125,7 +125,7 @@ class OracleMaskMap(MaskMapGenerator):
         maps = datamodule.ground_truth_region_maps()
         if maps is None:
             raise ValueError(
-                f"maskmap=oracle needs known-truth region maps, which dataset {datamodule.name!r} does not have. "
-                "Use maskmap=sam or maskmap=slic for real datasets, or maskmap=none."
+                f"regionmap=oracle needs known-truth region maps, which dataset {datamodule.name!r} does not have. "
+                "Use regionmap=sam or regionmap=slic for real datasets, or regionmap=none."
             )
         return maps

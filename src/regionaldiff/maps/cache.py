@@ -6,7 +6,7 @@ Layout under ``cache_root``::
         config.json                 the cache key in clear (generator config, caller's key, format version)
         shards/shard-<hash>.npz     one file per computed chunk: ids, image digests, maps (and instance maps)
 
-The cache key is :meth:`MaskMapGenerator.config` (the settings that change the maps; not the device or batch
+The cache key is :meth:`RegionMapGenerator.config` (the settings that change the maps; not the device or batch
 size) plus the caller's optional ``key``. Within a folder an entry is keyed by the stimulus id *and* a digest
 of the image's pixels, so a changed image is recomputed even under the same id, and datasets that share
 images share their maps.
@@ -33,19 +33,19 @@ from tqdm.auto import tqdm
 
 from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS, EEGDataModule
-from regionaldiff.maps.base import MaskMapGenerator, Regions
+from regionaldiff.maps.base import RegionMapGenerator, Regions
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 
 
-def cache_key(generator: MaskMapGenerator, key: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def cache_key(generator: RegionMapGenerator, key: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The full key of ``generator``'s cache folder."""
     return {"version": CACHE_VERSION, "generator": plain(generator.config()), "key": plain(key)}
 
 
-def cache_folder(cache_root: str | Path, generator: MaskMapGenerator, key: Mapping[str, Any] | None = None) -> Path:
+def cache_folder(cache_root: str | Path, generator: RegionMapGenerator, key: Mapping[str, Any] | None = None) -> Path:
     """``cache_root / <name>-<hash>``: the folder of ``generator``'s maps."""
     text = json.dumps(cache_key(generator, key), sort_keys=True, default=str)
     return Path(cache_root) / f"{generator.name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
@@ -106,7 +106,7 @@ class ShardStore:
                 with np.load(shard) as data:
                     ids, digests = data["ids"].tolist(), data["digests"].tolist()
             except Exception as err:  # noqa: BLE001 - a damaged file of any kind: set it aside and recompute its images
-                log.warning("mask-map cache: unreadable shard %s (%s); its images will be recomputed", shard, err)
+                log.warning("region-map cache: unreadable shard %s (%s); its images will be recomputed", shard, err)
                 shard.replace(shard.with_suffix(".bad"))
                 continue
             for j, (image_id, digest) in enumerate(zip(ids, digests)):
@@ -154,28 +154,28 @@ def iter_stimuli(
 
 
 def _check(
-    generator: MaskMapGenerator, image_id: str, image: np.ndarray, regions: Regions, num_classes: int | None
+    generator: RegionMapGenerator, image_id: str, image: np.ndarray, regions: Regions, num_classes: int | None
 ) -> None:
     semantic = np.asarray(regions.semantic)
     if semantic.shape != image.shape[:2] or not np.issubdtype(semantic.dtype, np.integer):
         raise ValueError(
-            f"maskmap {generator.name!r} returned a {semantic.dtype} map of shape {semantic.shape} for image {image_id!r} "
+            f"regionmap {generator.name!r} returned a {semantic.dtype} map of shape {semantic.shape} for image {image_id!r} "
             f"of shape {image.shape[:2]}; expected an integer map of the image's height and width."
         )
     top = num_classes if num_classes is not None else np.iinfo(np.int64).max
     if semantic.size and (semantic.min() < 0 or semantic.max() > top):
         raise ValueError(
-            f"maskmap {generator.name!r} returned labels in [{semantic.min()}, {semantic.max()}] for image {image_id!r}; "
+            f"regionmap {generator.name!r} returned labels in [{semantic.min()}, {semantic.max()}] for image {image_id!r}; "
             f"region maps must lie in [0, num_classes={top}] (0 = background, class c -> c + 1)."
         )
     if regions.instances is not None and np.shape(regions.instances) != semantic.shape:
         raise ValueError(
-            f"maskmap {generator.name!r}: instance map of image {image_id!r} has shape {np.shape(regions.instances)}."
+            f"regionmap {generator.name!r}: instance map of image {image_id!r} has shape {np.shape(regions.instances)}."
         )
 
 
 def generate_cached(
-    generator: MaskMapGenerator,
+    generator: RegionMapGenerator,
     datamodule: EEGDataModule,
     cache_root: str | Path,
     key: Mapping[str, Any] | None = None,
@@ -187,13 +187,13 @@ def generate_cached(
 
     Parameters
     ----------
-    generator : MaskMapGenerator
-        The ``maskmap``. Generators that are not per-image (``none``, ``oracle``) are answered by their own
-        :meth:`~MaskMapGenerator.generate`, uncached.
+    generator : RegionMapGenerator
+        The ``regionmap``. Generators that are not per-image (``none``, ``oracle``) are answered by their own
+        :meth:`~RegionMapGenerator.generate`, uncached.
     datamodule : EEGDataModule
         Source of the stimuli (``get_split(split)``: ids, labels, images).
     cache_root : str or Path
-        Root of the cache (e.g. ``${paths.cache_dir}/maskmaps``).
+        Root of the cache (e.g. ``${paths.cache_dir}/regionmaps``).
     key : mapping, optional
         Extra namespace of the cache key. Images are already keyed by id and pixels, so None lets datasets that
         share images share maps.
@@ -208,7 +208,7 @@ def generate_cached(
     -------
     dict or None
         stimulus id -> int64 ``[H, W]`` map (0 = background); ``(maps, instances)`` with ``return_instances``;
-        None for ``maskmap=none``.
+        None for ``regionmap=none``.
     """
     if not generator.per_image:
         maps = generator.generate(datamodule, tuple(splits))
@@ -239,7 +239,7 @@ def generate_cached(
                     bar.update(len(part))
                 if len(regions) != len(todo):
                     raise ValueError(
-                        f"maskmap {generator.name!r} returned {len(regions)} maps for {len(todo)} images."
+                        f"regionmap {generator.name!r} returned {len(regions)} maps for {len(todo)} images."
                     )
                 for j, r in zip(todo, regions):
                     _check(generator, chunk[j][0], images[j], r, num_classes)

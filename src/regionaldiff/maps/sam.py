@@ -1,7 +1,7 @@
-"""``maskmap=sam``: segment-anything's automatic mask generator + the semantic rule.
+"""``regionmap=sam``: segment-anything's automatic mask generator + the semantic rule.
 
 SAM (ViT-H, ViT-L or ViT-B) is built from ``segment_anything.sam_model_registry[model_type]`` and its weights
-are read from a local checkpoint (``maskmap.checkpoint``; nothing is downloaded). The checkpoint is checked
+are read from a local checkpoint (``regionmap.checkpoint``; nothing is downloaded). The checkpoint is checked
 when the generator is built, before any work: a missing file, a file that is not a PyTorch state dict, or the
 weights of another model type each raise an error naming the file, the model type and the fix.
 
@@ -27,7 +27,7 @@ import torch
 
 from regionaldiff.config import resolve_device
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
-from regionaldiff.maps.semantic import ProposalMaskMap, Proposals, SemanticRule
+from regionaldiff.maps.semantic import ProposalRegionMap, Proposals, SemanticRule
 
 # model type -> (image-encoder width, depth, official checkpoint file) of the released SAM models
 SAM_MODELS = {
@@ -48,8 +48,8 @@ def _fix_hint(model_type: str) -> str:
     known = SAM_MODELS.get("vit_h" if model_type == "default" else model_type)
     name = known[2] if known else "the checkpoint of that model type"
     return (
-        f"Download {name} from {RELEASE_URL} into ${{paths.weights_dir}}/sam/ (or set maskmap.checkpoint=/path/to/{name}), "
-        f"or pick the model type of the file you have with maskmap.model_type=vit_h|vit_l|vit_b."
+        f"Download {name} from {RELEASE_URL} into ${{paths.weights_dir}}/sam/ (or set regionmap.checkpoint=/path/to/{name}), "
+        f"or pick the model type of the file you have with regionmap.model_type=vit_h|vit_l|vit_b."
     )
 
 
@@ -66,7 +66,7 @@ def read_checkpoint(checkpoint: str | Path, model_type: str) -> dict[str, torch.
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise MissingFileError(
-            f"SAM checkpoint {str(path)!r} (maskmap.checkpoint, model_type={model_type}) does not exist. {_fix_hint(model_type)}"
+            f"SAM checkpoint {str(path)!r} (regionmap.checkpoint, model_type={model_type}) does not exist. {_fix_hint(model_type)}"
         )
     try:
         try:
@@ -103,14 +103,14 @@ def check_model_type(state: Mapping[str, torch.Tensor], checkpoint: str | Path, 
     """Raise when ``state`` is the checkpoint of a released SAM of another model type than ``model_type``."""
     registry = _registry()
     if model_type not in registry:
-        raise ConfigError(f"maskmap.model_type must be one of {sorted(SAM_MODELS)}; got {model_type!r}.")
+        raise ConfigError(f"regionmap.model_type must be one of {sorted(SAM_MODELS)}; got {model_type!r}.")
     found = infer_model_type(state)
     wanted = "vit_h" if model_type == "default" else model_type
     if found is not None and wanted in SAM_MODELS and found != wanted:
         raise BadInputError(
             f"SAM checkpoint {str(checkpoint)!r} holds {found} weights (image encoder width {SAM_MODELS[found][0]}, "
-            f"{SAM_MODELS[found][1]} blocks) but maskmap.model_type={model_type}. "
-            f"Set maskmap.model_type={found}, or point maskmap.checkpoint at {SAM_MODELS[wanted][2]}."
+            f"{SAM_MODELS[found][1]} blocks) but regionmap.model_type={model_type}. "
+            f"Set regionmap.model_type={found}, or point regionmap.checkpoint at {SAM_MODELS[wanted][2]}."
         )
 
 
@@ -165,7 +165,7 @@ def _batched_predictor_class():
     return PrecomputedPredictor
 
 
-class SamMaskMap(ProposalMaskMap):
+class SamRegionMap(ProposalRegionMap):
     """SAM automatic masks + the semantic rule.
 
     Parameters
@@ -184,7 +184,7 @@ class SamMaskMap(ProposalMaskMap):
     mode : str
         ``semantic`` or ``instance`` (:mod:`regionaldiff.maps.semantic`).
     rule : mapping or SemanticRule or None
-        The semantic rule's parameters (``maskmap.rule``).
+        The semantic rule's parameters (``regionmap.rule``).
     """
 
     name = "sam"
@@ -212,28 +212,28 @@ class SamMaskMap(ProposalMaskMap):
             ("points_per_batch", points_per_batch),
         ):
             if value < 1:
-                raise ValueError(f"maskmap.{key} must be >= 1; got {value}.")
+                raise ValueError(f"regionmap.{key} must be >= 1; got {value}.")
         for key, threshold in (
             ("pred_iou_thresh", pred_iou_thresh),
             ("stability_score_thresh", stability_score_thresh),
             ("box_nms_thresh", box_nms_thresh),
         ):
             if not 0.0 <= threshold <= 1.0:
-                raise ValueError(f"maskmap.{key} must be in [0, 1]; got {threshold}.")
+                raise ValueError(f"regionmap.{key} must be in [0, 1]; got {threshold}.")
         if crop_n_layers < 0 or min_mask_region_area < 0:
             raise ValueError(
-                f"maskmap.crop_n_layers and maskmap.min_mask_region_area must be >= 0; got {crop_n_layers}, {min_mask_region_area}."
+                f"regionmap.crop_n_layers and regionmap.min_mask_region_area must be >= 0; got {crop_n_layers}, {min_mask_region_area}."
             )
         if min_mask_region_area > 0:
             try:
                 import cv2  # noqa: F401
             except ImportError as err:
                 raise ValueError(
-                    "maskmap.min_mask_region_area > 0 needs opencv (pip install opencv-python-headless); or set it to 0."
+                    "regionmap.min_mask_region_area > 0 needs opencv (pip install opencv-python-headless); or set it to 0."
                 ) from err
         self.checkpoint = Path(checkpoint).expanduser()
         self.model_type = model_type
-        self.device = resolve_device(device, "maskmap.device")
+        self.device = resolve_device(device, "regionmap.device")
         self.batch_size = int(batch_size)
         self.amg_settings = {
             "points_per_side": int(points_per_side),

@@ -2,7 +2,7 @@
 
 SAM and superpixel methods return *class-agnostic* masks ("proposals"). The stimulus comes with one class /
 concept label, so a semantic map needs a rule deciding which proposals show the depicted object. The rule
-(:class:`SemanticRule`, config ``maskmap.rule``) is, in order:
+(:class:`SemanticRule`, config ``regionmap.rule``) is, in order:
 
 1. **Filter.** Drop a proposal when its area is below ``min_area`` or above ``max_area`` (fractions of the
    image; the upper bound removes "whole image" / background masks), when its quality score (SAM's
@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.color import rgb2lab
 
-from regionaldiff.maps.base import MaskMapGenerator, Regions
+from regionaldiff.maps.base import RegionMapGenerator, Regions
 
 MODES = ("semantic", "instance")
 
@@ -185,19 +185,19 @@ class SemanticRule:
         for key in fractions:
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"maskmap.rule.{key} must be in [0, 1]; got {value}.")
+                raise ValueError(f"regionmap.rule.{key} must be in [0, 1]; got {value}.")
         if self.min_area >= self.max_area:
             raise ValueError(
-                f"maskmap.rule.min_area ({self.min_area}) must be below maskmap.rule.max_area ({self.max_area})."
+                f"regionmap.rule.min_area ({self.min_area}) must be below regionmap.rule.max_area ({self.max_area})."
             )
         if self.center_sigma <= 0:
-            raise ValueError(f"maskmap.rule.center_sigma must be > 0; got {self.center_sigma}.")
+            raise ValueError(f"regionmap.rule.center_sigma must be > 0; got {self.center_sigma}.")
         for key in ("border_clusters",):
             if getattr(self, key) < 1:
-                raise ValueError(f"maskmap.rule.{key} must be >= 1; got {getattr(self, key)}.")
+                raise ValueError(f"regionmap.rule.{key} must be >= 1; got {getattr(self, key)}.")
         for key in ("min_keep", "max_regions"):
             if getattr(self, key) < 0:
-                raise ValueError(f"maskmap.rule.{key} must be >= 0; got {getattr(self, key)}.")
+                raise ValueError(f"regionmap.rule.{key} must be >= 0; got {getattr(self, key)}.")
 
     @classmethod
     def build(cls, rule: SemanticRule | Mapping[str, Any] | None) -> SemanticRule:
@@ -209,7 +209,7 @@ class SemanticRule:
         params = dict(rule)  # type: ignore[arg-type]  # a Mapping here (a SemanticRule returned above)
         unknown = sorted(set(params) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"Unknown maskmap.rule keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}.")
+            raise ValueError(f"Unknown regionmap.rule keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}.")
         return cls(**params)
 
     def config(self) -> dict[str, Any]:
@@ -269,7 +269,7 @@ def proposals_to_regions(
 ) -> Regions:
     """Apply ``rule`` in ``mode`` (``semantic`` or ``instance``) to one image's proposals."""
     if mode not in MODES:
-        raise ValueError(f"maskmap.mode must be one of {list(MODES)}; got {mode!r}.")
+        raise ValueError(f"regionmap.mode must be one of {list(MODES)}; got {mode!r}.")
     height, width = image.shape[:2]
     if proposals.masks.shape[1:] != (height, width):
         raise ValueError(f"Proposals of shape {proposals.masks.shape[1:]} for an image of shape {(height, width)}.")
@@ -280,7 +280,7 @@ def proposals_to_regions(
     return Regions(semantic, instances)
 
 
-class ProposalMaskMap(MaskMapGenerator):
+class ProposalRegionMap(RegionMapGenerator):
     """Base of generators that propose class-agnostic masks and apply a :class:`SemanticRule`.
 
     Subclasses implement :meth:`propose_batch` and extend :meth:`config` with their own settings.
@@ -290,12 +290,12 @@ class ProposalMaskMap(MaskMapGenerator):
     mode : str
         ``semantic`` or ``instance`` (see the module docstring).
     rule : SemanticRule, mapping or None
-        The rule's parameters (``maskmap.rule``); None = the defaults.
+        The rule's parameters (``regionmap.rule``); None = the defaults.
     """
 
     def __init__(self, mode: str = "semantic", rule: SemanticRule | Mapping[str, Any] | None = None) -> None:
         if mode not in MODES:
-            raise ValueError(f"maskmap.mode must be one of {list(MODES)}; got {mode!r}.")
+            raise ValueError(f"regionmap.mode must be one of {list(MODES)}; got {mode!r}.")
         self.mode = mode
         self.rule = SemanticRule.build(rule)
 

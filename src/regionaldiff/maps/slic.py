@@ -1,4 +1,4 @@
-"""``maskmap=slic``: weight-free region maps from scikit-image superpixels and the semantic rule.
+"""``regionmap=slic``: weight-free region maps from scikit-image superpixels and the semantic rule.
 
 Each image is cut into superpixels, by SLIC (``method=slic``: k-means in Lab colour + position,
 :func:`skimage.segmentation.slic`) or Felzenszwalb's graph segmentation (``method=felzenszwalb``,
@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 from skimage.segmentation import felzenszwalb, slic
 
-from regionaldiff.maps.semantic import ProposalMaskMap, Proposals, SemanticRule
+from regionaldiff.maps.semantic import ProposalRegionMap, Proposals, SemanticRule
 
 METHODS = ("slic", "felzenszwalb")
 
 
-class SuperpixelMaskMap(ProposalMaskMap):
+class SuperpixelRegionMap(ProposalRegionMap):
     """Superpixel proposals + the semantic rule.
 
     Parameters
@@ -39,7 +39,7 @@ class SuperpixelMaskMap(ProposalMaskMap):
     mode : str
         ``semantic`` or ``instance`` (:mod:`regionaldiff.maps.semantic`).
     rule : mapping or SemanticRule or None
-        The semantic rule's parameters (``maskmap.rule``).
+        The semantic rule's parameters (``regionmap.rule``).
     """
 
     name = "slic"
@@ -57,16 +57,16 @@ class SuperpixelMaskMap(ProposalMaskMap):
     ) -> None:
         super().__init__(mode=mode, rule=rule)
         if method not in METHODS:
-            raise ValueError(f"maskmap.method must be one of {list(METHODS)}; got {method!r}.")
+            raise ValueError(f"regionmap.method must be one of {list(METHODS)}; got {method!r}.")
         if n_segments < 2:
-            raise ValueError(f"maskmap.n_segments must be >= 2; got {n_segments}.")
+            raise ValueError(f"regionmap.n_segments must be >= 2; got {n_segments}.")
         for key, value in (("compactness", compactness), ("scale", scale)):
             if value <= 0:
-                raise ValueError(f"maskmap.{key} must be > 0; got {value}.")
+                raise ValueError(f"regionmap.{key} must be > 0; got {value}.")
         if sigma < 0:
-            raise ValueError(f"maskmap.sigma must be >= 0; got {sigma}.")
+            raise ValueError(f"regionmap.sigma must be >= 0; got {sigma}.")
         if min_size < 1:
-            raise ValueError(f"maskmap.min_size must be >= 1; got {min_size}.")
+            raise ValueError(f"regionmap.min_size must be >= 1; got {min_size}.")
         self.method = method
         self.n_segments = int(n_segments)
         self.compactness = float(compactness)

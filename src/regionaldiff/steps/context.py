@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from regionaldiff.artifacts import ArtifactStore, Slot
 from regionaldiff.config import TypedConfig
 from regionaldiff.data.base import EEGDataModule
-from regionaldiff.maps.base import MaskMapGenerator
+from regionaldiff.maps.base import RegionMapGenerator
 from regionaldiff.tracking.mlflow_run import JobTracker
 
 # dataset keys that change how data is loaded or checked, never the data itself (left out of artifact keys)
@@ -38,7 +38,7 @@ class PipelineContext:
     cfg: DictConfig
     typed: TypedConfig
     datamodule: EEGDataModule
-    maskmap: MaskMapGenerator
+    regionmap: RegionMapGenerator
     tracker: JobTracker
     store: ArtifactStore
     output_dir: Path

@@ -1,7 +1,7 @@
 """Step ``evaluate``: metrics of the reconstructions -> ``metrics.json`` in the job folder and MLflow.
 
 The configured suite (``eval.metrics``), the EEG classification head's accuracy, the known-truth metrics where
-the dataset has true region maps, and the region alignment of reconstructions where the mask-map generator can
+the dataset has true region maps, and the region alignment of reconstructions where the region-map generator can
 segment new images. Also scores a folder of images against another (``regionaldiff evaluate GEN REF``).
 """
 
@@ -43,7 +43,7 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     metrics.update(known)
     skipped.update(known_skipped)
     aligned, aligned_skipped = reconstruction_alignment(
-        ctx.maskmap, arrays["generated"], arrays.get("region_maps"), arrays["labels"], ctx.datamodule.num_classes
+        ctx.regionmap, arrays["generated"], arrays.get("region_maps"), arrays["labels"], ctx.datamodule.num_classes
     )
     metrics.update(aligned)
     skipped.update(aligned_skipped)

@@ -86,7 +86,7 @@ def sample_test_split(ctx: PipelineContext, test_maps: str) -> dict[str, np.ndar
         oracle = None
         if test_maps == "oracle" and pipe.ldm.uses_regions:
             if "region_map" not in batch:
-                raise ConfigError("pipeline.test_maps=oracle needs reference region maps: set a maskmap.")
+                raise ConfigError("pipeline.test_maps=oracle needs reference region maps: set a regionmap.")
             encoder = pipe.encoder
             oracle = coarse_region_target(batch["region_map"].to(device), encoder.num_classes + 1, encoder.region_grid)
         result = pipe(batch["eeg"], generator=generator, region_probs=oracle)

@@ -18,12 +18,12 @@ def prepare(ctx: PipelineContext, train: bool = True) -> None:
     """Set the datamodule up, check the splits share no stimulus, and attach the region maps."""
     cfg, dm = ctx.cfg, ctx.datamodule
     dataset_key = {k: v for k, v in plain(cfg.dataset).items() if k not in LOADER_KEYS}
-    ctx.keys["prepare"] = {"dataset": dataset_key, "maskmap": plain(cfg.maskmap)}
+    ctx.keys["prepare"] = {"dataset": dataset_key, "regionmap": plain(cfg.regionmap)}
     dm.setup()
     leaks = check_no_stimulus_leak({s: dm.get_split(s).image_ids for s in SPLITS})
     # per-image generators (slic, sam) are cached on disk by generator config and image content, and resume
-    # after an interruption; None for maskmap=none
-    maps = generate_cached(ctx.maskmap, dm, Path(cfg.paths.cache_dir) / "maskmaps")
+    # after an interruption; None for regionmap=none
+    maps = generate_cached(ctx.regionmap, dm, Path(cfg.paths.cache_dir) / "regionmaps")
     dm.set_region_maps(maps)
     sizes = {f"data/n_{s}": len(dm.get_split(s)) for s in SPLITS}
     ctx.tracker.log_metrics(sizes)

@@ -1,4 +1,4 @@
-"""MLflow tracking for one pipeline job (see ARCHITECTURE.md, "Tracking contract").
+"""MLflow tracking for one pipeline job: its run, params, metrics, tags and artifacts (docs/sweeps.md, "Tracking contract").
 
 - Tracking URI: ``logger.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else sqlite in the output root. Never
   the file store (it errors on current MLflow).
@@ -27,6 +27,7 @@ from typing import Any, cast
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
+from regionaldiff.config import TRACKING_URI_SCHEMES
 from regionaldiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def resolve_tracking_uri(configured: str | None, output_root: str | Path) -> str
     """``configured``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<output_root>/mlflow.db``."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        if not uri.startswith(("sqlite:", "http:", "https:", "postgresql", "mysql", "databricks")):
+        if not uri.startswith(TRACKING_URI_SCHEMES):
             raise ConfigError(
                 f"MLflow tracking URI {uri!r} points at the file store, which current MLflow no longer supports. "
                 "Use sqlite:///path/to/mlflow.db or a tracking server."
