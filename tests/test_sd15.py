@@ -324,3 +324,11 @@ def test_sd15_regional_trains_with_the_default_subset_and_samples_with_the_defau
     assert 0 < m["params/unet_trained"] < m["params/unet_total"]
     assert m["params/controlnet_trained"] == m["params/controlnet_total"] > 0
     assert "finetune/train_clip_loss" in m
+
+
+def test_a_missing_clip_folder_says_where_and_how_to_get_it(tmp_path):
+    from regionaldiff.errors import MissingFileError
+    from regionaldiff.ldm.clip_alignment import ClipImageEmbedder
+
+    with pytest.raises(MissingFileError, match=r"ldm.clip_loss.pretrained: no CLIP model at .*nope.*huggingface-cli"):
+        ClipImageEmbedder(str(tmp_path / "nope"))
