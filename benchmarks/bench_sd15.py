@@ -12,7 +12,8 @@ Measurements (each in a fresh subprocess, so peak memory is the step's own):
               encodes each image at every step, CLIP runs at every step, every UNet weight requires grad while
               only the conditioner, ``attn2`` and ``norm2`` are stepped), batch ``--batch``, ``--size`` px.
 ``sample``    seconds per image of our default sampler (DPM++ 2M, 25 steps, guidance 3) against DreamDiffusion's
-              PLMS, 250 steps, no guidance, on the same model.
+              PLMS, 250 steps, no guidance, on the same model (at ``--sample-size`` px: the ratio is set by the
+              UNet evaluations, 50 against 250; 250 of them at 512 px take the better part of an hour on 2 cores).
 ``memory``    peak resident memory of one training step for each trainable UNet subset.
 ``fullsize``  one training step of the full-size SD-1.5 UNet (random weights from SD-1.5's config, LoRA, batch 1,
               64x64 latents): time and peak memory, proof that the real shapes run.
@@ -277,7 +278,8 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=["train", "sample", "memory", "fullsize"])
     p.add_argument("--width", type=float, default=0.1, help="channel scale of the SD-1.5-layout model (1 = full)")
     p.add_argument("--cross-dim", type=int, default=96, help="context width of the narrow model (SD-1.5: 768)")
-    p.add_argument("--size", type=int, default=512, help="image side (px)")
+    p.add_argument("--size", type=int, default=512, help="image side (px) of training")
+    p.add_argument("--sample-size", type=int, default=128, help="image side (px) of the sampler comparison")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up step)")
     p.add_argument("--threads", type=int, default=2)
@@ -316,6 +318,11 @@ def main() -> None:
         "batch": args.batch,
         "cross_dim": args.cross_dim,
     }
+
+    def save() -> None:  # after each part: a long run keeps what it measured
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2))
+
     if "train" in args.only:
         ours = run_child(["--child", "train", "--recipe", "ours", *common])
         dream = run_child(["--child", "train", "--recipe", "dreamdiffusion", *common])
@@ -325,9 +332,12 @@ def main() -> None:
             "speedup": ours["samples_per_s"] / dream["samples_per_s"],
         }
     if "sample" in args.only:
-        sample = run_child(["--child", "sample", *common])
+        sample_common = [*common]
+        sample_common[sample_common.index("--size") + 1] = str(args.sample_size)
+        sample = run_child(["--child", "sample", *sample_common])
         sample["speedup"] = sample["plms250"]["s_per_image"] / sample["ours"]["s_per_image"]
         results["sample"] = sample
+        save()
     if "memory" in args.only:
         results["memory"] = {
             mode: run_child(
@@ -347,12 +357,11 @@ def main() -> None:
             )
             for mode in ("frozen", "cross_attention", "lora", "full")
         }
+        save()
     if "fullsize" in args.only:
         results["fullsize"] = run_child(["--child", "fullsize", "--threads", str(args.threads)])
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    print(json.dumps(results, indent=2))
+    save()
 
 
 if __name__ == "__main__":

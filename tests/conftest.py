@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -79,3 +80,21 @@ def mlflow_runs(root: Path):
     client = MlflowClient(f"sqlite:///{root / 'outputs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("regionaldiff")
     return client, client.search_runs([experiment.experiment_id], max_results=100)
+
+
+def write_tiny_clip(folder: Path) -> Path:
+    """A tiny transformers CLIP vision tower with projection (projection_dim 12), saved with save_pretrained."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=16,
+        projection_dim=12,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(folder)
+    return folder

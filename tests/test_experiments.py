@@ -119,6 +119,19 @@ def _eeg_imagenet(tmp_path):
     return [f"dataset.root={write_eeg_imagenet(tmp_path / 'eeg_imagenet', n_subjects=4).root}"]
 
 
+def _eeg_imagenet_sd15(tmp_path):
+    """The EEG-ImageNet fixture and, where the SD-1.5 configs read them, a narrow random-weight SD-1.5-layout folder
+    and a tiny CLIP: DreamDiffusion's experiments then run their own SD recipe (PLMS, CLIP loss) at toy sizes."""
+    from conftest import write_tiny_clip
+    from regionaldiff.ldm.sd15 import save_sd15_layout
+
+    weights = tmp_path / "weights"
+    save_sd15_layout(weights / "stable-diffusion-v1-5", width=0.05, cross_attention_dim=32, layers_per_block=1)
+    write_tiny_clip(weights / "clip-vit-large-patch14")
+    sd = [f"paths.weights_dir={weights}", "ldm.unet.cross_attention_dim=32", "ldm.image_size=64", "ldm.batch_size=4"]
+    return [*_eeg_imagenet(tmp_path), *sd]
+
+
 def _things(tmp_path):
     from official_formats import write_things_eeg2
 
@@ -134,8 +147,8 @@ ONE_JOB = {
         [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
     ),
     "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
-    "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=global", "regionmap=none"]),
-    "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet, [*REAL_SMALL, "ldm=regional"]),
+    "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
+    "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
     "things_intra_subject": (["dataset.subjects=[2]"], _things, [*REAL_SMALL, "ldm=global", "regionmap=none"]),
     "things_inter_subject": (
         ["dataset.leave_out_subject=2"],

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, write_tiny_clip
 from regionaldiff.components import build_codec, build_ldm
 from regionaldiff.config import LDMConfig, validate
 from regionaldiff.ldm.latent_cache import compute_latent_cache
@@ -20,23 +20,6 @@ from regionaldiff.ldm.sd15 import SD15_UNET, SD15_UNET_PARAMETERS, save_sd15_lay
 from regionaldiff.ldm.trainable import count_parameters
 
 CROSS_DIM = 32  # the narrow folders' context width (SD-1.5: 768)
-
-
-def write_tiny_clip(folder: Path) -> Path:
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=16,
-        projection_dim=12,
-    )
-    CLIPVisionModelWithProjection(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
