@@ -331,6 +331,7 @@ def main() -> None:
             "dreamdiffusion": dream,
             "speedup": ours["samples_per_s"] / dream["samples_per_s"],
         }
+        save()
     if "sample" in args.only:
         sample_common = [*common]
         sample_common[sample_common.index("--size") + 1] = str(args.sample_size)
