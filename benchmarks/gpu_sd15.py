@@ -1,10 +1,12 @@
 """The GPU check of the SD-1.5 path, one command, no downloads, a few minutes on one H100/A100:
 
 1. training: the full-size SD-1.5 UNet and a ControlNet made from it (random weights from SD-1.5's config), our
-   default recipe (UNet LoRA rank 8, ControlNet and conditioner-sized context trained, cached latents: random
-   64x64 latents stand in for them), bf16 autocast, SDPA attention, fused AdamW, batch 8 at 512 px; 20 timed steps
-   after warm-up -> samples/s, peak GPU memory, and model FLOPs utilisation (FLOPs of one step counted by
-   ``torch.utils.flop_counter``, against ``--peak-tflops``);
+   default recipe (UNet LoRA rank 8, ControlNet trained, cached latents: random 64x64 latents stand in for them),
+   bf16 autocast, SDPA attention, fused AdamW, batch 8 at 512 px; 20 timed steps after warm-up -> samples/s, peak
+   GPU memory, and model FLOPs utilisation (FLOPs of one step counted by ``torch.utils.flop_counter``, against
+   ``--peak-tflops``); then the same model without the ControlNet trained by our recipe and by DreamDiffusion's
+   (fp32, the SD VAE encodes the 512 px images and a CLIP ViT-L/14 runs at every step, every UNet weight requires
+   grad while attn2/norm2 are stepped): the training-throughput ratio at full size;
 2. sampling: UNet (+ ControlNet) evaluations/s with classifier-free guidance, batch 8, DPM++ 2M 25 steps;
 3. region maps: SAM ViT-H map generation in images/s with the batched image encoder (``benchmarks/bench_sam.py``).
 
@@ -24,60 +26,116 @@ import time
 from pathlib import Path
 
 
-def build(dry_run: bool, device: str):
+def build(dry_run: bool, device: str, recipe: str):
+    """The full-size SD-1.5 UNet (and, for ``ours``, a ControlNet), trainable as the recipe says; for
+    ``dreamdiffusion`` also the VAE and a CLIP ViT-L/14 vision tower that run at every step."""
     import torch
-    from diffusers import ControlNetModel, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 
     from regionaldiff.config import LoraConfig
-    from regionaldiff.ldm.sd15 import SD15_UNET, unet_config
-    from regionaldiff.ldm.trainable import add_lora
+    from regionaldiff.ldm.sd15 import SD15_UNET, SD15_VAE, unet_config, vae_config
 
     config = unet_config(0.05, cross_attention_dim=32) if dry_run else dict(SD15_UNET)
     if dry_run:
         config["layers_per_block"] = 1
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**config)
-    controlnet = ControlNetModel.from_unet(
-        unet, conditioning_embedding_out_channels=(16, 32, 96, 256), conditioning_channels=41
-    )
-    add_lora(unet, LoraConfig(rank=8, alpha=8, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    for name, param in unet.named_parameters():
-        param.requires_grad_("lora_" in name)
-    controlnet.requires_grad_(True)
+    controlnet = None
+    extras: dict = {}
+    if recipe == "ours":
+        controlnet = ControlNetModel.from_unet(
+            unet, conditioning_embedding_out_channels=(16, 32, 96, 256), conditioning_channels=41
+        )
+        controlnet.requires_grad_(True)
+    if recipe in ("ours", "ours_global"):
+        from regionaldiff.ldm.trainable import add_lora
+
+        lora = LoraConfig(rank=8, alpha=8, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+        add_lora(unet, lora)
+        for name, param in unet.named_parameters():
+            param.requires_grad_("lora_" in name)
+    else:  # DreamDiffusion: every UNet weight requires grad, only attn2/norm2 are stepped; VAE and CLIP every step
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        unet.requires_grad_(True)
+        vae_kwargs = vae_config(0.05) if dry_run else dict(SD15_VAE)
+        if dry_run:
+            clip_config = CLIPVisionConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                image_size=32,
+                patch_size=16,
+                projection_dim=32,
+            )
+        else:  # ViT-L/14
+            clip_config = CLIPVisionConfig(
+                hidden_size=1024,
+                intermediate_size=4096,
+                num_hidden_layers=24,
+                num_attention_heads=16,
+                image_size=224,
+                patch_size=14,
+                projection_dim=768,
+            )
+        extras["vae"] = AutoencoderKL(**vae_kwargs).to(device).requires_grad_(False).eval()
+        extras["clip"] = CLIPVisionModelWithProjection(clip_config).to(device).requires_grad_(False).eval()
     for module in (unet, controlnet):
-        module.to(device, memory_format=torch.channels_last)
+        if module is None:
+            continue
+        if recipe == "dreamdiffusion":
+            module.to(device)
+        else:
+            module.to(device, memory_format=torch.channels_last)
         module.enable_gradient_checkpointing()
-    return unet, controlnet, int(config["cross_attention_dim"])
+    return unet, controlnet, int(config["cross_attention_dim"]), extras
 
 
-def train_benchmark(args) -> dict:
+def train_benchmark(args, recipe: str) -> dict:
+    """Samples/s, peak memory and MFU of training steps by ``recipe`` (``ours``, ``ours_global`` or
+    ``dreamdiffusion``); for ``ours`` also UNet + ControlNet evaluations/s when sampling with guidance."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     device = torch.device(args.device)
-    unet, controlnet, cross_dim = build(args.dry_run, args.device)
-    params = [p for m in (unet, controlnet) for p in m.parameters() if p.requires_grad]
+    unet, controlnet, cross_dim, extras = build(args.dry_run, args.device, recipe)
+    modules = [m for m in (unet, controlnet) if m is not None]
+    if recipe == "dreamdiffusion":  # stepped: attn2 and norm2 only (the conditioner is left out on both sides)
+        params = [p for n, p in unet.named_parameters() if ".attn2." in f".{n}" or ".norm2." in f".{n}"]
+    else:
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
     batch, side = (2, 8) if args.dry_run else (args.batch, 64)
     latents = torch.randn(batch, 4, side, side, device=device)
+    images = torch.rand(batch, 3, side * 8, side * 8, device=device) * 2 - 1
     context = torch.randn(batch, 77, cross_dim, device=device)
     cond = torch.rand(batch, 41, side * 8, side * 8, device=device) * 2 - 1
     steps_t = torch.randint(0, 1000, (batch,), device=device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    use_bf16 = device.type == "cuda" and recipe != "dreamdiffusion"  # DreamDiffusion trains in fp32
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-            down, mid = controlnet(
-                latents, steps_t, encoder_hidden_states=context, controlnet_cond=cond, return_dict=False
-            )
+        target = latents
+        if recipe == "dreamdiffusion":
+            with torch.no_grad():
+                target = extras["vae"].encode(images).latent_dist.sample() * 0.18215
+                clip_size = extras["clip"].config.image_size
+                pixels = torch.nn.functional.interpolate(images, size=(clip_size, clip_size), mode="bicubic")
+                extras["clip"](pixel_values=pixels)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            down = mid = None
+            if controlnet is not None:
+                down, mid = controlnet(
+                    target, steps_t, encoder_hidden_states=context, controlnet_cond=cond, return_dict=False
+                )
             pred = unet(
-                latents,
+                target,
                 steps_t,
                 encoder_hidden_states=context,
                 down_block_additional_residuals=down,
                 mid_block_additional_residual=mid,
             ).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), latents)
+        loss = torch.nn.functional.mse_loss(pred.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -98,6 +156,7 @@ def train_benchmark(args) -> dict:
     sync()
     seconds = (time.perf_counter() - start) / n
     out = {
+        "recipe": recipe,
         "batch": batch,
         "latent_side": side,
         "s_per_step": seconds,
@@ -105,16 +164,18 @@ def train_benchmark(args) -> dict:
         "tflop_per_step": flops / 1e12,
         "achieved_tflops": flops / seconds / 1e12,
         "mfu": flops / seconds / (args.peak_tflops * 1e12),
-        "trained_params": sum(p.numel() for p in params),
+        "stepped_params": sum(p.numel() for p in params),
     }
     if device.type == "cuda":
         out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    if controlnet is None:
+        return out
 
     # sampling: guided UNet + ControlNet evaluations (the conditional and null halves in one batch)
     unet.eval()
     controlnet.eval()
     evals = 0
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         doubled = [torch.cat([x, x]) for x in (latents, context, cond)]
         t = torch.full((2 * batch,), 500, device=device)
         n_steps = 3 if args.dry_run else 25
@@ -151,7 +212,11 @@ def main() -> None:
     import torch
 
     result: dict = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device}
-    result["train_and_sample"] = train_benchmark(args)
+    for recipe in ("ours", "ours_global", "dreamdiffusion"):
+        result[recipe] = train_benchmark(args, recipe)
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    result["speedup_same_model"] = result["ours_global"]["samples_per_s"] / result["dreamdiffusion"]["samples_per_s"]
     if not args.skip_sam:
         sam_args = ["--device", args.device, "--images", "4" if args.dry_run else "32"]
         sam_args += (
