@@ -192,7 +192,7 @@ def child(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    weights = Path(args.weights)
+    weights = Path(args.weights) if args.weights else Path(".")  # fullsize builds from config, reads no folder
     base_rss = peak_rss_mb()
     if args.child == "train":
         module, optimizer, batch = build_module(args.recipe, weights, args.size, args.cross_dim, args.batch, args.unet)
