@@ -15,7 +15,9 @@ heads; the building blocks are PyTorch's own Transformer layers.
 
 from __future__ import annotations
 
+import inspect
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -81,52 +83,45 @@ class EEGMaskedAutoencoder(nn.Module):
     pos_embed: torch.Tensor
     decoder_pos_embed: torch.Tensor
 
+    #: the constructor's arguments that come from the data, not from ``encoder.net``
+    DATA_ARGS = ("n_chans", "n_times", "sfreq", "num_classes")
+
     @classmethod
-    def check_config(
-        cls,
-        key: str,
-        patch_size: int = 4,
-        embed_dim: int = 64,
-        depth: int = 2,
-        num_heads: int = 4,
-        decoder_embed_dim: int = 32,
-        decoder_depth: int = 1,
-        decoder_num_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        mask_ratio: float = 0.75,
-        region_grid: int = 8,
-        dropout: float = 0.0,
-    ) -> None:
-        """Check the architecture's own arguments (everything but the data's sizes); a ValueError names
-        ``key.<argument>``. Runs before any work (:func:`regionaldiff.components.check_component`)."""
-        sizes = dict(
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            decoder_embed_dim=decoder_embed_dim,
-            decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads,
-            mlp_ratio=mlp_ratio,
-        )
-        for name, value in sizes.items():
-            if value <= 0:
-                raise ConfigError(f"{key}.{name} must be > 0; got {value}.")
-        if not 0.0 < mask_ratio < 1.0:
-            raise ConfigError(f"{key}.mask_ratio must be in (0, 1); got {mask_ratio}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"{key}.dropout must be in [0, 1); got {dropout}.")
-        if embed_dim % num_heads:
-            raise ConfigError(f"{key}.embed_dim={embed_dim} must be divisible by {key}.num_heads={num_heads}.")
-        if decoder_embed_dim % decoder_num_heads:
+    def check_config(cls, key: str, **arch: Any) -> None:
+        """Check the architecture's own arguments (everything but the data's sizes; those not given take the
+        constructor's defaults); a ConfigError names ``key.<argument>``. Runs before any work
+        (:func:`regionaldiff.components.check_component`) and in the constructor."""
+        params = inspect.signature(cls.__init__).parameters
+        a = {n: arch.get(n, p.default) for n, p in params.items() if n != "self" and n not in cls.DATA_ARGS}
+        for name in (
+            "patch_size",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "decoder_embed_dim",
+            "decoder_depth",
+            "decoder_num_heads",
+            "mlp_ratio",
+        ):
+            if a[name] <= 0:
+                raise ConfigError(f"{key}.{name} must be > 0; got {a[name]}.")
+        if not 0.0 < a["mask_ratio"] < 1.0:
+            raise ConfigError(f"{key}.mask_ratio must be in (0, 1); got {a['mask_ratio']}.")
+        if not 0.0 <= a["dropout"] < 1.0:
+            raise ConfigError(f"{key}.dropout must be in [0, 1); got {a['dropout']}.")
+        if a["embed_dim"] % a["num_heads"]:
             raise ConfigError(
-                f"{key}.decoder_embed_dim={decoder_embed_dim} must be divisible by "
-                f"{key}.decoder_num_heads={decoder_num_heads}."
+                f"{key}.embed_dim={a['embed_dim']} must be divisible by {key}.num_heads={a['num_heads']}."
             )
-        if embed_dim % 2 or decoder_embed_dim % 2:
+        if a["decoder_embed_dim"] % a["decoder_num_heads"]:
+            raise ConfigError(
+                f"{key}.decoder_embed_dim={a['decoder_embed_dim']} must be divisible by "
+                f"{key}.decoder_num_heads={a['decoder_num_heads']}."
+            )
+        if a["embed_dim"] % 2 or a["decoder_embed_dim"] % 2:
             raise ConfigError(f"{key}.embed_dim and decoder_embed_dim must be even (sine-cosine positions).")
-        if region_grid < 0:
-            raise ConfigError(f"{key}.region_grid must be >= 0 (0 = no region head); got {region_grid}.")
+        if a["region_grid"] < 0:
+            raise ConfigError(f"{key}.region_grid must be >= 0 (0 = no region head); got {a['region_grid']}.")
 
     def __init__(
         self,
@@ -147,20 +142,8 @@ class EEGMaskedAutoencoder(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.check_config(
-            "encoder.net",
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            decoder_embed_dim=decoder_embed_dim,
-            decoder_depth=decoder_depth,
-            decoder_num_heads=decoder_num_heads,
-            mlp_ratio=mlp_ratio,
-            mask_ratio=mask_ratio,
-            region_grid=region_grid,
-            dropout=dropout,
-        )
+        arch = {k: v for k, v in locals().items() if k not in ("self", "__class__", *self.DATA_ARGS)}
+        self.check_config("encoder.net", **arch)
         if n_chans < 1 or n_times < 1 or sfreq <= 0:
             raise ValueError(f"n_chans, n_times and sfreq must be positive; got {n_chans}, {n_times}, {sfreq}.")
         if n_times % patch_size:
