@@ -41,7 +41,7 @@ ablation: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_dataset_cache.py
 
-## the whole test suite (CPU, about 15 minutes on 2 cores; `make test-fast` skips the end-to-end runs)
+## the whole test suite (CPU, about 12 minutes on 2 cores; `make test-fast` skips the end-to-end runs)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
