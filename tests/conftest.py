@@ -98,3 +98,25 @@ def write_tiny_clip(folder: Path) -> Path:
     )
     CLIPVisionModelWithProjection(config).save_pretrained(folder)
     return folder
+
+
+def tiny_encoder(**kw):
+    """A small EEG MAE (5 channels, 40 samples, 3 classes, region grid 4); keyword arguments override."""
+    from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+
+    args = dict(
+        n_chans=5,
+        n_times=40,
+        sfreq=100.0,
+        num_classes=3,
+        patch_size=4,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=8,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        region_grid=4,
+    )
+    args.update(kw)
+    return EEGMaskedAutoencoder(**args)

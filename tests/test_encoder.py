@@ -4,27 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
+from conftest import tiny_encoder as make
+from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.encoder.module import EncoderPretrainModule
-
-
-def make(**kw):
-    args = dict(
-        n_chans=5,
-        n_times=40,
-        sfreq=100.0,
-        num_classes=3,
-        patch_size=4,
-        embed_dim=16,
-        depth=1,
-        num_heads=2,
-        decoder_embed_dim=8,
-        decoder_depth=1,
-        decoder_num_heads=2,
-        region_grid=4,
-    )
-    args.update(kw)
-    return EEGMaskedAutoencoder(**args)
 
 
 def test_output_shapes():

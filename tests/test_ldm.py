@@ -5,6 +5,7 @@ import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from omegaconf import OmegaConf
 
+from conftest import tiny_encoder
 from regionaldiff.components import build_codec, build_ldm
 from regionaldiff.config import LDMConfig, SamplingConfig, SchedulerConfig
 from regionaldiff.ldm.conditioning import EEGConditioner, map_condition
@@ -210,23 +211,10 @@ def test_missing_local_weights_say_what_to_do(tmp_path):
 def test_finetune_step_trains_unet_conditioner_and_controlnet_but_not_the_frozen_encoder():
     """The map constraint has a gradient: one optimiser step on the denoising loss moves the ControlNet (including
     its map-embedding input layer), the UNet and the EEG conditioner; the pretrained encoder stays frozen."""
-    from regionaldiff.encoder.mae import EEGMaskedAutoencoder
     from regionaldiff.ldm.module import LDMFinetuneModule
 
     torch.manual_seed(0)
-    encoder = EEGMaskedAutoencoder(
-        n_chans=5,
-        n_times=40,
-        sfreq=100.0,
-        num_classes=3,
-        embed_dim=16,
-        depth=1,
-        num_heads=2,
-        decoder_embed_dim=8,
-        decoder_depth=1,
-        decoder_num_heads=2,
-        region_grid=4,
-    )
+    encoder = tiny_encoder()
     ldm = build(True)
     ldm.cond_drop_prob = 0.0
     module = LDMFinetuneModule(encoder, ldm, PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="reference")
@@ -341,23 +329,11 @@ def test_class_fusion_by_hand():
 
 
 def test_mixed_training_maps_draw_reference_or_predicted_per_sample():
-    from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
+    from regionaldiff.encoder.mae import coarse_region_target
     from regionaldiff.ldm.module import LDMFinetuneModule
 
     torch.manual_seed(0)
-    encoder = EEGMaskedAutoencoder(
-        n_chans=5,
-        n_times=40,
-        sfreq=100.0,
-        num_classes=3,
-        embed_dim=16,
-        depth=1,
-        num_heads=2,
-        decoder_embed_dim=8,
-        decoder_depth=1,
-        decoder_num_heads=2,
-        region_grid=4,
-    )
+    encoder = tiny_encoder()
     module = LDMFinetuneModule(
         encoder, build(True), PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="mixed"
     )
