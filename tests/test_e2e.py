@@ -50,6 +50,10 @@ def test_default_pipeline_runs_end_to_end_and_logs_to_mlflow(run_cli, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.metrics["eval/ssim"] == pytest.approx(metrics["eval/ssim"])
     assert "pretrain/train_loss" in run.data.metrics and "finetune/train_loss" in run.data.metrics
+    # the region head's background bias was fitted on the validation split and did not lower its map mIoU
+    m = run.data.metrics
+    assert m["pretrain/val_region_miou"] >= m["pretrain/val_region_miou_uncalibrated"]
+    assert -3.0 <= m["pretrain/region_background_bias"] <= 1.0
     assert run.data.params["ldm.name"] == "regional" and run.data.params["dataset.n_train"] == "48"
     assert run.data.tags["regionaldiff.test_maps"] == "predicted"
     assert Path(run.data.tags["checkpoint.encoder"]).is_file() and Path(run.data.tags["checkpoint.ldm"]).is_file()
@@ -66,6 +70,19 @@ def test_default_pipeline_runs_end_to_end_and_logs_to_mlflow(run_cli, tmp_path):
     again = run_cli(*TINY)
     log = again.stdout + again.stderr  # Hydra's job logging writes to stdout
     assert "reusing encoder" in log and "reusing LDM" in log and "reusing reconstructions" in log
+
+    # pipeline.eval_split=val reconstructs and scores the validation trials with the same trained model
+    val = run_cli(*TINY, "pipeline.eval_split=val")
+    log = val.stdout + val.stderr
+    assert "reusing LDM" in log and "reusing reconstructions" not in log
+    _, runs = mlflow_runs(tmp_path)
+    val_run = max(runs, key=lambda r: r.info.start_time)
+    assert val_run.data.tags["regionaldiff.eval_split"] == "val"
+    val_generated = Path(val_run.data.tags["artifact.generated"])
+    assert val_generated != generated
+    ids = sorted(p.stem.split("_", 1)[1] for p in (val_generated / "reference").glob("*.png"))
+    assert ids == [f"syn_{i:06d}" for i in range(48, 60)]  # the 12 validation images follow the 48 training ones
+    assert "eval/recon_region_miou" in json.loads((_job_dir(val.stdout) / "metrics.json").read_text())
 
 
 def test_sweep_is_one_parent_with_two_children_and_pretrains_once(run_cli, tmp_path):

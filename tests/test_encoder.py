@@ -107,3 +107,68 @@ def test_classification_learns_a_separable_problem():
         loss.backward()
         opt.step()
     assert (model(eeg)["class_logits"].argmax(-1) == labels).float().mean() > 0.9
+
+
+def _background_heavy_head(model, background_logit: float):
+    """Make the region head predict ``background_logit`` for background, 0 for label 1 and -10 for the rest in
+    every cell, whatever the EEG."""
+    last = model.region_mlp[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-10.0)
+        last.bias[0], last.bias[1] = background_logit, 0.0
+    return model
+
+
+def test_background_calibration_finds_the_bias_that_reveals_objects():
+    from regionaldiff.encoder.calibration import fit_background_bias
+
+    model = _background_heavy_head(make(), background_logit=2.0)
+    maps = torch.zeros(6, 8, 8, dtype=torch.long)
+    maps[:, :, :4] = 1  # label 1 on the left half of every map
+    batches = [
+        {"eeg": torch.randn(3, 5, 40), "region_map": maps[:3]},
+        {"eeg": torch.randn(3, 5, 40), "region_map": maps[3:]},
+    ]
+
+    fit = fit_background_bias(model, batches, class_fused=False)
+
+    # uncalibrated: background everywhere (IoU of label 1 = 0); from bias -2.25 on, label 1 everywhere (IoU 0.5);
+    # the smallest such bias is kept
+    assert fit.miou_before == 0.0 and fit.miou_after == pytest.approx(0.5) and fit.n_trials == 6
+    assert fit.bias == -2.25 and model.region_background_bias.item() == -2.25
+    logits = model(torch.randn(2, 5, 40))["region_logits"]
+    assert (logits.argmax(1) == 1).all()
+    assert logits[:, 0].sub(2.0 - 2.25).abs().max() < 1e-5
+
+
+def test_background_calibration_never_lowers_the_validation_score():
+    from regionaldiff.encoder.calibration import fit_background_bias
+
+    model = _background_heavy_head(make(), background_logit=-1.0)  # objects everywhere already
+    maps = torch.ones(4, 8, 8, dtype=torch.long)
+    fit = fit_background_bias(model, [{"eeg": torch.randn(4, 5, 40), "region_map": maps}], class_fused=True)
+    assert fit.miou_after >= fit.miou_before == pytest.approx(1.0)
+    assert fit.bias == 0.0
+
+
+def test_background_bias_is_saved_and_old_checkpoints_load_uncalibrated():
+    model = make()
+    model.region_background_bias.fill_(-1.5)
+    state = model.state_dict()
+    assert state["region_background_bias"].item() == -1.5
+    again = make()
+    again.load_state_dict(state)
+    assert again.region_background_bias.item() == -1.5
+    old = {k: v for k, v in state.items() if k != "region_background_bias"}
+    again.load_state_dict(old)  # a checkpoint from before the bias existed: strict loading still works
+    assert again.region_background_bias.item() == 0.0
+
+
+def test_background_calibration_needs_maps_and_a_head():
+    from regionaldiff.encoder.calibration import fit_background_bias
+
+    with pytest.raises(ValueError, match="region_map"):
+        fit_background_bias(make(), [{"eeg": torch.randn(2, 5, 40)}], class_fused=False)
+    with pytest.raises(ValueError, match="region head"):
+        fit_background_bias(make(region_grid=0), [], class_fused=False)

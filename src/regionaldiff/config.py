@@ -75,6 +75,11 @@ class TestMaps(str, Enum):
     oracle = "oracle"
 
 
+class EvalSplit(str, Enum):
+    test = "test"
+    val = "val"
+
+
 class TrainMaps(str, Enum):
     reference = "reference"
     predicted = "predicted"
@@ -144,6 +149,7 @@ class EncoderConfig:
     lr: float = MISSING
     weight_decay: float = MISSING
     max_epochs: int = MISSING
+    calibrate_background: bool = MISSING
 
     def __post_init__(self) -> None:
         _positive("encoder", lr=self.lr, max_epochs=self.max_epochs)
@@ -338,6 +344,7 @@ class LoggerConfig:
 class PipelineConfig:
     steps: list[Step] = MISSING
     test_maps: TestMaps = MISSING
+    eval_split: EvalSplit = MISSING
     grid_size: int = MISSING
 
     def __post_init__(self) -> None:

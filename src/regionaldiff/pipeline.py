@@ -8,7 +8,7 @@ step          artifact key
 prepare       dataset config (minus loader settings) + regionmap config
 pretrain      prepare key + encoder config + seed
 finetune      pretrain key + ldm config (minus sampling) + seed
-generate      finetune key + ldm.sampling + pipeline.test_maps
+generate      finetune key + ldm.sampling + pipeline.test_maps (+ pipeline.eval_split unless test)
 evaluate      (per job) generate key + eval config -> ``metrics.json`` in the job folder
 ============  =====================================================================
 """
@@ -89,7 +89,9 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
     ctx = build_context(cfg, tracker)
     tracker.log_config(cfg, ctx.output_dir)
     test_maps = ctx.typed.pipeline.test_maps.value
-    tracker.set_tags({"regionaldiff.test_maps": test_maps})
+    tracker.set_tags(
+        {"regionaldiff.test_maps": test_maps, "regionaldiff.eval_split": ctx.typed.pipeline.eval_split.value}
+    )
     if cfg.get("ablation_arm"):
         tracker.set_tags({"regionaldiff.ablation_arm": str(cfg.ablation_arm)})
     if test_maps == "oracle":

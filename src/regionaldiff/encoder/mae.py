@@ -82,6 +82,7 @@ class EEGMaskedAutoencoder(nn.Module):
 
     pos_embed: torch.Tensor
     decoder_pos_embed: torch.Tensor
+    region_background_bias: torch.Tensor
 
     #: the constructor's arguments that come from the data, not from ``encoder.net``
     DATA_ARGS = ("n_chans", "n_times", "sfreq", "num_classes")
@@ -184,6 +185,9 @@ class EEGMaskedAutoencoder(nn.Module):
                 nn.GELU(),
                 nn.Linear(embed_dim, num_classes + 1),
             )
+        # added to the background logit of every cell; fitted on the validation split after training
+        # (regionaldiff.encoder.calibration), 0 until then
+        self.register_buffer("region_background_bias", torch.zeros(()))
         nn.init.normal_(self.mask_token, std=0.02)
 
     # -- input checks -----------------------------------------------------------------------
@@ -223,7 +227,19 @@ class EEGMaskedAutoencoder(nn.Module):
         attended, _ = self.region_attn(queries, codes, codes, need_weights=False)
         logits = self.region_mlp(attended + queries)
         g = self.region_grid
-        return logits.transpose(1, 2).reshape(codes.shape[0], self.num_classes + 1, g, g)
+        logits = logits.transpose(1, 2).reshape(codes.shape[0], self.num_classes + 1, g, g)
+        background = torch.zeros_like(logits[:1, :, :1, :1])
+        background[:, 0] = self.region_background_bias
+        return logits + background
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # encoders saved before the background bias existed load as uncalibrated (bias 0)
+        state_dict.setdefault(prefix + "region_background_bias", torch.zeros(()))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, eeg: torch.Tensor) -> dict[str, torch.Tensor]:
         """Codes, class logits and (when the head exists) region logits of ``eeg``."""

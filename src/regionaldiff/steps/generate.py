@@ -1,4 +1,4 @@
-"""Step ``generate``: reconstruct the test split from EEG with :class:`RegionalDiffPipeline` (region maps predicted
+"""Step ``generate``: reconstruct the evaluated split (``pipeline.eval_split``, the test split by default) from EEG with :class:`RegionalDiffPipeline` (region maps predicted
 from EEG unless ``pipeline.test_maps=oracle``), as arrays, image folders and a grid."""
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ GENERATED_FILE = "generated.npz"
 
 
 def generate(ctx: PipelineContext, train: bool = True) -> None:
-    """Reconstruct the test split, or reuse the artifact of the same model, sampler and test maps."""
+    """Reconstruct the evaluated split, or reuse the artifact of the same model, sampler, test maps and split."""
     test_maps = ctx.typed.pipeline.test_maps.value
+    split = ctx.typed.pipeline.eval_split.value
     ctx.keys["generate"] = {
         "finetune": ctx.keys["finetune"],
         "sampling": plain(ctx.cfg.ldm.sampling),
         "test_maps": test_maps,
     }
+    if split != "test":  # the test split's key stays as it was, so existing artifacts are reused
+        ctx.keys["generate"]["split"] = split
     slot = ctx.slots["generate"] = ctx.store.slot("generate", ctx.keys["generate"])
     out_file = slot.path / GENERATED_FILE
     with slot.lock():
@@ -39,7 +42,7 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
                 raise RuntimeError(
                     f"No reconstructions for this config at {slot.path}: add 'generate' to pipeline.steps."
                 )
-            arrays = sample_test_split(ctx, test_maps)
+            arrays = sample_split(ctx, test_maps, split)
             np.savez_compressed(out_file, **arrays)  # type: ignore[arg-type]
             write_image_folders(slot.path, arrays)
             slot.mark_done({"n": len(arrays["labels"])})
@@ -73,16 +76,16 @@ def grid_maps(arrays: dict[str, np.ndarray], test_maps: str, n: int, image_size:
     return None, ""
 
 
-def sample_test_split(ctx: PipelineContext, test_maps: str) -> dict[str, np.ndarray]:
-    """Reconstructions of every test trial with the run's trained model and sampler, seeded by ``seed``."""
+def sample_split(ctx: PipelineContext, test_maps: str, split: str = "test") -> dict[str, np.ndarray]:
+    """Reconstructions of every trial of ``split`` with the run's trained model and sampler, seeded by ``seed``."""
     device = ctx.device
     pipe = RegionalDiffPipeline.from_pretrained(ctx.slots["finetune"].path, device=device)
     pipe.sampling = ctx.typed.ldm.sampling
     generator = torch.Generator(device=device).manual_seed(ctx.seed)
     names = ("generated", "reference", "labels", "eeg_pred", "region_probs", "image_ids", "region_maps")
     out: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    loader = ctx.datamodule.loader("test", False, ctx.typed.ldm.sampling.batch_size)
-    for batch in tqdm(loader, desc="generate (test split)"):
+    loader = ctx.datamodule.loader(split, False, ctx.typed.ldm.sampling.batch_size)
+    for batch in tqdm(loader, desc=f"generate ({split} split)"):
         oracle = None
         if test_maps == "oracle" and pipe.ldm.uses_regions:
             if "region_map" not in batch:
