@@ -54,6 +54,7 @@ def test_default_pipeline_runs_end_to_end_and_logs_to_mlflow(run_cli, tmp_path):
     m = run.data.metrics
     assert m["pretrain/val_region_miou"] >= m["pretrain/val_region_miou_uncalibrated"]
     assert -3.0 <= m["pretrain/region_background_bias"] <= 1.0
+    assert ("eval/region_miou_uncalibrated" in metrics) == (m["pretrain/region_background_bias"] != 0.0)
     assert run.data.params["ldm.name"] == "regional" and run.data.params["dataset.n_train"] == "48"
     assert run.data.tags["regionaldiff.test_maps"] == "predicted"
     assert Path(run.data.tags["checkpoint.encoder"]).is_file() and Path(run.data.tags["checkpoint.ldm"]).is_file()

@@ -172,3 +172,17 @@ def test_background_calibration_needs_maps_and_a_head():
         fit_background_bias(make(), [{"eeg": torch.randn(2, 5, 40)}], class_fused=False)
     with pytest.raises(ValueError, match="region head"):
         fit_background_bias(make(region_grid=0), [], class_fused=False)
+
+
+def test_uncalibrated_undoes_the_background_bias_of_class_fused_maps():
+    from regionaldiff.evaluation.known_truth import uncalibrated
+    from regionaldiff.ldm.conditioning import fuse_class_into_map
+
+    torch.manual_seed(0)
+    logits, class_probs = torch.randn(3, 4, 4, 4), torch.randn(3, 3).softmax(-1)
+    shifted = logits.clone()
+    shifted[:, 0] -= 1.25
+    before = fuse_class_into_map(logits.softmax(1), class_probs).numpy()
+    after = fuse_class_into_map(shifted.softmax(1), class_probs).numpy()
+    assert abs(after - before).max() > 0.05
+    assert abs(uncalibrated(after, -1.25) - before).max() < 1e-5

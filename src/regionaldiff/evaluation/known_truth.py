@@ -133,11 +133,21 @@ def load_or_train_judge(
     return judge.eval(), {"path": str(slot.path)}
 
 
+def uncalibrated(region_probs: np.ndarray, background_bias: float) -> np.ndarray:
+    """Undo a background-logit bias on probabilities ``[N, L, g, g]`` (label 0 = background): the maps the region
+    head gave before :mod:`regionaldiff.encoder.calibration` (the same for class-fused maps, which keep the
+    background probability)."""
+    probs = region_probs.astype(np.float64)
+    probs[:, 0] *= np.exp(-background_bias)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def region_and_class_metrics(
     arrays: Mapping[str, np.ndarray],
     datamodule: EEGDataModule,
     store: ArtifactStore,
     dataset_key: Mapping[str, Any],
+    background_bias: float = 0.0,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Metrics and skipped-with-reason for the EEG-predicted maps and the reconstructions' classes and regions.
 
@@ -151,6 +161,9 @@ def region_and_class_metrics(
         The dataset: ``num_classes``, ``image_size``, ``name`` and its known-truth maps, if any.
     store, dataset_key
         Where the judge is kept (see :func:`load_or_train_judge`); used only on datasets with known-truth maps.
+    background_bias : float
+        The region head's fitted background bias; when not 0, ``eval/region_miou_uncalibrated`` is the map mIoU
+        without it.
 
     Returns
     -------
@@ -164,6 +177,9 @@ def region_and_class_metrics(
     if "region_probs" in arrays and reference_maps is not None:
         predicted = upsample_prediction(arrays["region_probs"], datamodule.image_size)
         metrics["eval/region_miou"] = mean_iou(predicted, reference_maps.astype(np.int64), num_labels)
+        if background_bias != 0.0:
+            before = upsample_prediction(uncalibrated(arrays["region_probs"], background_bias), datamodule.image_size)
+            metrics["eval/region_miou_uncalibrated"] = mean_iou(before, reference_maps.astype(np.int64), num_labels)
     else:
         skipped["eval/region_miou"] = (
             "no EEG-predicted region maps (regionmap=none, or no trained region head: encoder.w_region=0)"

@@ -27,6 +27,17 @@ def eeg_top1(arrays: dict[str, np.ndarray], w_cls: float) -> tuple[dict[str, flo
     return {}, {"eval/eeg_top1": "the classification head is untrained (encoder.w_cls=0)"}
 
 
+def background_bias(ctx: PipelineContext) -> float:
+    """The region head's fitted background bias (0 when uncalibrated, or without a region head)."""
+    import torch
+
+    from regionaldiff.steps.pretrain import ENCODER_FILE
+
+    saved = torch.load(ctx.slots["pretrain"].path / ENCODER_FILE, map_location="cpu", weights_only=True)
+    bias = saved["state_dict"].get("region_background_bias")
+    return float(bias) if bias is not None else 0.0
+
+
 def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     """Metrics of the reconstructions: the configured suite, plus known-truth metrics where the dataset has them."""
     from regionaldiff.evaluation.alignment import reconstruction_alignment
@@ -39,7 +50,9 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     top1, top1_skipped = eeg_top1(arrays, ctx.typed.encoder.w_cls)
     metrics.update(top1)
     skipped.update(top1_skipped)
-    known, known_skipped = region_and_class_metrics(arrays, ctx.datamodule, ctx.store, ctx.keys["prepare"]["dataset"])
+    known, known_skipped = region_and_class_metrics(
+        arrays, ctx.datamodule, ctx.store, ctx.keys["prepare"]["dataset"], background_bias(ctx)
+    )
     metrics.update(known)
     skipped.update(known_skipped)
     aligned, aligned_skipped = reconstruction_alignment(
