@@ -64,7 +64,7 @@ def ldm_cfg(regions: bool, prediction_type: str = "epsilon", emb: tuple[int, ...
         max_epochs=1,
         batch_size=None,
         scheduler=SchedulerConfig(1000, "squaredcos_cap_v2", prediction_type),
-        sampling=SamplingConfig("ddim", 3, 1.0, 0.0, 4, 1, False, 1.0, False),
+        sampling=SamplingConfig("ddim", 3, 1.0, 0.0, 4, 1, False, 1.0, False, 1.0),
     )
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LDMConfig), values))
     assert isinstance(obj, LDMConfig)
@@ -353,3 +353,19 @@ def test_mixed_training_maps_draw_reference_or_predicted_per_sample():
         module.conditions({"eeg": batch["eeg"]}, "mixed")
     with pytest.raises(ValueError, match="'reference', 'predicted' or 'mixed'"):
         LDMFinetuneModule(encoder, build(True), PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="true")
+
+
+def test_sharpen_map_keeps_the_argmax_and_reaches_one_hot():
+    from regionaldiff.ldm.conditioning import sharpen_map
+
+    torch.manual_seed(0)
+    probs = torch.randn(2, 4, 3, 3).softmax(dim=1)
+    assert sharpen_map(probs, 1.0) is probs
+    half = sharpen_map(probs, 0.5)
+    assert torch.allclose(half.sum(dim=1), torch.ones(2, 3, 3))
+    assert torch.equal(half.argmax(dim=1), probs.argmax(dim=1))
+    assert (half.amax(dim=1) >= probs.amax(dim=1) - 1e-6).all()  # more peaked
+    one_hot = sharpen_map(probs, 0.0)
+    assert torch.equal(one_hot.argmax(dim=1), probs.argmax(dim=1)) and set(one_hot.unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match=">= 0"):
+        sharpen_map(probs, -1.0)

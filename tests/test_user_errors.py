@@ -72,6 +72,7 @@ def test_mismatched_sam_checkpoint_name(run_cli, tmp_path):
         ("dataset=nope", "Could not find 'dataset/nope' Available options in 'dataset': eeg_imagenet synthetic"),
         ("eval.metrics=[ssim,nope]", "eval.metrics: unknown metric(s) ['nope']"),
         ("dataset.n_train=0", "dataset.n_train"),
+        ("ldm.sampling.map_temperature=-1", "ldm.sampling.map_temperature must be >= 0"),
     ],
 )
 def test_bad_values_are_one_line(run_cli, tmp_path, override, expected):

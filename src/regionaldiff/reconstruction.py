@@ -36,7 +36,7 @@ from regionaldiff.config import LDMConfig, Sampler, SamplingConfig
 from regionaldiff.data.base import tensor_to_image
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
-from regionaldiff.ldm.conditioning import fuse_class_into_map
+from regionaldiff.ldm.conditioning import fuse_class_into_map, sharpen_map
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.model import RegionalLDM
 from regionaldiff.ldm.sampling import denoise, make_sampler
@@ -86,7 +86,8 @@ def sampling_from_dict(values: Mapping[str, Any]) -> SamplingConfig:
     """A :class:`SamplingConfig` from its plain form (``ldm.sampling``), checked by its schema."""
     from omegaconf import OmegaConf
 
-    node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), dict(values))
+    # models saved before map_temperature existed sampled with the maps as predicted
+    node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), {"map_temperature": 1.0, **dict(values)})
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, SamplingConfig)
     return obj
@@ -276,10 +277,11 @@ class RegionalDiffPipeline:
     # -- conditions ------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_eeg(
-        self, eeg: torch.Tensor, class_fused_maps: bool
+        self, eeg: torch.Tensor, class_fused_maps: bool, map_temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Cross-attention context, class logits and the region map predicted from EEG (None without a trained
-        region head; class-fused when ``class_fused_maps`` and the class head was trained)."""
+        region head; class-fused when ``class_fused_maps`` and the class head was trained; sharpened by
+        ``map_temperature``, :func:`~regionaldiff.ldm.conditioning.sharpen_map`)."""
         enc = self.encoder(eeg)
         context = self.ldm.conditioner(enc["codes"], enc["class_logits"])
         predicted = None
@@ -287,6 +289,7 @@ class RegionalDiffPipeline:
             predicted = enc["region_logits"].softmax(dim=1)
             if class_fused_maps and self.use_class_head:
                 predicted = fuse_class_into_map(predicted, enc["class_logits"].softmax(dim=-1))
+            predicted = sharpen_map(predicted, map_temperature)
         return context, enc["class_logits"], predicted
 
     # -- sampling --------------------------------------------------------------------------------
@@ -329,7 +332,7 @@ class RegionalDiffPipeline:
         eeg_t = torch.as_tensor(eeg, dtype=torch.float32)
         self.check_inputs(eeg_t, sfreq, steps, guidance, n_images, region_probs)
         eeg_t = eeg_t.to(self.device)
-        context, class_logits, predicted = self.encode_eeg(eeg_t, s.class_fused_maps)
+        context, class_logits, predicted = self.encode_eeg(eeg_t, s.class_fused_maps, s.map_temperature)
         condition = None
         if self.ldm.uses_regions:
             condition = region_probs.to(self.device) if region_probs is not None else predicted

@@ -86,3 +86,22 @@ def fuse_class_into_map(region_probs: torch.Tensor, class_probs: torch.Tensor, e
     objects = region_probs[:, 1:] * class_probs[:, :, None, None]
     objects = objects / objects.sum(dim=1, keepdim=True).clamp_min(eps) * (1.0 - background)
     return torch.cat([background, objects], dim=1)
+
+
+def sharpen_map(region_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Sharpen ``[B, L, g, g]`` label probabilities per cell: ``p ** (1 / T)`` renormalised over the labels.
+
+    ``temperature`` 1 returns the map unchanged and 0 the one-hot map of its argmax; the argmax never changes.
+    """
+    if temperature < 0:
+        raise ValueError(f"map temperature must be >= 0; got {temperature}.")
+    if temperature == 1.0:
+        return region_probs
+    if temperature == 0.0:
+        return (
+            torch.nn.functional.one_hot(region_probs.argmax(dim=1), region_probs.shape[1])
+            .permute(0, 3, 1, 2)
+            .to(region_probs.dtype)
+        )
+    logp = region_probs.clamp_min(1e-12).log() / temperature
+    return logp.softmax(dim=1)
