@@ -87,7 +87,8 @@ def sampling_from_dict(values: Mapping[str, Any]) -> SamplingConfig:
     from omegaconf import OmegaConf
 
     # models saved before map_temperature existed sampled with the maps as predicted
-    node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), {"map_temperature": 1.0, **dict(values)})
+    plain_values: dict[str, Any] = {"map_temperature": 1.0, **dict(values)}
+    node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), plain_values)
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, SamplingConfig)
     return obj
