@@ -7,6 +7,7 @@ that says what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -69,6 +70,26 @@ def test_pipeline_from_the_run_folder_reproduces_the_generate_step(trained_run):
     two = again(trained_run["eeg"][:3], num_images_per_eeg=2, generator=torch.Generator().manual_seed(1))
     assert two.images.shape == (3, 2, 32, 32, 3)
     assert not np.array_equal(two.images[:, 0], two.images[:, 1])
+
+
+def test_a_model_saved_before_map_temperature_loads_and_samples_as_it_did(trained_run, tmp_path):
+    import shutil
+
+    old = tmp_path / "old_model"
+    shutil.copytree(trained_run["model_dir"], old, ignore=shutil.ignore_patterns("checkpoints"))
+    card = json.loads((old / "pipeline.json").read_text())
+    del card["ldm"]["sampling"]["map_temperature"]
+    (old / "pipeline.json").write_text(json.dumps(card))
+    pipe = RegionalDiffPipeline.from_pretrained(old)
+    assert pipe.sampling.map_temperature == 1.0
+    out = pipe(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
+    assert np.array_equal(out.images, trained_run["generated"]["generated"])
+    # one-hot maps (map_temperature=0) keep the predicted argmax and change the reconstructions
+    pipe.sampling = dataclasses.replace(pipe.sampling, map_temperature=0.0)
+    sharp = pipe(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
+    assert sharp.region_probs is not None and set(np.unique(sharp.region_probs).tolist()) == {0.0, 1.0}
+    assert np.array_equal(sharp.region_probs.argmax(1), out.region_probs.argmax(1))
+    assert not np.array_equal(sharp.images, out.images)
 
 
 def test_reconstruct_command_writes_images_evaluate_can_score(trained_run, tmp_path):

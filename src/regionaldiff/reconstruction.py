@@ -82,12 +82,15 @@ class RegionalDiffOutput:
     region_probs: np.ndarray | None
 
 
+#: sampling keys added after models were saved, with the value those models sampled with
+SAMPLING_ADDED: dict[str, Any] = {"map_temperature": 1.0}
+
+
 def sampling_from_dict(values: Mapping[str, Any]) -> SamplingConfig:
     """A :class:`SamplingConfig` from its plain form (``ldm.sampling``), checked by its schema."""
     from omegaconf import OmegaConf
 
-    # models saved before map_temperature existed sampled with the maps as predicted
-    plain_values: dict[str, Any] = {"map_temperature": 1.0, **dict(values)}
+    plain_values: dict[str, Any] = {**SAMPLING_ADDED, **dict(values)}
     node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), plain_values)
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, SamplingConfig)
@@ -370,7 +373,10 @@ def ldm_config_from_dict(values: Mapping[str, Any]) -> LDMConfig:
     """The typed ``ldm`` config from its plain form (as saved in ``pipeline.json``), validated by its schema."""
     from omegaconf import OmegaConf
 
-    node = OmegaConf.merge(OmegaConf.structured(LDMConfig), dict(values))
+    plain_values: dict[str, Any] = dict(values)
+    if isinstance(plain_values.get("sampling"), Mapping):  # saved before a sampling key existed: its old value
+        plain_values["sampling"] = {**SAMPLING_ADDED, **dict(plain_values["sampling"])}
+    node = OmegaConf.merge(OmegaConf.structured(LDMConfig), plain_values)
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, LDMConfig)
     return obj
