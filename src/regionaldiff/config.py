@@ -181,7 +181,8 @@ class SamplingConfig:
     clip_sample_range: float = MISSING
     # predicted maps only: make each cell's object class agree with the classification head (fuse_class_into_map)
     class_fused_maps: bool = MISSING
-    # predicted maps only: sharpen them, p ** (1 / T) renormalised per cell (1 = as predicted, 0 = one-hot argmax)
+    # predicted maps only: sharpen them for conditioning, p ** (1 / T) renormalised per cell (1 = as predicted,
+    # 0 = one-hot argmax)
     map_temperature: float = MISSING
 
     def __post_init__(self) -> None:

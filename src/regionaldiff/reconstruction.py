@@ -281,11 +281,10 @@ class RegionalDiffPipeline:
     # -- conditions ------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_eeg(
-        self, eeg: torch.Tensor, class_fused_maps: bool, map_temperature: float = 1.0
+        self, eeg: torch.Tensor, class_fused_maps: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Cross-attention context, class logits and the region map predicted from EEG (None without a trained
-        region head; class-fused when ``class_fused_maps`` and the class head was trained; sharpened by
-        ``map_temperature``, :func:`~regionaldiff.ldm.conditioning.sharpen_map`)."""
+        region head; class-fused when ``class_fused_maps`` and the class head was trained)."""
         enc = self.encoder(eeg)
         context = self.ldm.conditioner(enc["codes"], enc["class_logits"])
         predicted = None
@@ -293,7 +292,6 @@ class RegionalDiffPipeline:
             predicted = enc["region_logits"].softmax(dim=1)
             if class_fused_maps and self.use_class_head:
                 predicted = fuse_class_into_map(predicted, enc["class_logits"].softmax(dim=-1))
-            predicted = sharpen_map(predicted, map_temperature)
         return context, enc["class_logits"], predicted
 
     # -- sampling --------------------------------------------------------------------------------
@@ -336,10 +334,13 @@ class RegionalDiffPipeline:
         eeg_t = torch.as_tensor(eeg, dtype=torch.float32)
         self.check_inputs(eeg_t, sfreq, steps, guidance, n_images, region_probs)
         eeg_t = eeg_t.to(self.device)
-        context, class_logits, predicted = self.encode_eeg(eeg_t, s.class_fused_maps, s.map_temperature)
+        context, class_logits, predicted = self.encode_eeg(eeg_t, s.class_fused_maps)
         condition = None
         if self.ldm.uses_regions:
-            condition = region_probs.to(self.device) if region_probs is not None else predicted
+            if region_probs is not None:
+                condition = region_probs.to(self.device)
+            elif predicted is not None:  # the predicted map, sharpened for conditioning only (ldm.sampling)
+                condition = sharpen_map(predicted, s.map_temperature)
             if condition is None:
                 raise BadInputError(
                     "This regional model needs a region map, but its region head was not trained "
