@@ -73,3 +73,16 @@ def test_sweep_name_includes_an_experiment_configs_sweeper_params(tmp_path):
     )
     assert sweep_run_name(sweep) == "sweep: experiment=ablation_regions seed=3,4 ablation=global_mae,global_cls"
     assert sweep_run_name(tmp_path / "no-such-sweep") == "sweep no-such-sweep"
+
+
+def test_config_keys_mlflow_refuses_are_logged_with_underscores(tmp_path):
+    from omegaconf import OmegaConf
+
+    tracker = JobTracker(True, f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", tmp_path / "art", "job")
+    titles = {"ablation=a, ldm.sampling.map_temperature=0.25": "arm a, sharpened"}
+    tracker.log_config(OmegaConf.create({"seed": 0, "report": {"variant_titles": titles}}), tmp_path)
+    params = tracker.client.get_run(tracker.run_id).data.params
+    assert params["report.variant_titles.ablation_a_ ldm.sampling.map_temperature_0.25"] == "arm a, sharpened"
+    assert params["seed"] == "0"
+    # the YAML artifact keeps the real keys
+    assert "ablation=a, ldm.sampling.map_temperature=0.25" in (tmp_path / "config_resolved.yaml").read_text()

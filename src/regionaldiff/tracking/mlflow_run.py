@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -135,6 +136,12 @@ def resolve_tracking_uri(configured: str | None, output_root: str | Path) -> str
     root = Path(output_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` with every character MLflow refuses in a param or metric key replaced by ``_`` (it allows
+    alphanumerics, ``_ - . : /`` and spaces), e.g. a report's variant title keyed by ``"ablation=a, seed=1"``."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -262,7 +269,7 @@ class JobTracker:
         from mlflow.entities import Param
 
         self.set_tags({"regionaldiff.torch_threads": torch.get_num_threads()})
-        params = [Param(k, str(v)[:6000]) for k, v in flatten(resolved).items()]
+        params = [Param(mlflow_key(k), str(v)[:6000]) for k, v in flatten(resolved).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start : start + 100])
         self.client.log_artifact(self.run_id, str(path))
