@@ -173,3 +173,12 @@ def test_the_spec_keeps_the_ablation_claims():
     assert ("regional_oracle_mixed", "regional_predicted", "eval/recon_region_miou", "better") in CLAIMS
     with pytest.raises(ValueError, match="kind"):
         Claim("a", "b", "m", "worse")
+
+
+def test_the_default_run_is_the_method_arm_chosen_on_validation(compose_cfg):
+    """`make run` trains and samples exactly the arm that train_maps_selection chose (mixed training maps,
+    sharpened test maps), so the README's table is one seed of that arm."""
+    default, arm = compose_cfg(), compose_cfg("ablation=regional_predicted_mixed")
+    assert default.encoder == arm.encoder and default.ldm == arm.ldm and default.pipeline == arm.pipeline
+    assert default.ldm.train_maps == "mixed" and default.ldm.sampling.map_temperature == 0.25
+    assert default.encoder.calibrate_background is True
