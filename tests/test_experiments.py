@@ -151,6 +151,11 @@ ONE_JOB = {
         None,
         [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
     ),
+    "region_claims": (
+        ["seed=0", "ablation=regional_predicted_mixed"],
+        None,
+        [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+    ),
     "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
     "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
     "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
