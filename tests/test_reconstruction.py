@@ -72,24 +72,38 @@ def test_pipeline_from_the_run_folder_reproduces_the_generate_step(trained_run):
     assert not np.array_equal(two.images[:, 0], two.images[:, 1])
 
 
-def test_a_model_saved_before_map_temperature_loads_and_samples_as_it_did(trained_run, tmp_path):
+def test_a_model_saved_before_map_temperature_loads_and_samples_as_it_did(trained_run, tmp_path, monkeypatch):
     import shutil
 
     old = tmp_path / "old_model"
     shutil.copytree(trained_run["model_dir"], old, ignore=shutil.ignore_patterns("checkpoints"))
     card = json.loads((old / "pipeline.json").read_text())
+    assert card["ldm"]["sampling"]["map_temperature"] == 0.25  # the default of ldm=regional
     del card["ldm"]["sampling"]["map_temperature"]
     (old / "pipeline.json").write_text(json.dumps(card))
-    pipe = RegionalDiffPipeline.from_pretrained(old)
-    assert pipe.sampling.map_temperature == 1.0
-    out = pipe(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
-    assert np.array_equal(out.images, trained_run["generated"]["generated"])
-    # one-hot maps (map_temperature=0) condition generation: other reconstructions, the same predicted map returned
-    pipe.sampling = dataclasses.replace(pipe.sampling, map_temperature=0.0)
-    sharp = pipe(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
+    before = RegionalDiffPipeline.from_pretrained(old)
+    assert before.sampling.map_temperature == 1.0  # models saved before the key sampled with the maps as predicted
+    out = before(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
+    now = RegionalDiffPipeline.from_pretrained(trained_run["model_dir"])
+    now.sampling = dataclasses.replace(now.sampling, map_temperature=1.0)
+    assert np.array_equal(out.images, now(trained_run["eeg"], generator=torch.Generator().manual_seed(0)).images)
+    # map_temperature=0: the map that conditions generation is one-hot; the returned map is the predicted one
+    import regionaldiff.reconstruction as reconstruction
+
+    seen = []
+
+    def spy(ldm, context, condition, *args, **kwargs):
+        seen.append(condition)
+        return real_denoise(ldm, context, condition, *args, **kwargs)
+
+    real_denoise = reconstruction.denoise
+    monkeypatch.setattr(reconstruction, "denoise", spy)
+    now.sampling = dataclasses.replace(now.sampling, map_temperature=0.0)
+    sharp = now(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
     assert sharp.region_probs is not None and out.region_probs is not None
     assert np.array_equal(sharp.region_probs, out.region_probs)
-    assert not np.array_equal(sharp.images, out.images)
+    assert set(seen[0].unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(seen[0].argmax(1), torch.from_numpy(out.region_probs).argmax(1))
 
 
 def test_reconstruct_command_writes_images_evaluate_can_score(trained_run, tmp_path):

@@ -114,9 +114,10 @@ def test_report_rebuilds_the_ablation_doc_from_a_tiny_real_sweep(run_cli, tmp_pa
     assert proc.stdout.startswith("# Region-awareness ablation (synthetic benchmark)")
     assert "Produced by `regionaldiff experiment=ablation_regions` then `regionaldiff report`" in text
     assert "| arm | seeds | class acc. of reconstructions | region IoU of reconstructions |" in text
-    assert "| + classification | 2 |" in text and "| + predicted region maps (the method) | 2 |" in text
+    arm = "+ predicted region maps, ControlNet trained on predicted maps"
+    assert "| + classification | 2 |" in text and f"| {arm} | 2 |" in text
     assert "Setup (from the runs' params): dataset.n_train=48" in text and "![ablation](ablation.png)" in text
-    claims = [line for line in text.splitlines() if line.startswith("| + predicted region maps (the method) ")]
+    claims = [line for line in text.splitlines() if line.startswith(f"| {arm} ")]
     assert len(claims) == 3  # the table row, and its two claims against + classification
     assert (out / "ablation.png").stat().st_size > 5000 and (out / "ablation.csv").is_file()
 
