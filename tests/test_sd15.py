@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, write_tiny_clip
+from conftest import TINY, tiny_encoder, write_tiny_clip
 from regionaldiff.components import build_codec, build_ldm
 from regionaldiff.config import LDMConfig, validate
 from regionaldiff.ldm.latent_cache import compute_latent_cache
@@ -163,25 +163,12 @@ def test_every_sampler_runs_and_is_deterministic_for_a_seed(compose_cfg, weights
 
 def test_cached_latents_give_the_on_the_fly_loss(compose_cfg, weights):
     """The cache keeps the VAE posterior; sampling it with the same noise gives the same latents and loss."""
-    from regionaldiff.encoder.mae import EEGMaskedAutoencoder
     from regionaldiff.ldm.clip_alignment import ClipImageEmbedder
     from regionaldiff.ldm.module import LDMFinetuneModule
 
     cfg = typed_ldm(compose_cfg, weights)
     ldm, codec = build(cfg)
-    encoder = EEGMaskedAutoencoder(
-        17,
-        100,
-        100.0,
-        5,
-        embed_dim=16,
-        depth=1,
-        num_heads=2,
-        decoder_embed_dim=8,
-        decoder_depth=1,
-        decoder_num_heads=2,
-        region_grid=8,
-    )
+    encoder = tiny_encoder(n_chans=17, n_times=100, num_classes=5, region_grid=8)
     images = (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8)
     clip = ClipImageEmbedder(str(weights / "clip-vit-large-patch14"))
     cache = compute_latent_cache(["a", "b", "c"], list(images), codec, 64, clip)

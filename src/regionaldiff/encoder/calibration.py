@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+from regionaldiff.evaluation.known_truth import upsample_prediction
 from regionaldiff.evaluation.region import mean_iou
 
 #: the background-logit biases tried (natural-log units; 0 = uncalibrated)
@@ -35,15 +36,6 @@ class Calibration:
     miou_before: float
     miou_after: float
     n_trials: int
-
-
-def upsampled_labels(logits: torch.Tensor, size: int) -> np.ndarray:
-    """Region logits ``[N, L, g, g]`` -> label maps ``[N, size, size]`` (softmax, bilinear, argmax), as the
-    evaluation reads a predicted map (:func:`regionaldiff.evaluation.known_truth.upsample_prediction`)."""
-    probs = torch.nn.functional.interpolate(
-        logits.float().softmax(dim=1), size=(size, size), mode="bilinear", align_corners=False
-    )
-    return probs.argmax(dim=1).numpy()
 
 
 @torch.no_grad()
@@ -97,7 +89,7 @@ def fit_background_bias(
     for bias in grid:
         shifted = all_logits.clone()
         shifted[:, 0] += bias
-        scores[bias] = mean_iou(upsampled_labels(shifted, size), all_maps, num_labels)
+        scores[bias] = mean_iou(upsample_prediction(shifted.softmax(dim=1).numpy(), size), all_maps, num_labels)
     best = max(grid, key=lambda b: (np.nan_to_num(scores[b], nan=-1.0), -abs(b)))
     model.region_background_bias.fill_(best)
     model.train(was_training)
