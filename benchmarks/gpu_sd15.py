@@ -2,7 +2,8 @@
 
 1. training: the full-size SD-1.5 UNet and a ControlNet made from it (random weights from SD-1.5's config), our
    default recipe (UNet LoRA rank 8, ControlNet trained, cached latents: random 64x64 latents stand in for them),
-   bf16 autocast, SDPA attention, fused AdamW, batch 8 at 512 px; 20 timed steps after warm-up -> samples/s, peak
+   bf16 autocast, SDPA attention, fused AdamW, gradient checkpointing unless ``--no-checkpointing``, batch 8 at
+   512 px; 20 timed steps after warm-up -> samples/s, peak
    GPU memory, and model FLOPs utilisation (FLOPs of one step counted by ``torch.utils.flop_counter``, against
    ``--peak-tflops``); then the same model without the ControlNet trained by our recipe and by DreamDiffusion's
    (fp32, the SD VAE encodes the 512 px images and a CLIP ViT-L/14 runs at every step, every UNet weight requires
@@ -10,9 +11,13 @@
 2. sampling: UNet (+ ControlNet) evaluations/s with classifier-free guidance, batch 8, DPM++ 2M 25 steps;
 3. region maps: SAM ViT-H map generation in images/s with the batched image encoder (``benchmarks/bench_sam.py``).
 
-Usage (on the GPU machine, in the repository, with the project installed: ``pip install -e .``)::
+Results of one H100 and how to carry the packages a bare GPU machine lacks: ``docs/benchmarks.md`` ("The GPU
+check"), raw output in ``docs/gpu_sd15_h100.json``. Usage (on the GPU machine, in the repository, with the project
+installed, ``pip install -e .``, or ``src`` on ``PYTHONPATH``)::
 
-    python benchmarks/gpu_sd15.py --out gpu_sd15.json
+    python benchmarks/gpu_sd15.py --out gpu_sd15.json                       # the default recipe, all three parts
+    python benchmarks/gpu_sd15.py --no-checkpointing --batch 16 --recipes ours --skip-sam
+    python benchmarks/gpu_sd15.py --recipes dreamdiffusion --dreamdiffusion-attention plain
     python benchmarks/gpu_sd15.py --device cpu --dry-run     # tiny shapes: checks the script itself on a CPU
 """
 
@@ -26,7 +31,7 @@ import time
 from pathlib import Path
 
 
-def build(dry_run: bool, device: str, recipe: str):
+def build(dry_run: bool, device: str, recipe: str, checkpointing: bool = True, plain_attention: bool = False):
     """The full-size SD-1.5 UNet (and, for ``ours``, a ControlNet), trainable as the recipe says; for
     ``dreamdiffusion`` also the VAE and a CLIP ViT-L/14 vision tower that run at every step."""
     import torch
@@ -39,13 +44,15 @@ def build(dry_run: bool, device: str, recipe: str):
     if dry_run:
         config["layers_per_block"] = 1
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**config)
+    with torch.device(device):  # random weights made on the device: seconds instead of a minute on the host
+        unet = UNet2DConditionModel(**config)
     controlnet = None
     extras: dict = {}
     if recipe == "ours":
-        controlnet = ControlNetModel.from_unet(
-            unet, conditioning_embedding_out_channels=(16, 32, 96, 256), conditioning_channels=41
-        )
+        with torch.device(device):
+            controlnet = ControlNetModel.from_unet(
+                unet, conditioning_embedding_out_channels=(16, 32, 96, 256), conditioning_channels=41
+            )
         controlnet.requires_grad_(True)
     if recipe in ("ours", "ours_global"):
         from regionaldiff.ldm.trainable import add_lora
@@ -58,6 +65,10 @@ def build(dry_run: bool, device: str, recipe: str):
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         unet.requires_grad_(True)
+        if plain_attention:  # DreamDiffusion's CompVis UNet: softmax(QK^T)V in einsum, no fused SDPA kernel
+            from diffusers.models.attention_processor import AttnProcessor
+
+            unet.set_attn_processor(AttnProcessor())
         vae_kwargs = vae_config(0.05) if dry_run else dict(SD15_VAE)
         if dry_run:
             clip_config = CLIPVisionConfig(
@@ -79,8 +90,9 @@ def build(dry_run: bool, device: str, recipe: str):
                 patch_size=14,
                 projection_dim=768,
             )
-        extras["vae"] = AutoencoderKL(**vae_kwargs).to(device).requires_grad_(False).eval()
-        extras["clip"] = CLIPVisionModelWithProjection(clip_config).to(device).requires_grad_(False).eval()
+        with torch.device(device):
+            extras["vae"] = AutoencoderKL(**vae_kwargs).requires_grad_(False).eval()
+            extras["clip"] = CLIPVisionModelWithProjection(clip_config).requires_grad_(False).eval()
     for module in (unet, controlnet):
         if module is None:
             continue
@@ -88,7 +100,8 @@ def build(dry_run: bool, device: str, recipe: str):
             module.to(device)
         else:
             module.to(device, memory_format=torch.channels_last)
-        module.enable_gradient_checkpointing()
+        if checkpointing:
+            module.enable_gradient_checkpointing()
     return unet, controlnet, int(config["cross_attention_dim"]), extras
 
 
@@ -99,7 +112,9 @@ def train_benchmark(args, recipe: str) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     device = torch.device(args.device)
-    unet, controlnet, cross_dim, extras = build(args.dry_run, args.device, recipe)
+    unet, controlnet, cross_dim, extras = build(
+        args.dry_run, args.device, recipe, not args.no_checkpointing, args.dreamdiffusion_attention == "plain"
+    )
     modules = [m for m in (unet, controlnet) if m is not None]
     if recipe == "dreamdiffusion":  # stepped: attn2 and norm2 only (the conditioner is left out on both sides)
         params = [p for n, p in unet.named_parameters() if ".attn2." in f".{n}" or ".norm2." in f".{n}"]
@@ -206,32 +221,67 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100 SXM: 989)")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes, to check the script on a CPU")
+    p.add_argument("--recipes", nargs="+", default=["ours", "ours_global", "dreamdiffusion"])
+    p.add_argument("--no-checkpointing", action="store_true", help="no gradient checkpointing (big GPUs)")
+    p.add_argument(
+        "--dreamdiffusion-attention",
+        choices=["sdpa", "plain"],
+        default="sdpa",
+        help="plain: DreamDiffusion's own einsum attention (its code has no SDPA); sdpa: diffusers' default",
+    )
     p.add_argument("--skip-sam", action="store_true")
+    p.add_argument("--sam-timeout", type=float, default=240.0, help="seconds before the SAM part is given up")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    import diffusers
     import torch
 
-    result: dict = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device}
-    for recipe in ("ours", "ours_global", "dreamdiffusion"):
-        result[recipe] = train_benchmark(args, recipe)
+    result: dict = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "gradient_checkpointing": not args.no_checkpointing,
+        "dreamdiffusion_attention": args.dreamdiffusion_attention,
+    }
+
+    def save() -> None:  # after every part, so that a run stopped at its time limit keeps what it measured
+        text = json.dumps(result, indent=2)
+        print(text, flush=True)
+        if args.out:
+            Path(args.out).write_text(text)
+
+    for recipe in args.recipes:
+        try:
+            result[recipe] = train_benchmark(args, recipe)
+        except (torch.OutOfMemoryError, RuntimeError) as error:  # e.g. out of memory: the others still run
+            result[recipe] = f"failed: {type(error).__name__}: {error}"[:2000]
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
-    result["speedup_same_model"] = result["ours_global"]["samples_per_s"] / result["dreamdiffusion"]["samples_per_s"]
+        save()
+    if isinstance(result.get("ours_global"), dict) and isinstance(result.get("dreamdiffusion"), dict):
+        result["speedup_same_model"] = (
+            result["ours_global"]["samples_per_s"] / result["dreamdiffusion"]["samples_per_s"]
+        )
     if not args.skip_sam:
         sam_args = ["--device", args.device, "--images", "4" if args.dry_run else "32"]
         sam_args += (
-            ["--model", "vit_b", "--batch-size", "1"] if args.dry_run else ["--model", "vit_h", "--batch-size", "8"]
+            ["--model", "vit_b", "--batch-size", "1"]
+            if args.dry_run
+            else ["--model", "vit_h", "--batch-size", "8", "--points-per-side", "32", "--image-size", "256"]
         )
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).with_name("bench_sam.py")), *sam_args], capture_output=True, text=True
-        )
-        result["sam"] = (
-            json.loads(proc.stdout[proc.stdout.index("{") :]) if proc.returncode == 0 else proc.stderr[-2000:]
-        )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("bench_sam.py")), *sam_args],
+                capture_output=True,
+                text=True,
+                timeout=args.sam_timeout,
+            )
+            result["sam"] = (
+                json.loads(proc.stdout[proc.stdout.index("{") :]) if proc.returncode == 0 else proc.stderr[-2000:]
+            )
+        except subprocess.TimeoutExpired:
+            result["sam"] = f"not finished within {args.sam_timeout:.0f} s"
+    save()
 
 
 if __name__ == "__main__":
