@@ -181,4 +181,6 @@ def test_the_default_run_is_the_method_arm_chosen_on_validation(compose_cfg):
     default, arm = compose_cfg(), compose_cfg("ablation=regional_predicted_mixed")
     assert default.encoder == arm.encoder and default.ldm == arm.ldm and default.pipeline == arm.pipeline
     assert default.ldm.train_maps == "mixed" and default.ldm.sampling.map_temperature == 0.25
+    # then sampling_selection's choice, on the same validation seeds
+    assert default.ldm.sampling.guidance_scale == 1.5 and default.ldm.sampling.controlnet_scale == 1.5
     assert default.encoder.calibrate_background is True

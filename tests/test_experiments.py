@@ -151,6 +151,16 @@ ONE_JOB = {
         None,
         [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
     ),
+    "sampling_selection": (
+        ["seed=0", "ldm.sampling.guidance_scale=1.5", "ldm.sampling.controlnet_scale=1.5"],
+        None,
+        [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+    ),
+    "encoder_epochs_selection": (
+        ["seed=0", "encoder.max_epochs=1"],
+        None,
+        [*TINY, "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+    ),
     "region_claims": (
         ["seed=0", "ablation=regional_predicted_mixed"],
         None,

@@ -64,7 +64,7 @@ def ldm_cfg(regions: bool, prediction_type: str = "epsilon", emb: tuple[int, ...
         max_epochs=1,
         batch_size=None,
         scheduler=SchedulerConfig(1000, "squaredcos_cap_v2", prediction_type),
-        sampling=SamplingConfig("ddim", 3, 1.0, 0.0, 4, 1, False, 1.0, False, 1.0),
+        sampling=SamplingConfig("ddim", 3, 1.0, 0.0, 4, 1, False, 1.0, False, 1.0, 1.0),
     )
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LDMConfig), values))
     assert isinstance(obj, LDMConfig)
@@ -274,6 +274,33 @@ def test_regional_prediction_depends_on_the_map_after_training_opens_the_control
         generator=torch.Generator().manual_seed(0),
     )
     assert not torch.allclose(a, b)
+
+
+def test_controlnet_scale_weights_the_controlnet_residuals():
+    """controlnet_scale=0 is the UNet alone, 1 the model as trained, and the residuals scale linearly in between."""
+    torch.manual_seed(0)
+    ldm = build(True).eval()
+    for block in (*ldm.controlnet.controlnet_down_blocks, ldm.controlnet.controlnet_mid_block):
+        torch.nn.init.normal_(block.weight, std=0.1)
+    latents, t = torch.randn(2, 12, 8, 8), torch.tensor([10, 10])
+    context, probs = torch.randn(2, 4, 16), torch.rand(2, 4, 4, 4).softmax(1)
+    with torch.no_grad():
+        unet_alone = ldm.unet(latents, t, encoder_hidden_states=context).sample
+        down, mid = ldm.controlnet(
+            latents, t, encoder_hidden_states=context, controlnet_cond=map_condition(probs, 16), return_dict=False
+        )
+        doubled = ldm.unet(
+            latents,
+            t,
+            encoder_hidden_states=context,
+            down_block_additional_residuals=[2 * d for d in down],
+            mid_block_additional_residual=2 * mid,
+        ).sample
+        outputs = {scale: ldm.model_output(latents, t, context, probs, scale) for scale in (0.0, 1.0, 2.0)}
+    assert torch.allclose(outputs[0.0], unet_alone, atol=1e-6)
+    assert not torch.allclose(outputs[1.0], unet_alone, atol=1e-3)
+    assert torch.allclose(outputs[2.0], doubled, atol=1e-5)
+    assert torch.equal(outputs[1.0], ldm.model_output(latents, t, context, probs))  # the default is as trained
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])

@@ -78,15 +78,18 @@ def test_a_model_saved_before_map_temperature_loads_and_samples_as_it_did(traine
     old = tmp_path / "old_model"
     shutil.copytree(trained_run["model_dir"], old, ignore=shutil.ignore_patterns("checkpoints"))
     card = json.loads((old / "pipeline.json").read_text())
-    assert card["ldm"]["sampling"]["map_temperature"] == 0.25  # the default of ldm=regional
-    del card["ldm"]["sampling"]["map_temperature"]
+    assert card["ldm"]["sampling"]["map_temperature"] == 0.25  # the defaults of ldm=regional
+    assert card["ldm"]["sampling"]["controlnet_scale"] == 1.5
+    del card["ldm"]["sampling"]["map_temperature"], card["ldm"]["sampling"]["controlnet_scale"]
     (old / "pipeline.json").write_text(json.dumps(card))
     before = RegionalDiffPipeline.from_pretrained(old)
-    assert before.sampling.map_temperature == 1.0  # models saved before the key sampled with the maps as predicted
+    # models saved before these keys sampled with the maps as predicted and the ControlNet as trained
+    assert before.sampling.map_temperature == 1.0 and before.sampling.controlnet_scale == 1.0
     out = before(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
     now = RegionalDiffPipeline.from_pretrained(trained_run["model_dir"])
-    now.sampling = dataclasses.replace(now.sampling, map_temperature=1.0)
+    now.sampling = dataclasses.replace(now.sampling, map_temperature=1.0, controlnet_scale=1.0)
     assert np.array_equal(out.images, now(trained_run["eeg"], generator=torch.Generator().manual_seed(0)).images)
+
     # map_temperature=0: the map that conditions generation is one-hot; the returned map is the predicted one
     import regionaldiff.reconstruction as reconstruction
 
@@ -94,12 +97,15 @@ def test_a_model_saved_before_map_temperature_loads_and_samples_as_it_did(traine
 
     def spy(ldm, context, condition, *args, **kwargs):
         seen.append(condition)
+        scales.append(kwargs["controlnet_scale"])
         return real_denoise(ldm, context, condition, *args, **kwargs)
 
     real_denoise = reconstruction.denoise
+    scales: list[float] = []
     monkeypatch.setattr(reconstruction, "denoise", spy)
-    now.sampling = dataclasses.replace(now.sampling, map_temperature=0.0)
+    now.sampling = dataclasses.replace(now.sampling, map_temperature=0.0, controlnet_scale=1.5)
     sharp = now(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
+    assert scales == [1.5]  # the ControlNet scale reaches the sampler
     assert sharp.region_probs is not None and out.region_probs is not None
     assert np.array_equal(sharp.region_probs, out.region_probs)
     assert set(seen[0].unique().tolist()) == {0.0, 1.0}

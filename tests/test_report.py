@@ -73,6 +73,20 @@ def test_report_groups_by_the_swept_keys_and_tests_the_claims(tmp_path):
     assert logged == {"report/tiny.md", "report/tiny.csv", "report/tiny.png"}
 
 
+def test_a_claim_whose_variant_was_not_run_is_named_not_dropped(tmp_path):
+    uri, _ = _fake_sweep(tmp_path)
+    sweep = load_sweep(uri, sweep_dir=str(tmp_path / "multiruns" / "s"))
+    spec = ReportSpec.from_mapping(
+        {**SPEC.__dict__, "claims": [{"a": "ablation=regional_predicted", "b": "global_cls", "metric": "eval/ssim"}]}
+    )
+    report = build_report(sweep, spec, tmp_path / "out", "tiny", log_artifacts=False)
+    assert report.verdicts == []
+    assert (
+        "Not tested, a variant not run: 'ablation=regional_predicted' vs 'global_cls' ('ablation=regional_predicted' "
+        "not in this sweep). Variants in this sweep: 'global_cls', 'regional_predicted'." in report.markdown
+    )
+
+
 def test_report_lists_failed_children(tmp_path):
     uri, parent = _fake_sweep(tmp_path, fail=3)
     sweep = load_sweep(uri, run_ids=[parent])

@@ -73,6 +73,7 @@ def test_mismatched_sam_checkpoint_name(run_cli, tmp_path):
         ("eval.metrics=[ssim,nope]", "eval.metrics: unknown metric(s) ['nope']"),
         ("dataset.n_train=0", "dataset.n_train"),
         ("ldm.sampling.map_temperature=-1", "ldm.sampling.map_temperature must be >= 0"),
+        ("ldm.sampling.controlnet_scale=-0.5", "ldm.sampling.controlnet_scale must be >= 0"),
     ],
 )
 def test_bad_values_are_one_line(run_cli, tmp_path, override, expected):

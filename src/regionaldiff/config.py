@@ -184,12 +184,20 @@ class SamplingConfig:
     # predicted maps only: sharpen them for conditioning, p ** (1 / T) renormalised per cell (1 = as predicted,
     # 0 = one-hot argmax)
     map_temperature: float = MISSING
+    # regional models: weight of the ControlNet's residuals at sampling (diffusers' conditioning_scale; 1 = as
+    # trained, > 1 follows the map more closely, 0 ignores it)
+    controlnet_scale: float = MISSING
 
     def __post_init__(self) -> None:
         if self.map_temperature < 0:
             raise ValueError(
                 f"ldm.sampling.map_temperature must be >= 0 (1 = the maps as predicted, 0 = one-hot); "
                 f"got {self.map_temperature}."
+            )
+        if self.controlnet_scale < 0:
+            raise ValueError(
+                f"ldm.sampling.controlnet_scale must be >= 0 (1 = the ControlNet as trained); "
+                f"got {self.controlnet_scale}."
             )
 
 

@@ -83,7 +83,7 @@ class RegionalDiffOutput:
 
 
 #: sampling keys added after models were saved, with the value those models sampled with
-SAMPLING_ADDED: dict[str, Any] = {"map_temperature": 1.0}
+SAMPLING_ADDED: dict[str, Any] = {"map_temperature": 1.0, "controlnet_scale": 1.0}
 
 
 def sampling_from_dict(values: Mapping[str, Any]) -> SamplingConfig:
@@ -361,6 +361,7 @@ class RegionalDiffPipeline:
                 clip_sample=s.clip_sample,
                 clip_sample_range=s.clip_sample_range,
                 sampler=s.scheduler,
+                controlnet_scale=s.controlnet_scale,
             )
             samples.append(tensor_to_image(self.codec.decode(latents)))
         return RegionalDiffOutput(

@@ -69,10 +69,16 @@ class RegionalLDM(nn.Module):
         return self.controlnet is not None
 
     def model_output(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, region_probs: torch.Tensor | None
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        region_probs: torch.Tensor | None,
+        controlnet_scale: float = 1.0,
     ) -> torch.Tensor:
         """The UNet's output for noisy ``latents``: the noise (epsilon), v or the clean latents, as
-        ``scheduler.prediction_type`` says (the target of :meth:`training_loss`)."""
+        ``scheduler.prediction_type`` says (the target of :meth:`training_loss`). ``controlnet_scale`` weights the
+        ControlNet's residuals (diffusers' ``conditioning_scale``; 1 in training)."""
         down, mid = None, None
         if self.controlnet is not None:
             if region_probs is None:
@@ -82,6 +88,7 @@ class RegionalLDM(nn.Module):
                 timesteps,
                 encoder_hidden_states=context,
                 controlnet_cond=map_condition(region_probs, self.image_size).to(latents.dtype),
+                conditioning_scale=controlnet_scale,
                 return_dict=False,
             )
         return self.unet(

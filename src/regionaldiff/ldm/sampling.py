@@ -66,6 +66,7 @@ def denoise(
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
     sampler: Sampler | str = Sampler.ddim,
+    controlnet_scale: float = 1.0,
 ) -> torch.Tensor:
     """Sample clean latents from initial noise ``latents`` (already scaled by the sampler's ``init_noise_sigma``).
 
@@ -86,6 +87,8 @@ def denoise(
         Clip the predicted clean latents to ``[-range, range]`` at every step (DDIM; latents that are images).
     sampler : Sampler or str
         ``ddim``, ``dpmpp_2m``, ``unipc``, ``euler`` or ``pndm``.
+    controlnet_scale : float
+        Weight of a regional model's ControlNet residuals (1: as trained).
     """
     solver = make_sampler(ldm, sampler, num_steps, context.device, clip_sample, clip_sample_range)
     step_kwargs: dict[str, Any] = {}
@@ -104,7 +107,7 @@ def denoise(
         model_in = torch.cat([latents, latents]) if guided else latents
         model_in = solver.scale_model_input(model_in, t)
         steps = t.expand(model_in.shape[0]).to(context.device)
-        pred = ldm.model_output(model_in, steps, context_in, probs_in)
+        pred = ldm.model_output(model_in, steps, context_in, probs_in, controlnet_scale)
         if guided:
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance_scale * (cond - uncond)

@@ -187,8 +187,11 @@ def claims_markdown(runs: RunsByVariant, spec: ReportSpec) -> tuple[str, list[tu
         "| --- | --- | --- | --- | --- | --- |",
     ]
     verdicts: list[tuple[Claim, bool | None]] = []
+    not_run: list[str] = []
     for claim in spec.claims:
         if claim.a not in runs or claim.b not in runs:
+            missing = [v for v in (claim.a, claim.b) if v not in runs]
+            not_run.append(f"{claim.a!r} vs {claim.b!r} ({', '.join(repr(v) for v in missing)} not in this sweep)")
             continue
         threshold = 0.0 if claim.kind == "better" else -margin
         words = "beats" if claim.kind == "better" else f"is not worse (margin {margin:g}) than"
@@ -205,6 +208,11 @@ def claims_markdown(runs: RunsByVariant, spec: ReportSpec) -> tuple[str, list[tu
         lines.append(
             f"| {text} | {diff.n} | {diff.mean:+.3f} ± {diff.std:.3f} | {diff.lower95:+.3f} (needs > {threshold:+.3f}) "
             f"| {diff.p_greater:.3f} | {'yes' if shown else 'no'} |"
+        )
+    if not_run:  # a partial sweep, or a claim that names its variants differently from the table's first column
+        lines.append(
+            f"\nNot tested, a variant not run: {'; '.join(not_run)}. Variants in this sweep: "
+            f"{', '.join(repr(v) for v in sorted(runs))}."
         )
     return "\n".join(lines), verdicts
 
