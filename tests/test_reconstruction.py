@@ -56,9 +56,27 @@ def trained_run(tmp_path_factory):
     return {"root": root, "job": job, "model_dir": model_dir, "generated": generated, "eeg": eeg}
 
 
+def fresh_process_threads() -> int:
+    """Torch's thread count in a new interpreter: the run's (trainer.num_threads=null). Tests before this one may
+    have changed this process's, and guided sampling's doubled batch is not bit-identical across thread counts."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout.strip())
+
+
 def test_pipeline_from_the_run_folder_reproduces_the_generate_step(trained_run):
     pipe = RegionalDiffPipeline.from_pretrained(trained_run["job"])
-    out = pipe(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(fresh_process_threads())
+    try:
+        out = pipe(trained_run["eeg"], generator=torch.Generator().manual_seed(0))
+    finally:
+        torch.set_num_threads(before)
     generated = trained_run["generated"]
     assert out.images.shape == generated["generated"].shape == (12, 1, 32, 32, 3)
     assert np.array_equal(out.images, generated["generated"])
