@@ -98,6 +98,9 @@ def test_component_ablation_arms(compose_cfg):
     assert no_cls.encoder.w_cls == 0 and no_cls.encoder.w_mae == 1 and no_cls.ldm.regions
 
 
+# shrink the synthetic experiments to one epoch of each model and two sampling steps
+SYNTHETIC_SMALL = [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"]
+
 # shrink the real-data protocols to a step or two on the fixtures (tiny models, CPU, metrics without weights)
 REAL_SMALL = [
     "encoder=tiny",
@@ -144,27 +147,27 @@ ONE_JOB = {
     "paper_ablations": (
         ["seed=0", "ablation=no_mae"],
         None,
-        [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+        SYNTHETIC_SMALL,
     ),
     "train_maps_selection": (
         ["seed=0", "ablation=regional_predicted_mixed", "ldm.sampling.map_temperature=0.25"],
         None,
-        [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+        SYNTHETIC_SMALL,
     ),
     "sampling_selection": (
         ["seed=0", "ldm.sampling.guidance_scale=1.5", "ldm.sampling.controlnet_scale=1.5"],
         None,
-        [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+        SYNTHETIC_SMALL,
     ),
     "encoder_epochs_selection": (
         ["seed=0", "encoder.max_epochs=1"],
         None,
-        [*TINY, "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+        [*TINY, "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],  # its job sets the swept encoder.max_epochs
     ),
     "region_claims": (
         ["seed=0", "ablation=regional_predicted_mixed"],
         None,
-        [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"],
+        SYNTHETIC_SMALL,
     ),
     "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
     "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
