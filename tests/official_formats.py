@@ -211,8 +211,9 @@ def _things_metadata(
     rng: np.random.Generator,
     test_overlap: bool = False,
 ) -> tuple[list[str], ...]:
-    train_c = TRAIN_CONCEPTS[:n_train_concepts]
-    test_c = TEST_CONCEPTS[:n_test_concepts]
+    train_c = [*TRAIN_CONCEPTS, *(f"train_concept_{k:04d}" for k in range(len(TRAIN_CONCEPTS), n_train_concepts))]
+    test_c = [*TEST_CONCEPTS, *(f"test_concept_{k:04d}" for k in range(len(TEST_CONCEPTS), n_test_concepts))]
+    train_c, test_c = train_c[:n_train_concepts], test_c[:n_test_concepts]
     if test_overlap:
         test_c = [train_c[0], *test_c[1:]]
     train_concepts = [f"{k + 1:05d}_{c}" for k, c in enumerate(train_c) for _ in range(images_per_concept)]
@@ -250,12 +251,14 @@ def write_things_eeg2(
     eeg_dir: str = "preprocessed_data",
     test_overlap: bool = False,
     nan_at: tuple[int, int, int] | None = None,
+    signal: float = 0.1,
 ) -> ThingsFixture:
     """THINGS-EEG2 layout in ``root``: metadata, images and preprocessed files of ``subjects``.
 
     ``variant``: ``"17ch"`` (the official 17 occipito-parietal channels, 100 Hz, 100 samples from -0.2 s) or
     ``"63ch"`` (the NICE/ATM variant: 63 channels, 250 Hz, 250 samples). ``nan_at=(subject, image, rep)`` puts
     a NaN into one training trial. ``test_overlap`` makes a test concept also a training concept (a leak).
+    Each image's EEG is noise plus ``signal`` times its index (0: pure noise).
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -269,7 +272,7 @@ def write_things_eeg2(
         folder.mkdir(parents=True, exist_ok=True)
         for part, n_img, reps in (("training", len(train_files), train_reps), ("test", len(test_files), test_reps)):
             data = rng.normal(0, 1, (n_img, reps, len(ch_names), n_times))  # float64, as released
-            data += np.arange(n_img)[:, None, None, None] * 0.1
+            data += np.arange(n_img)[:, None, None, None] * signal
             if nan_at is not None and part == "training" and nan_at[0] == sub:
                 data[nan_at[1], nan_at[2], 0, 5] = np.nan
             np.save(

@@ -26,7 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 #: groups whose options are not selected on the command line (Hydra's own settings)
 NOT_USER_GROUPS = {"hydra"}
 #: a nested group is reachable only through a parent option that lists it: the overrides that select one
-NESTED_PARENTS = {"regionmap/rule": ["regionmap=slic"], "ldm/conditioner": ["ldm=regional"]}
+NESTED_PARENTS = {
+    "regionmap/rule": ["regionmap=slic"],
+    "ldm/conditioner": ["ldm=regional"],
+    "encoder/align": ["encoder=tiny"],
+}
 #: options that make a runnable config only with other choices (the default ldm=regional needs region maps)
 COMPANIONS = {("regionmap", "none"): ["ldm=global"]}
 #: regionmap / dataset classes cheap to build here (no weights, no data files)

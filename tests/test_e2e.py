@@ -173,8 +173,53 @@ def test_pipeline_on_things_eeg2_fixture_global(run_cli, tmp_path):
         *REAL_TINY,
     )
     metrics = json.loads((_job_dir(proc.stdout) / "metrics.json").read_text())
-    assert "eval/ssim" in metrics and "eval/eeg_top1" in metrics
-    assert "eval/region_miou" in metrics["skipped"]
+    assert "eval/ssim" in metrics and "eval/region_miou" in metrics["skipped"]
+    # the test concepts are never seen in training: no class accuracy over them, and no retrieval without alignment
+    assert "never appear in training" in metrics["skipped"]["eval/eeg_top1"] and "eval/eeg_top1" not in metrics
+
+
+def test_things_eeg2_zero_shot_retrieval_of_noise_eeg_is_at_chance(run_cli, tmp_path):
+    """THINGS-EEG2's protocol on official-format files whose EEG is pure noise: the pipeline computes 40-way
+    zero-shot retrieval from the EEG embedding aligned to a local (tiny) CLIP, at chance, with the repetitions
+    curve; class accuracy over unseen concepts is not reported; the region maps are 2-label layouts."""
+    import numpy as np
+
+    from conftest import write_tiny_clip
+    from official_formats import write_things_eeg2
+    from regionaldiff import RegionalDiffPipeline
+    from regionaldiff.evaluation.retrieval import chance_band
+
+    fixture = write_things_eeg2(
+        tmp_path / "things", n_train_concepts=8, n_test_concepts=40, test_reps=5, signal=0.0, seed=1
+    )
+    write_tiny_clip(tmp_path / "weights" / "clip-vit-large-patch14")
+    proc = run_cli(
+        "dataset=things_eeg2",
+        f"dataset.root={fixture.root}",
+        "dataset.subjects=[1,2]",
+        "dataset.val_fraction=0.25",
+        f"paths.weights_dir={tmp_path / 'weights'}",
+        "encoder/align=clip",
+        "regionmap=slic",
+        "ldm=regional",
+        "eval.metrics=[retrieval,ssim]",
+        "eval.retrieval.repetitions=[1,5]",
+        *REAL_TINY[:-1],
+    )
+    job = _job_dir(proc.stdout)
+    metrics = json.loads((job / "metrics.json").read_text())
+    _, low, high = chance_band(40, 80, k=1, z=3.0)  # 2 subjects x 40 test images
+    assert low <= metrics["eval/retrieval_top1"] <= high
+    assert metrics["eval/retrieval_top5"] <= chance_band(40, 80, k=5, z=3.0)[2]
+    assert abs(metrics["eval/retrieval_2way"] - 0.5) < 0.1
+    assert {"eval/retrieval_top1_reps1", "eval/retrieval_top5_reps5"} <= set(metrics)
+    assert (job / "retrieval_repetitions.png").stat().st_size > 0
+    assert "eval/eeg_top1" not in metrics and "never appear in training" in metrics["skipped"]["eval/eeg_top1"]
+    assert "eval/region_miou" in metrics and "eval/region_alignment_miou" in metrics  # object / background layouts
+    pipe = RegionalDiffPipeline.from_pretrained(job)
+    assert pipe.encoder.num_region_labels == 2 and pipe.encoder.align_dim == 12
+    out = pipe(np.zeros((1, 17, 100), dtype=np.float32), num_inference_steps=1)
+    assert out.region_probs.shape[1] == 2
 
 
 def test_folder_evaluation_scores_another_methods_outputs(run_cli, tmp_path):

@@ -65,6 +65,7 @@ def test_missing_weights_skip_every_backbone_metric_with_the_path(tmp_path):
         "eval/pairwise_lpips",
         "eval/retrieval_top1",
         "eval/retrieval_top5",
+        "eval/retrieval_2way",
     }
     assert set(result.skipped) == expected
     assert str(tmp_path / "torchvision" / "alexnet-owt-7be5be79.pth") in result.skipped["eval/alexnet2"]

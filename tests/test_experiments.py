@@ -79,6 +79,11 @@ def test_the_protocols_set_what_they_claim():
     assert regional.ldm.name == "sd15_regional" and regional.dataset.subject == 4 and regional.dataset.resample == 512
     assert regional.eval.nway == dd.eval.nway and regional.ldm.sampling.samples_per_eeg == 5
     assert _sweep("things_intra_subject") == {"dataset.subjects": [f"[{s}]" for s in range(1, 11)]}
+    for name in ("things_intra_subject", "things_inter_subject"):  # the field's zero-shot protocol
+        things = _compose(f"experiment={name}")
+        assert things.encoder.align.image_embedder.path.endswith("clip-vit-large-patch14")
+        assert "retrieval" in things.eval.metrics and list(things.eval.retrieval.repetitions) == [1, 5, 10, 20, 80]
+        assert things.dataset.region_labels == "layout"
     loso = _compose("experiment=things_inter_subject")
     assert list(loso.dataset.subjects) == list(range(1, 11))
     assert _sweep("things_inter_subject") == {"dataset.leave_out_subject": [str(s) for s in range(1, 11)]}
@@ -136,10 +141,13 @@ def _eeg_imagenet_sd15(tmp_path):
 
 
 def _things(tmp_path):
+    """The THINGS-EEG2 fixture and a tiny CLIP where the protocols' encoder/align=clip reads it."""
+    from conftest import write_tiny_clip
     from official_formats import write_things_eeg2
 
     fixture = write_things_eeg2(tmp_path / "things")
-    return [f"dataset.root={fixture.root}", "dataset.val_fraction=0.25"]
+    write_tiny_clip(tmp_path / "weights" / "clip-vit-large-patch14")
+    return [f"dataset.root={fixture.root}", "dataset.val_fraction=0.25", f"paths.weights_dir={tmp_path / 'weights'}"]
 
 
 #: experiment -> (one job's sweep values, fixture, shrinking overrides)

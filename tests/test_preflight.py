@@ -32,7 +32,14 @@ def test_check_eeg_imagenet_without_data_lists_each_missing_file(run_cli, tmp_pa
 
 def test_check_real_data_config_lists_weights_and_skipped_metrics(run_cli, tmp_path):
     proc = run_cli(
-        "check", "dataset=things_eeg2", "regionmap=sam", "ldm=sd15_regional", "eval=things", "trainer=cpu", check=False
+        "check",
+        "dataset=things_eeg2",
+        "encoder/align=clip",
+        "regionmap=sam",
+        "ldm=sd15_regional",
+        "eval=things",
+        "trainer=cpu",
+        check=False,
     )
     assert proc.returncode == 1
     out = proc.stdout
@@ -46,14 +53,17 @@ def test_check_real_data_config_lists_weights_and_skipped_metrics(run_cli, tmp_p
         f"{weights}/stable-diffusion-v1-5/vae  (ldm.latent.pretrained",
         f"{weights}/clip-vit-large-patch14  (eval.backbones.clip.path)",
         f"{weights}/clip-vit-large-patch14  (ldm.clip_loss.pretrained)",
+        f"{weights}/clip-vit-large-patch14  (encoder.align.image_embedder.path)",
         f"{weights}/torchvision/alexnet-owt-7be5be79.pth  (eval.backbones.alexnet.path)",
         "metric skipped:   clip: CLIP ViT-L/14 (metric clip) missing",
         "metric skipped:   fid: FID Inception (clean-fid) missing",
-        "metric skipped:   retrieval: needs EEG and image embeddings",
-        "metrics computed: ssim, pixcorr",
+        "metrics computed: retrieval, ssim, pixcorr",
     ):
         assert text in out, text
-    assert "ready: NO (9 required file(s)" in out
+    assert "ready: NO (10 required file(s)" in out
+    # without the aligned EEG embedding, the preflight says retrieval will be skipped and what to choose
+    plain = run_cli("check", "dataset=things_eeg2", "eval=things", "ldm=global", check=False).stdout
+    assert "metric skipped:   retrieval: needs an EEG embedding aligned to images: choose encoder/align=clip" in plain
 
 
 def test_check_bad_value_is_not_ready(run_cli):

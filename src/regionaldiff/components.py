@@ -7,7 +7,9 @@ added here at build time, as lightning-hydra-template does for ``model.net``:
 ==================  =======================================  ==========================================
 node                built by                                 arguments added at build time
 ==================  =======================================  ==========================================
-``encoder.net``     :func:`build_encoder`                    ``n_chans, n_times, sfreq, num_classes``
+``encoder.net``     :func:`build_encoder`                    ``n_chans, n_times, sfreq, num_classes,
+                                                             num_region_labels, align_dim``
+``encoder.align``   :func:`build_image_embedder`             (none: its ``image_embedder`` node)
 ``ldm.latent``      :func:`build_codec`                      (none)
 ``ldm.unet``        :func:`build_ldm`                        ``in_channels, latent_size``
 ``ldm.conditioner``  :func:`build_ldm`                       ``code_len, code_dim, num_classes,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from diffusers import DDPMScheduler
 
     from regionaldiff.config import LDMConfig, TypedConfig
+    from regionaldiff.encoder.alignment import ImageEmbedder
     from regionaldiff.encoder.mae import EEGMaskedAutoencoder
     from regionaldiff.ldm.latent import LatentCodec
     from regionaldiff.ldm.model import RegionalLDM
@@ -46,7 +49,8 @@ HYDRA_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_", "_a
 
 # the arguments each component gets from the data or from other components (never from its YAML)
 RUNTIME_ARGS: dict[str, frozenset[str]] = {
-    "encoder.net": frozenset({"n_chans", "n_times", "sfreq", "num_classes"}),
+    "encoder.net": frozenset({"n_chans", "n_times", "sfreq", "num_classes", "num_region_labels", "align_dim"}),
+    "encoder.align.image_embedder": frozenset(),
     "ldm.latent": frozenset(),
     "ldm.unet": frozenset({"in_channels", "latent_size"}),
     "ldm.conditioner": frozenset({"code_len", "code_dim", "num_classes", "cross_attention_dim"}),
@@ -122,6 +126,8 @@ def check_components(typed: TypedConfig) -> None:
         "ldm.unet": typed.ldm.unet,
         "ldm.conditioner": typed.ldm.conditioner,
     }
+    if typed.encoder.align is not None:
+        nodes["encoder.align.image_embedder"] = typed.encoder.align.image_embedder
     if typed.ldm.controlnet is not None:
         nodes["ldm.controlnet"] = typed.ldm.controlnet
     for key, node in nodes.items():
@@ -139,14 +145,36 @@ def instantiate(node: Mapping[str, Any], key: str, **runtime: Any) -> Any:
 
 
 def build_encoder(
-    net: Mapping[str, Any], *, n_chans: int, n_times: int, sfreq: float, num_classes: int, with_regions: bool = True
+    net: Mapping[str, Any],
+    *,
+    n_chans: int,
+    n_times: int,
+    sfreq: float,
+    num_classes: int,
+    with_regions: bool = True,
+    num_region_labels: int = 0,
+    align_dim: int = 0,
 ) -> EEGMaskedAutoencoder:
     """The EEG encoder from ``encoder.net`` and the data's sizes (no region head when ``with_regions`` is False:
-    the dataset has no region maps to train it on)."""
+    the dataset has no region maps to train it on; ``num_region_labels`` 0 = ``num_classes + 1``; an alignment head
+    onto an image embedding of width ``align_dim`` when it is > 0)."""
     extra: dict[str, Any] = {} if with_regions else {"region_grid": 0}
     return instantiate(
-        net, "encoder.net", n_chans=n_chans, n_times=n_times, sfreq=sfreq, num_classes=num_classes, **extra
+        net,
+        "encoder.net",
+        n_chans=n_chans,
+        n_times=n_times,
+        sfreq=sfreq,
+        num_classes=num_classes,
+        num_region_labels=num_region_labels,
+        align_dim=align_dim,
+        **extra,
     )
+
+
+def build_image_embedder(node: Mapping[str, Any]) -> ImageEmbedder:
+    """The frozen image embedder from ``encoder.align.image_embedder`` (e.g. CLIP from a local folder)."""
+    return instantiate(node, "encoder.align.image_embedder")
 
 
 def build_codec(node: Mapping[str, Any]) -> LatentCodec:
@@ -176,9 +204,11 @@ def build_ldm(
     num_classes: int,
     image_size: int,
     latent_size: int,
+    num_region_labels: int = 0,
 ) -> RegionalLDM:
     """The LDM from the ``ldm`` group: its UNet, EEG conditioner and (regional variants) ControlNet, built in
-    that order from their ``_target_`` nodes, with the sizes of the data, latent space and encoder."""
+    that order from their ``_target_`` nodes, with the sizes of the data, latent space and encoder (the ControlNet
+    reads ``num_region_labels`` map channels; 0 = ``num_classes + 1``)."""
     import torch
 
     from regionaldiff.config import NullCondition, UNetTraining
@@ -200,7 +230,7 @@ def build_ldm(
             cfg.controlnet,
             "ldm.controlnet",
             unet=unet,
-            conditioning_channels=num_classes + 1,
+            conditioning_channels=num_region_labels or num_classes + 1,
             image_size=image_size,
             latent_size=latent_size,
         )

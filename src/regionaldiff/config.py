@@ -134,12 +134,28 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
 @dataclass
+class AlignConfig:
+    """``encoder.align`` (``encoder/align=clip|pixels``; absent by default, or with ``~encoder/align``): a head that aligns the
+    pooled EEG codes with a frozen image embedding by a contrastive loss (NICE / ATM), what zero-shot retrieval
+    ranks images by (:mod:`regionaldiff.encoder.alignment`)."""
+
+    image_embedder: Any = MISSING  # a `_target_` component: images in [-1, 1] -> [B, embedding_dim]
+    weight: float = MISSING  # of the contrastive term in the encoder's objective
+    temperature: float = MISSING  # initial temperature of the contrastive logits (learned)
+    batch_size: int = MISSING  # images per batch when the embeddings are computed (once, then cached)
+
+    def __post_init__(self) -> None:
+        _positive("encoder.align", weight=self.weight, temperature=self.temperature, batch_size=self.batch_size)
+
+
+@dataclass
 class EncoderConfig:
     """``encoder`` group: the EEG network (``net``, a ``_target_`` component) and its pretraining objective.
 
-    ``net`` is instantiated with the data's ``n_chans``, ``n_times``, ``sfreq`` and ``num_classes`` added
+    ``net`` is instantiated with the data's ``n_chans``, ``n_times``, ``sfreq``, ``num_classes`` and
+    ``num_region_labels`` (and the image embedding's width, ``align_dim``) added
     (:func:`regionaldiff.components.build_encoder`); its own arguments are checked before any work by
-    :func:`regionaldiff.components.check_component`.
+    :func:`regionaldiff.components.check_component`. ``align`` is None unless an ``encoder/align`` option is chosen.
     """
 
     net: Any = MISSING
@@ -150,6 +166,7 @@ class EncoderConfig:
     weight_decay: float = MISSING
     max_epochs: int = MISSING
     calibrate_background: bool = MISSING
+    align: Optional[AlignConfig] = None
 
     def __post_init__(self) -> None:
         _positive("encoder", lr=self.lr, max_epochs=self.max_epochs)

@@ -279,6 +279,22 @@ def ldm_required(ldm: Mapping[str, Any]) -> list[RequiredPath]:
     return out
 
 
+def encoder_required(encoder: Mapping[str, Any]) -> list[RequiredPath]:
+    """The image model the encoder aligns its EEG embedding to (``encoder/align=clip``: a transformers folder)."""
+    embedder = (encoder.get("align") or {}).get("image_embedder") or {}
+    if not embedder.get("path"):
+        return []
+    return [
+        RequiredPath(
+            "image embedding model (encoder/align)",
+            Path(str(embedder["path"])),
+            "encoder.align.image_embedder.path",
+            kind="folder",
+            check=_sd_part_check("CLIP", CLIP_WEIGHT_FILES),
+        )
+    ]
+
+
 def regionmap_required(regionmap: Mapping[str, Any]) -> list[RequiredPath]:
     """The region-map generator's checkpoint (``regionmap=sam``), if it has one."""
     checkpoint = regionmap.get("checkpoint")
@@ -348,8 +364,11 @@ def _backbone_required(slot: str, spec: Mapping[str, Any]) -> list[RequiredPath]
     return out
 
 
-def eval_plan(eval_cfg: Any, folder_mode: bool = False) -> tuple[list[PreflightItem], list[str], dict[str, str]]:
-    """(backbone items, metrics that will run, metrics that will be skipped -> why) for the ``eval`` config."""
+def eval_plan(
+    eval_cfg: Any, folder_mode: bool = False, aligned: bool = False
+) -> tuple[list[PreflightItem], list[str], dict[str, str]]:
+    """(backbone items, metrics that will run, metrics that will be skipped -> why) for the ``eval`` config
+    (``aligned``: the encoder learns an EEG embedding aligned to images, which retrieval needs)."""
     from regionaldiff.evaluation.backbones import backbone_config
     from regionaldiff.evaluation.suite import validate_eval_config
 
@@ -360,8 +379,10 @@ def eval_plan(eval_cfg: Any, folder_mode: bool = False) -> tuple[list[PreflightI
     run: list[str] = []
     skipped: dict[str, str] = {}
     for name in cfg.get("metrics", ["ssim", "pixcorr"]):
-        if name == "retrieval" and not folder_mode:
-            skipped[name] = "needs EEG and image embeddings, which the pipeline does not produce"
+        if name == "retrieval" and not folder_mode and not aligned:
+            skipped[name] = (
+                "needs an EEG embedding aligned to images: choose encoder/align=clip (THINGS-EEG2) or encoder/align=pixels"
+            )
             continue
         reasons = []
         for slot in _metric_slots(name):
@@ -447,9 +468,11 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
             required.extend(datamodule.required_files())
         required.extend(regionmap_required(plain(cfg.regionmap) or {}))
         required.extend(ldm_required(plain(cfg.ldm) or {}))
+        required.extend(encoder_required(plain(cfg.encoder) or {}))
     report.items = [check_required(r) for r in required]
     try:
-        items, report.metrics_run, report.metrics_skipped = eval_plan(cfg.eval, folder_mode)
+        aligned = cfg.get("encoder") is not None and cfg.encoder.get("align") is not None
+        items, report.metrics_run, report.metrics_skipped = eval_plan(cfg.eval, folder_mode, aligned)
         report.items.extend(items)
     except UserError as err:
         report.problems.append(f"bad eval config: {one_line(str(err))}")

@@ -162,7 +162,7 @@ def reconstruct(args: argparse.Namespace) -> Path:
             stem = f"{i:05d}" if ids is None else f"{i:05d}_{ids[i]}"
             save_samples(out_dir, stem, samples)
             if maps is not None:
-                save_label_map(out_dir / "maps" / f"{stem}.png", maps[j], pipe.data.num_classes + 1)
+                save_label_map(out_dir / "maps" / f"{stem}.png", maps[j], pipe.encoder.num_region_labels)
     np.save(out_dir / "class_probs.npy", np.concatenate(class_probs))
     if region_probs:
         np.save(out_dir / "region_probs.npy", np.concatenate(region_probs))

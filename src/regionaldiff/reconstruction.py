@@ -60,6 +60,8 @@ class DataSpec:
     num_classes: int
     image_size: int
     class_names: list[str] = field(default_factory=list)
+    # labels of the region maps (0: num_classes + 1, as models saved before layouts were read)
+    num_region_labels: int = 0
 
 
 @dataclass
@@ -73,8 +75,8 @@ class RegionalDiffOutput:
     class_logits : np.ndarray
         ``[N, K]`` logits of the EEG classification head (``softmax`` for probabilities).
     region_probs : np.ndarray or None
-        ``[N, K + 1, g, g]`` region-label probabilities predicted from EEG (class-fused when the sampler says so),
-        None when the model has no trained region head.
+        ``[N, L, g, g]`` region-label probabilities predicted from EEG (``L = K + 1`` class labels or 2 for object /
+        background layouts; class-fused when the sampler says so), None when the model has no trained region head.
     """
 
     images: np.ndarray
@@ -186,6 +188,8 @@ class RegionalDiffPipeline:
             sfreq=data.sfreq,
             num_classes=data.num_classes,
             with_regions=card["encoder"]["region_grid"] > 0,
+            num_region_labels=data.num_region_labels,
+            align_dim=int(card["encoder"].get("align_dim", 0)),
         )
         encoder.load_state_dict(
             torch.load(model_dir / "encoder.pt", map_location="cpu", weights_only=True)["state_dict"]
@@ -252,7 +256,7 @@ class RegionalDiffPipeline:
             raise BadInputError(f"num_images_per_eeg must be >= 1; got {num_images_per_eeg}.")
         if region_probs is not None:
             g = self.encoder.region_grid
-            expected = (len(eeg), d.num_classes + 1, g, g)
+            expected = (len(eeg), self.encoder.num_region_labels, g, g)
             if tuple(region_probs.shape) != expected:
                 raise BadInputError(f"region_probs must be {list(expected)}; got {list(region_probs.shape)}.")
 
@@ -290,7 +294,7 @@ class RegionalDiffPipeline:
         predicted = None
         if "region_logits" in enc and self.use_region_head:
             predicted = enc["region_logits"].softmax(dim=1)
-            if class_fused_maps and self.use_class_head:
+            if class_fused_maps and self.use_class_head and self.encoder.region_labels_are_classes:
                 predicted = fuse_class_into_map(predicted, enc["class_logits"].softmax(dim=-1))
         return context, enc["class_logits"], predicted
 
@@ -403,6 +407,7 @@ def build_ldm_and_codec(
         num_classes=encoder.num_classes,
         image_size=image_size,
         latent_size=image_size // codec.downsample,
+        num_region_labels=encoder.num_region_labels,
     )
     return ldm, codec
 
@@ -416,13 +421,20 @@ def write_model_card(
     w_cls: float,
     w_region: float,
     ldm: Mapping[str, Any],
+    align_dim: int = 0,
 ) -> Path:
     """``pipeline.json`` of a trained-model folder: everything :meth:`RegionalDiffPipeline.from_pretrained` needs
     besides the weights."""
     card = {
         "format": FORMAT,
         "data": asdict(data),
-        "encoder": {"net": dict(encoder_net), "region_grid": region_grid, "w_cls": w_cls, "w_region": w_region},
+        "encoder": {
+            "net": dict(encoder_net),
+            "region_grid": region_grid,
+            "w_cls": w_cls,
+            "w_region": w_region,
+            "align_dim": align_dim,
+        },
         "ldm": dict(ldm),
     }
     path = folder / PIPELINE_FILE

@@ -102,3 +102,29 @@ def legend_entries(maps: np.ndarray, class_names: Sequence[str] | None = None) -
         else:
             out.append((label, names[label - 1] if label - 1 < len(names) else f"class {label - 1}"))
     return out
+
+
+def save_retrieval_curve(path: Path, metrics: dict[str, float], n_candidates: int) -> Path:
+    """Zero-shot retrieval against the number of test repetitions averaged (``eval/retrieval_top{k}_reps{n}``), one
+    line per ``k``, with chance (``k / n_candidates``) dashed: the curve NICE and ATM report for THINGS-EEG2."""
+    import re
+
+    curves: dict[int, list[tuple[int, float]]] = {}
+    for name, value in metrics.items():
+        match = re.fullmatch(r"eval/retrieval_top(\d+)_reps(\d+)", name)
+        if match:
+            curves.setdefault(int(match[1]), []).append((int(match[2]), value))
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    for k, points in sorted(curves.items()):
+        reps, values = zip(*sorted(points))
+        line = ax.plot(reps, [100 * v for v in values], marker="o", label=f"top-{k}")[0]
+        ax.axhline(100 * min(1.0, k / n_candidates), color=line.get_color(), linestyle="--", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("test repetitions averaged")
+    ax.set_ylabel(f"{n_candidates}-way retrieval accuracy (%)")
+    ax.set_title("zero-shot retrieval (dashed: chance)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -24,6 +24,32 @@ from regionaldiff.errors import BadInputError, ConfigError
 
 SPLITS = ("train", "val", "test")
 
+#: what the labels of a region map name (``dataset.region_labels``): ``class``, the map's object regions carry
+#: their class (label ``c + 1``, ``num_classes + 1`` labels: closed label sets such as the synthetic benchmark and
+#: EEG-ImageNet); ``layout``, object vs background only (2 labels: transfers to concepts never seen in training, and
+#: its size does not grow with the concept count, as THINGS-EEG2's zero-shot test split needs)
+REGION_LABELS = ("class", "layout")
+
+
+class LayoutMaps(Mapping[str, np.ndarray]):
+    """Class-labelled region maps seen as object (1) / background (0) layouts, converted on access."""
+
+    def __init__(self, maps: Mapping[str, np.ndarray]) -> None:
+        self.maps = maps
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        region_map = np.asarray(self.maps[key])
+        return (region_map > 0).astype(region_map.dtype)
+
+    def __iter__(self):
+        return iter(self.maps)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.maps
+
 
 @dataclass
 class EEGSplit:
@@ -129,6 +155,8 @@ class EEGDataModule(L.LightningDataModule):
         DataLoader workers (0 = load in the main process).
     image_size : int
         Side of the square stimulus images, in pixels.
+    region_labels : {"class", "layout"}
+        What region-map labels name (:data:`REGION_LABELS`): the object's class, or object vs background.
 
     Attributes
     ----------
@@ -163,8 +191,12 @@ class EEGDataModule(L.LightningDataModule):
         @property
         def class_names(self) -> list[str]: ...
 
-    def __init__(self, batch_size: int = 32, num_workers: int = 0, image_size: int = 64) -> None:
+    def __init__(
+        self, batch_size: int = 32, num_workers: int = 0, image_size: int = 64, region_labels: str = "class"
+    ) -> None:
         super().__init__()
+        if region_labels not in REGION_LABELS:
+            raise ConfigError(f"dataset.region_labels must be one of {list(REGION_LABELS)}; got {region_labels!r}.")
         if batch_size < 1:
             raise ConfigError(f"dataset.batch_size must be >= 1; got {batch_size}.")
         if num_workers < 0:
@@ -174,6 +206,7 @@ class EEGDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
+        self.region_labels = region_labels
         self.run_tags: dict[str, str] = {}
         self.data_report: dict[str, float] = {}
         self._splits: dict[str, EEGSplit] = {}
@@ -183,6 +216,12 @@ class EEGDataModule(L.LightningDataModule):
     def build_split(self, split: str) -> EEGSplit:
         """Return the arrays of ``split`` (one of ``train``, ``val``, ``test``)."""
         raise NotImplementedError
+
+    def averaged_split(self, split: str, n_repetitions: int) -> EEGSplit:
+        """``split`` with each stimulus's EEG the average of its first ``n_repetitions`` repetitions (the curve of
+        retrieval against repetitions); datasets that keep their repetitions implement it. Raises
+        ``NotImplementedError`` (its message is the reason) otherwise."""
+        raise NotImplementedError(f"dataset {self.name!r} cannot average a chosen number of repetitions")
 
     def ground_truth_region_maps(self) -> Mapping[str, np.ndarray] | None:
         """Known-truth region maps by stimulus id, where the dataset has them (synthetic only)."""
@@ -203,8 +242,21 @@ class EEGDataModule(L.LightningDataModule):
             self.get_split(split)
 
     def set_region_maps(self, region_maps: Mapping[str, np.ndarray] | None) -> None:
-        """Attach region maps (stimulus id -> int64 ``[H, W]``, 0 = background), or detach with None."""
+        """Attach region maps (stimulus id -> int64 ``[H, W]``, 0 = background, ``c + 1`` = class ``c``), or detach
+        with None. With ``region_labels="layout"`` the loaders see them as object / background layouts."""
+        if region_maps is not None and self.region_labels == "layout":
+            region_maps = LayoutMaps(region_maps)
         self._region_maps = region_maps
+
+    @property
+    def num_region_labels(self) -> int:
+        """Labels of a region map as models see it: ``num_classes + 1`` (class), or 2 (layout)."""
+        return self.num_classes + 1 if self.region_labels == "class" else 2
+
+    @property
+    def region_label_names(self) -> list[str]:
+        """Name of each region-map label, background first."""
+        return ["background", *self.class_names] if self.region_labels == "class" else ["background", "object"]
 
     @property
     def has_region_maps(self) -> bool:
@@ -252,6 +304,7 @@ class EEGDataModule(L.LightningDataModule):
             "n_times": self.n_times,
             "sfreq": float(self.sfreq),
             "num_classes": self.num_classes,
+            "num_region_labels": self.num_region_labels,
             "image_size": self.image_size,
         }
 

@@ -111,6 +111,8 @@ class EEGImageNetDataModule(EEGDataModule):
         How the source files are compared with the cache manifest.
     batch_size, num_workers : int
         Loader settings.
+    region_labels : {"class", "layout"}
+        What region-map labels name (:data:`regionaldiff.data.base.REGION_LABELS`; default: the class).
     """
 
     name = "eeg_imagenet"
@@ -141,8 +143,11 @@ class EEGImageNetDataModule(EEGDataModule):
         cache_verify: str = "quick",
         batch_size: int = 32,
         num_workers: int = 0,
+        region_labels: str = "class",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, image_size=image_size)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, image_size=image_size, region_labels=region_labels
+        )
         crop = plain(crop)
         if crop is None or len(crop) != 2 or not 0 <= int(crop[0]) < int(crop[1]):
             raise ValueError(f"dataset.crop must be [start, stop] with 0 <= start < stop; got {crop!r}.")

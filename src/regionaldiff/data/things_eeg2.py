@@ -105,6 +105,10 @@ class ThingsEEG2DataModule(EEGDataModule):
         Repetitions with NaN/Inf: drop them (averages use the finite repetitions; counted) or stop.
     image_size, image_resize, cache_dir, cache_verify, batch_size, num_workers
         As for :class:`regionaldiff.data.eeg_imagenet.EEGImageNetDataModule`.
+    region_labels : {"layout", "class"}
+        What region-map labels name (:data:`regionaldiff.data.base.REGION_LABELS`). ``layout`` (default): object vs
+        background, which a model can predict for the 200 test concepts it never saw in training, with 2 map
+        channels instead of 1,855.
     """
 
     name = "things_eeg2"
@@ -136,8 +140,11 @@ class ThingsEEG2DataModule(EEGDataModule):
         cache_verify: str = "quick",
         batch_size: int = 32,
         num_workers: int = 0,
+        region_labels: str = "layout",
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, image_size=image_size)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, image_size=image_size, region_labels=region_labels
+        )
         check_choice("dataset.source", source, SOURCES)
         check_choice("dataset.train_repetitions", train_repetitions, REPETITIONS)
         check_choice("dataset.test_repetitions", test_repetitions, REPETITIONS)
@@ -435,25 +442,7 @@ class ThingsEEG2DataModule(EEGDataModule):
                         )
                 names, times = part_names, part_times
         assert names is not None and times is not None, "PARTS is not empty: every branch sets names and times"
-        chan_idx = list(range(len(names)))
-        if self.channels is not None:
-            missing = [c for c in self.channels if c not in names]
-            if missing:
-                raise ConfigError(
-                    f"dataset.channels: {missing} are not in the files of subject {subject} (channels: {names})."
-                )
-            chan_idx = [names.index(c) for c in self.channels]
-        keep_t = np.ones(len(times), dtype=np.bool_)
-        if self.tmin is not None:
-            keep_t &= times >= self.tmin - 1e-9
-        if self.tmax is not None:
-            keep_t &= times <= self.tmax + 1e-9
-        t_idx = np.flatnonzero(keep_t)
-        if not len(t_idx):
-            raise ConfigError(
-                f"dataset.tmin/tmax=[{self.tmin}, {self.tmax}] keep no sample of times {times[0]:.3f}..{times[-1]:.3f} s."
-            )
-        t_idx = t_idx[: check_multiple(len(t_idx), self.n_times_multiple)]
+        chan_idx, t_idx = self._selection(names, times, subject)
         nonfinite: list[list[int]] = []
         for part, split in PARTS.items():
             data = arrays[part]
@@ -490,6 +479,65 @@ class ThingsEEG2DataModule(EEGDataModule):
             "n_nonfinite": len(nonfinite),
             **info,
         }
+
+    def _selection(self, names: list[str], times: np.ndarray, subject: int) -> tuple[list[int], np.ndarray]:
+        """The channels (``dataset.channels``) and samples (``tmin``/``tmax``, cut to ``n_times_multiple``) kept."""
+        chan_idx = list(range(len(names)))
+        if self.channels is not None:
+            missing = [c for c in self.channels if c not in names]
+            if missing:
+                raise ConfigError(
+                    f"dataset.channels: {missing} are not in the files of subject {subject} (channels: {names})."
+                )
+            chan_idx = [names.index(c) for c in self.channels]
+        keep_t = np.ones(len(times), dtype=np.bool_)
+        if self.tmin is not None:
+            keep_t &= times >= self.tmin - 1e-9
+        if self.tmax is not None:
+            keep_t &= times <= self.tmax + 1e-9
+        t_idx = np.flatnonzero(keep_t)
+        if not len(t_idx):
+            raise ConfigError(
+                f"dataset.tmin/tmax=[{self.tmin}, {self.tmax}] keep no sample of times {times[0]:.3f}..{times[-1]:.3f} s."
+            )
+        return chan_idx, t_idx[: check_multiple(len(t_idx), self.n_times_multiple)]
+
+    def averaged_split(self, split: str, n_repetitions: int) -> EEGSplit:
+        """The test split with each image's EEG the average of its first ``n_repetitions`` finite repetitions (of
+        80), read from the preprocessed files: the retrieval-against-repetitions curve NICE and ATM report."""
+        if split != "test" or self.source != "preprocessed":
+            raise NotImplementedError(
+                "THINGS-EEG2 averages a chosen number of repetitions of the test split from the preprocessed files "
+                f"only (split {split!r}, dataset.source={self.source})"
+            )
+        meta = self._metadata()
+        images = self._image_table()
+        ids_all, labels_all = meta["ids"]["test"], meta["labels"]["test"]
+        eegs, labels, ids, subs = [], [], [], []
+        for subject in self.test_subjects:
+            data, names, times = self._read_partition(subject, "test", len(ids_all))
+            if not 1 <= n_repetitions <= data.shape[1]:
+                raise ConfigError(
+                    f"eval.retrieval.repetitions: {n_repetitions} is not in [1, {data.shape[1]}], the test "
+                    f"repetitions of subject {subject}."
+                )
+            chan_idx, t_idx = self._selection(names, times, subject)
+            for i, image_id in enumerate(ids_all):
+                reps = np.asarray(data[i, :n_repetitions][:, chan_idx][:, :, t_idx], dtype=np.float64)
+                reps = reps[np.isfinite(reps).reshape(len(reps), -1).all(axis=1)]
+                if not len(reps) or image_id not in images:
+                    continue
+                eegs.append(reps.mean(axis=0).astype(np.float32))
+                labels.append(labels_all[i])
+                ids.append(image_id)
+                subs.append(subject)
+        return EEGSplit(
+            eeg=np.stack(eegs),
+            labels=np.asarray(labels, dtype=np.int64),
+            image_ids=ids,
+            subjects=np.asarray(subs, dtype=np.int64),
+            images=images,
+        )
 
     # -- sizes ------------------------------------------------------------------------------
     def _first(self):

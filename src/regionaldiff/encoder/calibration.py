@@ -75,7 +75,7 @@ def fit_background_bias(
         eeg = batch["eeg"].to(model.region_background_bias.device)
         out = model(eeg)
         region = out["region_logits"]
-        if class_fused:
+        if class_fused and model.region_labels_are_classes:
             region = fuse_class_into_map(region.softmax(dim=1), out["class_logits"].softmax(dim=-1)).clamp_min(1e-8)
             region = region.log()
         logits.append(region.cpu())

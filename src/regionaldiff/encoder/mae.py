@@ -3,11 +3,14 @@
 The encoder follows DreamDiffusion / Mind-vis (He et al. 2022 MAE applied to 1-D EEG patches): the
 ``[C, T]`` signal is cut into ``T / patch_size`` time patches, each embedded from all channels by a
 strided ``Conv1d``; a random ``mask_ratio`` of patches is dropped, a Transformer encodes the rest and
-a light decoder reconstructs the dropped ones. Two heads make the codes semantic- and location-aware:
+a light decoder reconstructs the dropped ones. Heads make the codes semantic- and location-aware:
 
 - a classification head on the mean-pooled codes (the visual class of the stimulus);
 - a region head: ``grid * grid`` learned queries cross-attend to the codes and predict, per cell of
-  a coarse grid over the image, the semantic label (0 = background, ``c + 1`` = class ``c``).
+  a coarse grid over the image, the region label (0 = background; ``c + 1`` = class ``c``, or 1 = object when the
+  dataset's maps are layouts, ``num_region_labels`` labels in all);
+- an alignment head (``align_dim > 0``): the mean-pooled codes projected onto a frozen image embedding (CLIP), trained
+  contrastively as NICE and ATM do (:mod:`regionaldiff.encoder.alignment`); zero-shot retrieval reads it.
 
 Written by hand rather than imported because no maintained library ships an EEG MAE with these
 heads; the building blocks are PyTorch's own Transformer layers.
@@ -64,6 +67,12 @@ class EEGMaskedAutoencoder(nn.Module):
         Sampling frequency in Hz (recorded so a checkpoint can be checked against new data).
     num_classes : int
         Number of visual classes K.
+    num_region_labels : int
+        Labels of the region map (0 = ``num_classes + 1``: background and one per class; 2 for object / background
+        layouts). Set from the data at build time.
+    align_dim : int
+        Width of the image embedding the alignment head projects onto (0 = no alignment head). Set from the image
+        embedder at build time.
     patch_size : int
         Time samples per patch.
     embed_dim, depth, num_heads : int
@@ -84,8 +93,8 @@ class EEGMaskedAutoencoder(nn.Module):
     decoder_pos_embed: torch.Tensor
     region_background_bias: torch.Tensor
 
-    #: the constructor's arguments that come from the data, not from ``encoder.net``
-    DATA_ARGS = ("n_chans", "n_times", "sfreq", "num_classes")
+    #: the constructor's arguments that come from the data (and the image embedder), not from ``encoder.net``
+    DATA_ARGS = ("n_chans", "n_times", "sfreq", "num_classes", "num_region_labels", "align_dim")
 
     @classmethod
     def check_config(cls, key: str, **arch: Any) -> None:
@@ -130,6 +139,8 @@ class EEGMaskedAutoencoder(nn.Module):
         n_times: int,
         sfreq: float,
         num_classes: int,
+        num_region_labels: int = 0,
+        align_dim: int = 0,
         patch_size: int = 4,
         embed_dim: int = 64,
         depth: int = 2,
@@ -154,11 +165,20 @@ class EEGMaskedAutoencoder(nn.Module):
             )
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}.")
+        if num_region_labels == 0:
+            num_region_labels = num_classes + 1
+        if num_region_labels < 2 or align_dim < 0:
+            raise ValueError(
+                f"num_region_labels must be >= 2 (or 0 = num_classes + 1) and align_dim >= 0; got {num_region_labels}, "
+                f"{align_dim}."
+            )
         self.n_chans, self.n_times, self.sfreq = n_chans, n_times, float(sfreq)
         self.num_classes, self.patch_size, self.mask_ratio = num_classes, patch_size, mask_ratio
         self.num_patches = n_times // patch_size
         self.embed_dim = embed_dim
         self.region_grid = region_grid
+        self.num_region_labels = num_region_labels
+        self.align_dim = align_dim
 
         self.patch_embed = nn.Conv1d(n_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.register_buffer("pos_embed", sincos_position_embedding(self.num_patches, embed_dim), persistent=False)
@@ -183,7 +203,11 @@ class EEGMaskedAutoencoder(nn.Module):
                 nn.LayerNorm(embed_dim),
                 nn.Linear(embed_dim, embed_dim),
                 nn.GELU(),
-                nn.Linear(embed_dim, num_classes + 1),
+                nn.Linear(embed_dim, num_region_labels),
+            )
+        if align_dim > 0:
+            self.align_head = nn.Sequential(
+                nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, align_dim)
             )
         # added to the background logit of every cell; fitted on the validation split after training
         # (regionaldiff.encoder.calibration), 0 until then
@@ -219,15 +243,26 @@ class EEGMaskedAutoencoder(nn.Module):
         """Class logits ``[B, K]`` from codes."""
         return self.class_head(codes.mean(dim=1))
 
+    @property
+    def region_labels_are_classes(self) -> bool:
+        """Whether region label ``c + 1`` is class ``c`` (else the labels are object / background layouts)."""
+        return self.num_region_labels == self.num_classes + 1
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """The EEG embedding ``[B, align_dim]`` aligned to the image embedding (not normalised)."""
+        if self.align_dim <= 0:
+            raise RuntimeError("This encoder was built with align_dim=0 (no alignment head).")
+        return self.align_head(codes.mean(dim=1))
+
     def predict_regions(self, codes: torch.Tensor) -> torch.Tensor:
-        """Region logits ``[B, K + 1, grid, grid]`` from codes (label 0 = background)."""
+        """Region logits ``[B, num_region_labels, grid, grid]`` from codes (label 0 = background)."""
         if self.region_grid <= 0:
             raise RuntimeError("This encoder was built with region_grid=0 (no region head).")
         queries = (self.region_queries + self.region_query_pos).expand(codes.shape[0], -1, -1)
         attended, _ = self.region_attn(queries, codes, codes, need_weights=False)
         logits = self.region_mlp(attended + queries)
         g = self.region_grid
-        logits = logits.transpose(1, 2).reshape(codes.shape[0], self.num_classes + 1, g, g)
+        logits = logits.transpose(1, 2).reshape(codes.shape[0], self.num_region_labels, g, g)
         background = torch.zeros_like(logits[:1, :, :1, :1])
         background[:, 0] = self.region_background_bias
         return logits + background
@@ -242,11 +277,13 @@ class EEGMaskedAutoencoder(nn.Module):
         )
 
     def forward(self, eeg: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Codes, class logits and (when the head exists) region logits of ``eeg``."""
+        """Codes, class logits and (when those heads exist) region logits and the aligned embedding of ``eeg``."""
         codes = self.forward_features(eeg)
         out = {"codes": codes, "class_logits": self.classify(codes)}
         if self.region_grid > 0:
             out["region_logits"] = self.predict_regions(codes)
+        if self.align_dim > 0:
+            out["embedding"] = self.embed(codes)
         return out
 
     # -- masked signal modelling ------------------------------------------------------------
@@ -277,6 +314,19 @@ class EEGMaskedAutoencoder(nn.Module):
 
 
 def coarse_region_target(region_map: torch.Tensor, num_labels: int, grid: int) -> torch.Tensor:
-    """Soft coarse target ``[B, num_labels, grid, grid]``: the fraction of each cell covered by each label."""
-    one_hot = F.one_hot(region_map.long(), num_labels).permute(0, 3, 1, 2).float()
-    return F.adaptive_avg_pool2d(one_hot, grid)
+    """Soft coarse target ``[B, num_labels, grid, grid]``: the fraction of each cell covered by each label.
+
+    Only the labels present in the batch are one-hot encoded and pooled (a map shows a few of them), then scattered
+    into the ``num_labels`` channels: the cost grows with the labels in the batch, not with ``num_labels`` (1,855
+    for THINGS-EEG2's concepts, where a full one-hot map of a batch of 32 at 64 px is about 1 GB).
+    """
+    region_map = region_map.long()
+    if region_map.numel() and (int(region_map.min()) < 0 or int(region_map.max()) >= num_labels):
+        raise ValueError(
+            f"region map labels must be in [0, {num_labels}); got [{int(region_map.min())}, {int(region_map.max())}]."
+        )
+    present, compact = torch.unique(region_map, return_inverse=True)
+    pooled = F.adaptive_avg_pool2d(F.one_hot(compact, len(present)).permute(0, 3, 1, 2).float(), grid)
+    target = pooled.new_zeros(region_map.shape[0], num_labels, grid, grid)
+    target[:, present] = pooled
+    return target

@@ -1,18 +1,24 @@
-"""Lightning module that pretrains the EEG encoder: masked recovery + classification + regions, jointly."""
+"""Lightning module that pretrains the EEG encoder: masked recovery + classification + regions (+ alignment with an
+image embedding), jointly."""
 
 from __future__ import annotations
+
+import math
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
+from regionaldiff.encoder.alignment import ImageEmbeddings, contrastive_loss
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
 
 
 class EncoderPretrainModule(L.LightningModule):
-    """Joint objective ``w_mae * MAE + w_cls * CE(class) + w_region * CE(coarse region map)``.
+    """Joint objective ``w_mae * MAE + w_cls * CE(class) + w_region * CE(coarse region map) + w_align * InfoNCE``.
 
-    A weight of 0 turns its term off; the region term also needs region maps in the batch.
+    A weight of 0 turns its term off; the region term also needs region maps in the batch, the alignment term an
+    encoder with an alignment head and the image embeddings of the stimuli (``image_embeddings``, by stimulus id).
+    The contrastive temperature is learned (``logit_scale``, starting at ``1 / align_temperature``).
     """
 
     def __init__(
@@ -24,11 +30,21 @@ class EncoderPretrainModule(L.LightningModule):
         w_cls: float,
         w_region: float,
         max_epochs: int,
+        w_align: float = 0.0,
+        align_temperature: float = 0.07,
+        image_embeddings: ImageEmbeddings | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
         self.w_mae, self.w_cls, self.w_region = w_mae, w_cls, w_region
+        self.w_align = w_align if model.align_dim > 0 and image_embeddings is not None else 0.0
+        if w_align > 0 and self.w_align == 0:
+            raise ValueError(
+                "encoder.align needs an encoder with an alignment head and the stimuli's image embeddings."
+            )
+        self.image_embeddings = image_embeddings
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1.0 / align_temperature)))
 
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
         eeg = batch["eeg"]
@@ -39,13 +55,16 @@ class EncoderPretrainModule(L.LightningModule):
         losses["cls"] = F.cross_entropy(out["class_logits"], batch["label"])
         losses["cls_acc"] = (out["class_logits"].argmax(-1) == batch["label"]).float().mean()
         if "region_logits" in out and "region_map" in batch:
-            target = coarse_region_target(batch["region_map"], self.model.num_classes + 1, self.model.region_grid)
+            target = coarse_region_target(batch["region_map"], self.model.num_region_labels, self.model.region_grid)
             losses["region"] = F.cross_entropy(out["region_logits"], target)
             pred = out["region_logits"].argmax(1)
             losses["region_acc"] = (pred == target.argmax(1)).float().mean()
+        if self.w_align > 0 and self.image_embeddings is not None:
+            images = self.image_embeddings.lookup(batch["image_id"], eeg.device)
+            losses["align"] = contrastive_loss(out["embedding"], images, self.logit_scale, batch["image_id"])
         total: torch.Tensor = sum(  # type: ignore[assignment]
             w * losses[k]
-            for k, w in (("mae", self.w_mae), ("cls", self.w_cls), ("region", self.w_region))
+            for k, w in (("mae", self.w_mae), ("cls", self.w_cls), ("region", self.w_region), ("align", self.w_align))
             if w > 0 and k in losses
         )
         losses["loss"] = total
@@ -71,6 +90,9 @@ class EncoderPretrainModule(L.LightningModule):
         )
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        groups = [{"params": list(self.model.parameters()), "weight_decay": self.weight_decay}]
+        if self.w_align > 0:  # the temperature is not decayed
+            groups.append({"params": [self.logit_scale], "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=self.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))
         return {"optimizer": opt, "lr_scheduler": sched}

@@ -22,11 +22,13 @@ def reconstruction_alignment(
     generated: np.ndarray,
     reference_maps: np.ndarray | None,
     labels: np.ndarray,
-    num_classes: int,
+    num_labels: int,
+    layout: bool = False,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """``(metrics, skipped)`` of :func:`region_alignment` for reconstructions ``[N, S, H, W, 3]``.
 
-    ``reference_maps`` are the generator's maps of the true stimuli ``[N, H, W]`` (None: no maps).
+    ``reference_maps`` are the generator's maps of the true stimuli ``[N, H, W]`` (None: no maps), with
+    ``num_labels`` labels; with ``layout`` they are object / background layouts, and so are the reconstructions'.
     """
     if reference_maps is None:
         return {}, {name: "no reference region maps (regionmap=none)" for name in NAMES}
@@ -41,4 +43,6 @@ def reconstruction_alignment(
     flat_labels = [int(labels[i]) for i in range(n) for _ in range(s)]
     regions = regionmap.segment_regions(flat, flat_labels)
     maps = np.stack([r.semantic for r in regions]).reshape(n, s, *generated.shape[2:4])
-    return region_alignment(maps, reference_maps, num_classes + 1), {}
+    if layout:
+        maps = (maps > 0).astype(maps.dtype)
+    return region_alignment(maps, reference_maps, num_labels), {}

@@ -175,11 +175,12 @@ def region_and_class_metrics(
     skipped: dict[str, str] = {}
     reference_maps = arrays.get("region_maps")
     if "region_probs" in arrays and reference_maps is not None:
+        map_labels = datamodule.num_region_labels
         predicted = upsample_prediction(arrays["region_probs"], datamodule.image_size)
-        metrics["eval/region_miou"] = mean_iou(predicted, reference_maps.astype(np.int64), num_labels)
+        metrics["eval/region_miou"] = mean_iou(predicted, reference_maps.astype(np.int64), map_labels)
         if background_bias != 0.0:
             before = upsample_prediction(uncalibrated(arrays["region_probs"], background_bias), datamodule.image_size)
-            metrics["eval/region_miou_uncalibrated"] = mean_iou(before, reference_maps.astype(np.int64), num_labels)
+            metrics["eval/region_miou_uncalibrated"] = mean_iou(before, reference_maps.astype(np.int64), map_labels)
     else:
         skipped["eval/region_miou"] = (
             "no EEG-predicted region maps (regionmap=none, or no trained region head: encoder.w_region=0)"

@@ -32,7 +32,7 @@ METRICS: dict[str, str] = {
     "is": "eval/is, eval/is_std (torchmetrics Inception Score)",
     **{name: f"eval/{name} (MindEye {kind.replace('_', '-')})" for name, (_, kind) in MINDEYE_METRICS.items()},
     **{name: f"eval/{name} (DreamDiffusion pair-wise identification)" for name in PAIRWISE_METRICS},
-    "retrieval": "eval/retrieval_top{k} (zero-shot EEG -> image retrieval)",
+    "retrieval": "eval/retrieval_top{k}, eval/retrieval_2way (zero-shot EEG -> image retrieval)",
 }
 
 
@@ -71,8 +71,11 @@ def validate_eval_config(cfg: Any) -> dict[str, Any]:
         raise ConfigError(
             f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.get('trials', 50)}."
         )
-    if any(k < 1 for k in _ks((values.get("retrieval") or {}).get("k", [1, 5]))):
+    retrieval = values.get("retrieval") or {}
+    if any(k < 1 for k in _ks(retrieval.get("k", [1, 5]))):
         raise ConfigError("eval.retrieval.k: values must be >= 1.")
+    if retrieval.get("repetitions") is not None and any(n < 1 for n in _ks(retrieval["repetitions"])):
+        raise ConfigError("eval.retrieval.repetitions: a list of repetition counts >= 1 (or null).")
     for slot in values.get("backbones") or {}:
         backbone_config(values, slot)  # raises on unknown slots
     return values
@@ -86,7 +89,9 @@ def _skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:
     if name == "is":
         return ["eval/is", "eval/is_std"]
     if name == "retrieval":
-        return [f"eval/retrieval_top{k}" for k in _ks((cfg.get("retrieval") or {}).get("k", [1, 5]))]
+        return [f"eval/retrieval_top{k}" for k in _ks((cfg.get("retrieval") or {}).get("k", [1, 5]))] + [
+            "eval/retrieval_2way"
+        ]
     return [f"eval/{name}"]
 
 
@@ -210,10 +215,12 @@ def evaluate_images(
         ks = _ks((cfg.get("retrieval") or {}).get("k", [1, 5]))
         if eeg_embeddings is None or image_embeddings is None:
             reason = "needs EEG and candidate image embeddings (THINGS-EEG2 zero-shot retrieval); none were given"
-            result.skipped.update({f"eval/retrieval_top{k}": reason for k in ks})
+            result.skipped.update({name: reason for name in _skip_names("retrieval", cfg)})
         else:
-            from regionaldiff.evaluation.retrieval import retrieval_topk
+            from regionaldiff.evaluation.retrieval import retrieval_scores
 
-            topk = retrieval_topk(eeg_embeddings, image_embeddings, retrieval_targets, ks)
-            result.metrics.update({f"eval/retrieval_top{k}": v for k, v in topk.items()})
+            result.metrics.update(retrieval_scores(eeg_embeddings, image_embeddings, retrieval_targets, ks))
+            for k in ks:
+                if f"eval/retrieval_top{k}" not in result.metrics:
+                    result.skipped[f"eval/retrieval_top{k}"] = f"only {len(image_embeddings)} candidate images"
     return result

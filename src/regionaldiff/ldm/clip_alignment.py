@@ -20,24 +20,30 @@ from regionaldiff.evaluation.backbones import WeightsUnavailable, load_clip_visi
 
 CLIP_HINT = (
     "Put a transformers save of openai/clip-vit-large-patch14 there (`huggingface-cli download "
-    "openai/clip-vit-large-patch14 --local-dir <folder>`; docs/setup.md), or set ldm.clip_loss.weight=0."
+    "openai/clip-vit-large-patch14 --local-dir <folder>`; docs/setup.md), or turn off what reads it "
+    "(ldm.clip_loss.weight=0; ~encoder/align)."
 )
 
 
 class ClipImageEmbedder(nn.Module):
-    """Frozen CLIP image embeddings ``[B, projection_dim]`` of images in [-1, 1]."""
+    """Frozen CLIP image embeddings ``[B, projection_dim]`` of images in [-1, 1] (``embedding_dim`` wide).
+
+    The image side of DreamDiffusion's CLIP loss (``ldm.clip_loss``) and of the encoder's contrastive alignment
+    (``encoder/align=clip``, the embedding zero-shot retrieval ranks images by).
+    """
 
     def __init__(self, path: str) -> None:
         super().__init__()
         try:
             model, mean, std = load_clip_vision({"path": path})
         except WeightsUnavailable as err:
-            raise MissingFileError(f"ldm.clip_loss.pretrained: no CLIP model at {path}. {CLIP_HINT}") from err
+            raise MissingFileError(f"no CLIP model at {path}. {CLIP_HINT}") from err
         self.model = model.requires_grad_(False).eval()
         self.mean, self.std = mean, std
         config: Any = model.config
         self.image_size = int(config.image_size)
         self.projection_dim = int(config.projection_dim)
+        self.embedding_dim = self.projection_dim
 
     def train(self, mode: bool = True) -> ClipImageEmbedder:
         super().train(mode)

@@ -68,7 +68,8 @@ class LDMFinetuneModule(L.LightningModule):
         return self
 
     def conditions(self, batch: dict, maps: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Cross-attention context and region probabilities ``[B, K+1, g, g]`` (None for the global variant)."""
+        """Cross-attention context and region probabilities ``[B, L, g, g]`` (``L`` region labels; None for the global
+        variant)."""
         with torch.no_grad():
             out = self.encoder(batch["eeg"])
         context = self.ldm.conditioner(out["codes"], out["class_logits"])
@@ -80,7 +81,7 @@ class LDMFinetuneModule(L.LightningModule):
             raise ValueError(
                 f"The regional LDM trains on reference region maps (ldm.train_maps={maps}), but the batch has none: set a regionmap."
             )
-        reference = coarse_region_target(batch["region_map"], self.encoder.num_classes + 1, self.encoder.region_grid)
+        reference = coarse_region_target(batch["region_map"], self.encoder.num_region_labels, self.encoder.region_grid)
         if maps == "reference":
             return context, reference
         use_reference = torch.rand(len(reference), device=reference.device) < 0.5

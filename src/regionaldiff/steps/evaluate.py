@@ -1,13 +1,18 @@
 """Step ``evaluate``: metrics of the reconstructions -> ``metrics.json`` in the job folder and MLflow.
 
-The configured suite (``eval.metrics``), the EEG classification head's accuracy, the known-truth metrics where
+The configured suite (``eval.metrics``; with ``retrieval``, the zero-shot retrieval of the evaluated split's images
+from the encoder's aligned EEG embedding), the EEG classification head's accuracy, the known-truth metrics where
 the dataset has true region maps, and the region alignment of reconstructions where the region-map generator can
-segment new images. Also scores a folder of images against another (``regionaldiff evaluate GEN REF``).
+segment new images. A metric that cannot mean anything on the evaluated split is skipped with the reason: class
+accuracy over concepts never seen in training, and region scores whose labels are such concepts (zero-shot splits;
+``dataset.region_labels=layout`` keeps the region scores meaningful there). Also scores a folder of images against
+another (``regionaldiff evaluate GEN REF``).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,15 +21,116 @@ from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.generate import GENERATED_FILE
 from regionaldiff.tracking.mlflow_run import write_metrics_json
 
+if TYPE_CHECKING:
+    from regionaldiff.encoder.alignment import ImageEmbeddings
+    from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+
 log = logging.getLogger(__name__)
 
 
-def eeg_top1(arrays: dict[str, np.ndarray], w_cls: float) -> tuple[dict[str, float], dict[str, str]]:
+def eeg_top1(
+    arrays: dict[str, np.ndarray], w_cls: float, unseen: str | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
     """``eval/eeg_top1`` (the classification head's accuracy on the test trials), or skipped with the reason when
-    that head was never trained (``encoder.w_cls=0``): its argmax would be a random network's."""
-    if w_cls > 0:
-        return {"eval/eeg_top1": float((arrays["eeg_pred"] == arrays["labels"]).mean())}, {}
-    return {}, {"eval/eeg_top1": "the classification head is untrained (encoder.w_cls=0)"}
+    that head was never trained (``encoder.w_cls=0``: its argmax would be a random network's) or when the split's
+    classes never appear in training (``unseen``, the reason: the head cannot name them)."""
+    if w_cls <= 0:
+        return {}, {"eval/eeg_top1": "the classification head is untrained (encoder.w_cls=0)"}
+    if unseen:
+        return {}, {"eval/eeg_top1": unseen}
+    return {"eval/eeg_top1": float((arrays["eeg_pred"] == arrays["labels"]).mean())}, {}
+
+
+def unseen_classes(ctx: PipelineContext, split: str) -> str | None:
+    """Why class scores on ``split`` mean nothing (its classes never appear in the training split, as THINGS-EEG2's
+    zero-shot test concepts), or None when every class of ``split`` is a training class."""
+    dm = ctx.datamodule
+    seen = set(np.unique(dm.get_split("train").labels).tolist())
+    labels = set(np.unique(dm.get_split(split).labels).tolist())
+    missing = labels - seen
+    if not missing:
+        return None
+    return (
+        f"{len(missing)} of the {len(labels)} classes of the {split} split never appear in training (zero-shot "
+        "concepts): a classifier cannot name them; eval/retrieval_top* scores this split"
+    )
+
+
+def retrieval_inputs(ctx: PipelineContext, split: str) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """The suite's retrieval inputs for ``split`` (each trial's aligned EEG embedding, the split's distinct images'
+    embeddings as the candidates, each trial's candidate row), or the reason there are none."""
+    aligned = aligned_encoder(ctx)
+    if isinstance(aligned, str):
+        return None, aligned
+    encoder, images = aligned
+    return embed_split(ctx, encoder, images, ctx.datamodule.loader(split, False)), None
+
+
+def aligned_encoder(ctx: PipelineContext) -> tuple[EEGMaskedAutoencoder, ImageEmbeddings] | str:
+    """The run's encoder (on the run's device) and the stimuli's image embeddings, or why it has no aligned
+    embedding."""
+    from regionaldiff.encoder.alignment import ImageEmbeddings
+    from regionaldiff.steps.pretrain import load_encoder
+
+    encoder = load_encoder(ctx)
+    if encoder.align_dim <= 0 or "image_embeddings" not in ctx.slots:
+        return (
+            "the encoder has no EEG embedding aligned to images: choose encoder/align=clip (a local CLIP folder; the "
+            "things_* experiments do) or encoder/align=pixels (weight-free, synthetic benchmark)"
+        )
+    return encoder.to(ctx.device), ImageEmbeddings.load(ctx.slots["image_embeddings"].path)
+
+
+def embed_split(
+    ctx: PipelineContext, encoder: EEGMaskedAutoencoder, images: ImageEmbeddings, loader: Any
+) -> dict[str, np.ndarray]:
+    """Retrieval inputs of the trials ``loader`` yields: EEG embeddings, candidates' image embeddings, targets."""
+    from regionaldiff.evaluation.retrieval import candidates_and_targets, embed_trials
+
+    eeg, ids = embed_trials(encoder, loader, ctx.device)
+    candidates, targets = candidates_and_targets(ids)
+    return {"eeg_embeddings": eeg, "image_embeddings": images.lookup(candidates).numpy(), "retrieval_targets": targets}
+
+
+def retrieval_curve(
+    ctx: PipelineContext, split: str, repetitions: list[int]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """``eval/retrieval_top{k}_reps{n}``: retrieval with each stimulus's EEG averaged over its first ``n`` repetitions
+    (``eval.retrieval.repetitions``; NICE/ATM's curve), plotted in ``retrieval_repetitions.png``."""
+    from torch.utils.data import DataLoader
+
+    from regionaldiff.data.base import EEGImageDataset
+    from regionaldiff.evaluation.retrieval import retrieval_scores
+
+    names = [f"eval/retrieval_top{k}_reps{n}" for n in repetitions for k in retrieval_ks(ctx)]
+    aligned = aligned_encoder(ctx)
+    if isinstance(aligned, str):
+        return {}, dict.fromkeys(names, aligned)
+    encoder, images = aligned
+    metrics: dict[str, float] = {}
+    for n in repetitions:
+        try:
+            averaged = ctx.datamodule.averaged_split(split, n)
+        except NotImplementedError as err:
+            return {}, dict.fromkeys(names, str(err))
+        loader = DataLoader(EEGImageDataset(averaged), batch_size=ctx.datamodule.batch_size)
+        inputs = embed_split(ctx, encoder, images, loader)
+        scores = retrieval_scores(
+            inputs["eeg_embeddings"], inputs["image_embeddings"], inputs["retrieval_targets"], retrieval_ks(ctx)
+        )
+        metrics.update({f"{k}_reps{n}": v for k, v in scores.items() if k != "eval/retrieval_2way"})
+    from regionaldiff.visualize import save_retrieval_curve
+
+    figure = save_retrieval_curve(
+        ctx.output_dir / "retrieval_repetitions.png", metrics, len(inputs["image_embeddings"])
+    )
+    ctx.tracker.log_artifact(figure, "figures")
+    return metrics, {}
+
+
+def retrieval_ks(ctx: PipelineContext) -> list[int]:
+    value = (ctx.cfg.eval.get("retrieval") or {}).get("k", [1, 5])
+    return [int(value)] if isinstance(value, int) else [int(k) for k in value]
 
 
 def background_bias(ctx: PipelineContext) -> float:
@@ -42,24 +148,50 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     """Metrics of the reconstructions: the configured suite, plus known-truth metrics where the dataset has them."""
     from regionaldiff.evaluation.alignment import reconstruction_alignment
     from regionaldiff.evaluation.known_truth import region_and_class_metrics
-    from regionaldiff.evaluation.suite import evaluate_images
+    from regionaldiff.evaluation.suite import evaluate_images, validate_eval_config
 
+    split = ctx.typed.pipeline.eval_split.value
+    dm = ctx.datamodule
     arrays = dict(np.load(ctx.slots["generate"].path / GENERATED_FILE))
-    result = evaluate_images(arrays["generated"], arrays["reference"], cfg=ctx.cfg.eval)
+    eval_cfg = validate_eval_config(ctx.cfg.eval)
+    retrieval, no_retrieval = {}, None
+    if "retrieval" in eval_cfg.get("metrics", []):
+        inputs, no_retrieval = retrieval_inputs(ctx, split)
+        retrieval = inputs or {}
+    result = evaluate_images(arrays["generated"], arrays["reference"], cfg=ctx.cfg.eval, **retrieval)
     metrics, skipped = dict(result.metrics), dict(result.skipped)
-    top1, top1_skipped = eeg_top1(arrays, ctx.typed.encoder.w_cls)
+    if no_retrieval:
+        skipped.update({k: no_retrieval for k in skipped if k.startswith("eval/retrieval_")})
+    repetitions = (eval_cfg.get("retrieval") or {}).get("repetitions")
+    if "retrieval" in eval_cfg.get("metrics", []) and repetitions:
+        curve, curve_skipped = retrieval_curve(ctx, split, [int(n) for n in repetitions])
+        metrics.update(curve)
+        skipped.update(curve_skipped)
+    unseen = unseen_classes(ctx, split)
+    top1, top1_skipped = eeg_top1(arrays, ctx.typed.encoder.w_cls, unseen)
     metrics.update(top1)
     skipped.update(top1_skipped)
     known, known_skipped = region_and_class_metrics(
-        arrays, ctx.datamodule, ctx.store, ctx.keys["prepare"]["dataset"], background_bias(ctx)
+        arrays, dm, ctx.store, ctx.keys["prepare"]["dataset"], background_bias(ctx)
     )
     metrics.update(known)
     skipped.update(known_skipped)
     aligned, aligned_skipped = reconstruction_alignment(
-        ctx.regionmap, arrays["generated"], arrays.get("region_maps"), arrays["labels"], ctx.datamodule.num_classes
+        ctx.regionmap,
+        arrays["generated"],
+        arrays.get("region_maps"),
+        arrays["labels"],
+        dm.num_region_labels,
+        dm.region_labels == "layout",
     )
     metrics.update(aligned)
     skipped.update(aligned_skipped)
+    if unseen and dm.region_labels == "class":
+        # the maps' object labels are classes the model never saw: nothing it could name
+        reason = f"{unseen}; its region labels are those classes (dataset.region_labels=layout scores the layout)"
+        for name in [k for k in metrics if k.startswith(("eval/region_miou", "eval/region_alignment"))]:
+            skipped[name] = reason
+            del metrics[name]
     report_metrics(ctx, metrics, skipped)
 
 

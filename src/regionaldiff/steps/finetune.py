@@ -16,6 +16,7 @@ import lightning as L
 import torch
 
 from regionaldiff.config import plain
+from regionaldiff.encoder.mae import EEGMaskedAutoencoder
 from regionaldiff.ldm.clip_alignment import ClipImageEmbedder
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.latent_cache import LatentCache, compute_latent_cache
@@ -46,6 +47,7 @@ def data_spec(ctx: PipelineContext) -> DataSpec:
         num_classes=int(dm.num_classes),
         image_size=model_image_size(ctx),
         class_names=[str(c) for c in dm.class_names],
+        num_region_labels=int(dm.num_region_labels),
     )
 
 
@@ -94,12 +96,12 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
                 ckpt_path=resume_path(slot),
             )
             torch.save({"state_dict": ldm.state_dict()}, slot.path / LDM_FILE)
-            save_model_folder(ctx, slot.path, encoder.region_grid)
+            save_model_folder(ctx, slot.path, encoder)
             slot.mark_done(final_metrics(trainer))
             log.info("finetune: LDM saved to %s", slot.path / LDM_FILE)
         else:
             if not (slot.path / "pipeline.json").is_file():
-                save_model_folder(ctx, slot.path, encoder.region_grid)
+                save_model_folder(ctx, slot.path, encoder)
             log.info("finetune: reusing LDM %s", slot.path)
     write_run_pointer(ctx.output_dir, slot.path, plain(ctx.cfg.ldm.sampling))
     ctx.tracker.set_tags({"checkpoint.ldm": str(slot.path / LDM_FILE)})
@@ -129,7 +131,7 @@ def latent_cache(ctx: PipelineContext, codec: LatentCodec, clip: ClipImageEmbedd
     return LatentCache.load(slot.path)
 
 
-def save_model_folder(ctx: PipelineContext, folder: Path, region_grid: int) -> None:
+def save_model_folder(ctx: PipelineContext, folder: Path, encoder: EEGMaskedAutoencoder) -> None:
     """Make ``folder`` a complete trained model: the encoder's weights beside the LDM's, and ``pipeline.json``."""
     source = ctx.slots["pretrain"].path / ENCODER_FILE
     target = folder / ENCODER_FILE
@@ -143,8 +145,9 @@ def save_model_folder(ctx: PipelineContext, folder: Path, region_grid: int) -> N
         folder,
         data=data_spec(ctx),
         encoder_net=plain(ctx.cfg.encoder.net),
-        region_grid=region_grid,
+        region_grid=encoder.region_grid,
         w_cls=float(e.w_cls),
         w_region=float(e.w_region),
         ldm=plain(ctx.cfg.ldm),
+        align_dim=encoder.align_dim,
     )

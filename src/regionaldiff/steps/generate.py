@@ -56,9 +56,9 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
         arrays["reference"][:n],
         arrays["generated"][:n, 0],
         maps=maps,
-        num_labels=ctx.datamodule.num_classes + 1,
+        num_labels=ctx.datamodule.num_region_labels,
         map_title=map_title,
-        class_names=list(ctx.datamodule.class_names),
+        class_names=ctx.datamodule.region_label_names[1:],
     )
     ctx.tracker.log_artifact(grid, "figures")
     ctx.tracker.set_tags({"artifact.generated": str(slot.path)})
@@ -91,7 +91,9 @@ def sample_split(ctx: PipelineContext, test_maps: str, split: str = "test") -> d
             if "region_map" not in batch:
                 raise ConfigError("pipeline.test_maps=oracle needs reference region maps: set a regionmap.")
             encoder = pipe.encoder
-            oracle = coarse_region_target(batch["region_map"].to(device), encoder.num_classes + 1, encoder.region_grid)
+            oracle = coarse_region_target(
+                batch["region_map"].to(device), encoder.num_region_labels, encoder.region_grid
+            )
         result = pipe(batch["eeg"], generator=generator, region_probs=oracle)
         out["generated"].append(to_size(result.images, ctx.datamodule.image_size))
         out["reference"].append(tensor_to_image(batch["image"]))

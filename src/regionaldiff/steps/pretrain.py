@@ -1,4 +1,5 @@
-"""Step ``pretrain``: the EEG encoder (masked recovery + classification + region map), or its artifact."""
+"""Step ``pretrain``: the EEG encoder (masked recovery + classification + region map, and with ``encoder/align`` an
+embedding aligned to an image embedding), or its artifact."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import logging
 import lightning as L
 import torch
 
-from regionaldiff.components import build_encoder
+from regionaldiff.components import build_encoder, build_image_embedder
 from regionaldiff.config import plain
+from regionaldiff.data.base import SPLITS
+from regionaldiff.encoder.alignment import ImageEmbeddings, compute_image_embeddings
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder
 from regionaldiff.encoder.module import EncoderPretrainModule
 from regionaldiff.steps.context import PipelineContext
@@ -19,8 +22,9 @@ log = logging.getLogger(__name__)
 ENCODER_FILE = "encoder.pt"
 
 
-def new_encoder(ctx: PipelineContext) -> EEGMaskedAutoencoder:
-    """The encoder from ``encoder.net`` for this dataset (no region head when the dataset has no maps)."""
+def new_encoder(ctx: PipelineContext, align_dim: int = 0) -> EEGMaskedAutoencoder:
+    """The encoder from ``encoder.net`` for this dataset (no region head when the dataset has no maps; an alignment
+    head onto an image embedding of width ``align_dim`` when it is > 0)."""
     dm = ctx.datamodule
     return build_encoder(
         ctx.typed.encoder.net,
@@ -29,7 +33,33 @@ def new_encoder(ctx: PipelineContext) -> EEGMaskedAutoencoder:
         sfreq=dm.sfreq,
         num_classes=dm.num_classes,
         with_regions=dm.has_region_maps,
+        num_region_labels=dm.num_region_labels,
+        align_dim=align_dim,
     )
+
+
+def image_embeddings(ctx: PipelineContext) -> ImageEmbeddings | None:
+    """The image embedding of every stimulus (all splits), computed once per image set and embedder and kept as the
+    artifact ``image_embeddings/<hash>``; None without ``encoder/align``."""
+    align = ctx.typed.encoder.align
+    if align is None:
+        return None
+    key = {"prepare": ctx.keys["prepare"]["dataset"], "image_embedder": plain(ctx.cfg.encoder.align.image_embedder)}
+    slot = ctx.slots["image_embeddings"] = ctx.store.slot("image_embeddings", key)
+    with slot.lock():
+        if not slot.done:
+            ids: list[str] = []
+            images = []
+            for split in SPLITS:
+                split_ids, split_images, _ = ctx.datamodule.stimuli(split)
+                ids += split_ids
+                images += split_images
+            embedder = build_image_embedder(align.image_embedder)
+            table = compute_image_embeddings(embedder, ids, images, align.batch_size, ctx.device)
+            table.save(slot.path)
+            slot.mark_done({"n": len(ids), "dim": table.dim})
+            log.info("pretrain: image embeddings of %d stimuli (%d-d) in %s", len(ids), table.dim, slot.path)
+    return ImageEmbeddings.load(slot.path)
 
 
 def pretrain(ctx: PipelineContext, train: bool = True) -> None:
@@ -38,6 +68,7 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
     ctx.keys["pretrain"] = {"prepare": ctx.keys["prepare"], "encoder": plain(ctx.cfg.encoder), "seed": ctx.seed}
     slot = ctx.slots["pretrain"] = ctx.store.slot("pretrain", ctx.keys["pretrain"])
     ctx.tracker.set_tags({"artifact.encoder": str(slot.path)})
+    embeddings = image_embeddings(ctx)
     with slot.lock():
         if not slot.done:
             if not train:
@@ -45,8 +76,19 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
                     f"No pretrained encoder for this config at {slot.path}: add 'pretrain' to pipeline.steps."
                 )
             L.seed_everything(ctx.seed, workers=True)
-            model = new_encoder(ctx)
-            module = EncoderPretrainModule(model, e.lr, e.weight_decay, e.w_mae, e.w_cls, e.w_region, e.max_epochs)
+            model = new_encoder(ctx, align_dim=embeddings.dim if embeddings is not None else 0)
+            module = EncoderPretrainModule(
+                model,
+                e.lr,
+                e.weight_decay,
+                e.w_mae,
+                e.w_cls,
+                e.w_region,
+                e.max_epochs,
+                w_align=e.align.weight if e.align is not None else 0.0,
+                align_temperature=e.align.temperature if e.align is not None else 0.07,
+                image_embeddings=embeddings,
+            )
             trainer = make_trainer(ctx, slot, e.max_epochs)
             dm = ctx.datamodule
             trainer.fit(
@@ -58,7 +100,12 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
             metrics = final_metrics(trainer)
             if e.calibrate_background and model.region_grid > 0 and dm.has_region_maps and e.w_region > 0:
                 metrics.update(calibrate(ctx, model))
-            torch.save({"state_dict": model.state_dict(), "region_grid": model.region_grid}, slot.path / ENCODER_FILE)
+            if embeddings is not None:
+                metrics.update(validation_retrieval(ctx, model, embeddings))
+            torch.save(
+                {"state_dict": model.state_dict(), "region_grid": model.region_grid, "align_dim": model.align_dim},
+                slot.path / ENCODER_FILE,
+            )
             slot.mark_done(metrics)
             log.info("pretrain: encoder saved to %s", slot.path / ENCODER_FILE)
         else:
@@ -89,9 +136,25 @@ def calibrate(ctx: PipelineContext, model: EEGMaskedAutoencoder) -> dict[str, fl
     return metrics
 
 
+def validation_retrieval(
+    ctx: PipelineContext, model: EEGMaskedAutoencoder, embeddings: ImageEmbeddings
+) -> dict[str, float]:
+    """Zero-shot retrieval on the validation split (its images as the candidates), logged as ``pretrain/val_*``: the
+    alignment's score where the test split is never looked at."""
+    from regionaldiff.evaluation.retrieval import split_retrieval
+
+    model.to(ctx.device)
+    metrics = split_retrieval(model, ctx.datamodule.loader("val", False), embeddings, ks=(1, 5), device=ctx.device)
+    model.cpu()
+    metrics = {f"pretrain/val_{k.removeprefix('eval/')}": v for k, v in metrics.items()}
+    ctx.tracker.log_metrics(metrics)
+    log.info("pretrain: validation retrieval %s", ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+    return metrics
+
+
 def load_encoder(ctx: PipelineContext) -> EEGMaskedAutoencoder:
     """The pretrained encoder of this run, in eval mode."""
     saved = torch.load(ctx.slots["pretrain"].path / ENCODER_FILE, map_location="cpu", weights_only=True)
-    model = new_encoder(ctx)
+    model = new_encoder(ctx, align_dim=int(saved.get("align_dim", 0)))
     model.load_state_dict(saved["state_dict"])
     return model.eval()

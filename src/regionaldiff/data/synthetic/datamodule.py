@@ -125,6 +125,8 @@ class SyntheticDataModule(EEGDataModule):
         Loader settings.
     cache_dir : str or None
         Folder of the generated arrays (``synthetic_<hash>.npz``); None generates in memory every time.
+    region_labels : {"class", "layout"}
+        What region-map labels name (:data:`regionaldiff.data.base.REGION_LABELS`; default: the class).
     """
 
     name = "synthetic"
@@ -154,9 +156,12 @@ class SyntheticDataModule(EEGDataModule):
         max_objects: int = 3,
         batch_size: int = 32,
         num_workers: int = 0,
+        region_labels: str = "class",
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, image_size=image_size)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, image_size=image_size, region_labels=region_labels
+        )
         if not 2 <= n_classes <= MAX_CLASSES:
             raise ValueError(f"dataset.n_classes must be in [2, {MAX_CLASSES}]; got {n_classes}.")
         for key, value in (
