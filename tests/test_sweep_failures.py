@@ -1,0 +1,117 @@
+"""One failure stops one job: a 3-job sweep whose middle job fails (a user error, a crash, a NaN loss) runs the other
+two to FINISHED, ends with a summary naming the failed job and its reason, a FAILED parent run ("1 of 3 failed")
+and exit status 1; the same command again runs only the failed job and attaches to the same parent run."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, cli_env, mlflow_runs
+
+TESTS = Path(__file__).resolve().parent
+FAULTS = ["regionmap._target_=sweep_faults.FaultyOracle", "encoder.net._target_=sweep_faults.FaultyEncoder"]
+PREPARE = [*TINY, *FAULTS, "pipeline.steps=[prepare]"]
+PRETRAIN = [*TINY, *FAULTS, "pipeline.steps=[prepare,pretrain]", "encoder.max_epochs=1"]
+
+REASONS = {
+    "user": "the file /nowhere/weights.pth (injected) does not exist.",
+    "crash": "RuntimeError: injected crash",
+    "nan": "pretrain: the training loss became nan at epoch 0 (batch 0); training stopped",
+}
+
+
+def run_sweep(tmp_path: Path, *args: str, fault: str | None = None, timeout: int = 600):
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("REGIONALDIFF_DEBUG", None)
+    env.pop("HYDRA_FULL_ERROR", None)
+    if fault:
+        env["REGIONALDIFF_TEST_FAULT"] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "regionaldiff", "-m", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def sweep_runs(tmp_path: Path):
+    client, runs = mlflow_runs(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("regionaldiff.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    return client, parents, children
+
+
+def summary_row(text: str, num: int) -> str:
+    rows = [line for line in text.splitlines() if line.startswith(f"| #{num} |")]
+    assert rows, text[-3000:]
+    return rows[-1]
+
+
+def check_middle_failed(tmp_path: Path, proc: subprocess.CompletedProcess, reason: str) -> None:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-4000:]
+    assert "Sweep summary: 1 of 3 failed" in proc.stdout
+    row = summary_row(proc.stdout, 1)
+    assert "| `seed=1` | FAILED |" in row and reason in row
+    for num in (0, 2):
+        assert f"| `seed={num}` | FINISHED |" in summary_row(proc.stdout, num)
+    assert f"regionaldiff: job #1 failed: {reason}" in proc.stderr
+    client, parents, children = sweep_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FAILED" and parent.data.tags["regionaldiff.failed"] == "1 of 3 failed"
+    by_num = {c.data.tags["regionaldiff.job_num"]: c for c in children}
+    assert {n: c.info.status for n, c in by_num.items()} == {"0": "FINISHED", "1": "FAILED", "2": "FINISHED"}
+    assert reason in by_num["1"].data.tags["regionaldiff.failure"]
+    assert by_num["1"].info.run_id in row
+    assert "summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    sweep_dir = next((tmp_path / "outputs" / "multiruns").iterdir())
+    assert "1 of 3 failed" in (sweep_dir / "summary.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["user", "crash"])
+def test_a_failing_job_ends_only_itself_and_a_rerun_runs_only_it(tmp_path, fault):
+    proc = run_sweep(tmp_path, "seed=0,1,2", *PREPARE, fault=fault)
+    check_middle_failed(tmp_path, proc, REASONS[fault])
+    if fault == "crash":  # a program error keeps its traceback, next to the job's outputs and in MLflow
+        _, _, children = sweep_runs(tmp_path)
+        failed = next(c for c in children if c.info.status == "FAILED")
+        assert "Traceback" in (Path(failed.data.tags["output_dir"]) / "failure.txt").read_text()
+
+    # the fault fixed, the same command: only job #1 runs, #0 and #2 are reused, one parent run, now FINISHED
+    again = run_sweep(tmp_path, "seed=0,1,2", *PREPARE)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert "Sweep summary: all 3 finished (2 reused from an earlier run of this sweep)" in again.stdout
+    assert "| REUSED |" in summary_row(again.stdout, 0) and "| REUSED |" in summary_row(again.stdout, 2)
+    assert "| FINISHED |" in summary_row(again.stdout, 1)
+    _, parents, children = sweep_runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["regionaldiff.failed"] == "0 of 3 failed"
+    assert len(children) == 4  # the reused jobs made no new run
+    attempts = sorted((c.data.tags["regionaldiff.job_num"], c.info.status) for c in children)
+    assert attempts == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED"), ("2", "FINISHED")]
+
+
+@pytest.mark.slow
+def test_a_nan_loss_ends_only_its_job(tmp_path):
+    proc = run_sweep(tmp_path, "seed=0,1,2", *PRETRAIN, fault="nan")
+    check_middle_failed(tmp_path, proc, REASONS["nan"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None, reason="needs hydra-joblib-launcher"
+)
+def test_joblib_a_failing_job_ends_only_itself(tmp_path):
+    proc = run_sweep(tmp_path, "hydra/launcher=local_parallel", "seed=0,1,2", *PREPARE, fault="crash")
+    check_middle_failed(tmp_path, proc, REASONS["crash"])
