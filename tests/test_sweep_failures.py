@@ -21,7 +21,7 @@ PRETRAIN = [*TINY, *FAULTS, "pipeline.steps=[prepare,pretrain]", "encoder.max_ep
 
 REASONS = {
     "user": "the file /nowhere/weights.pth (injected) does not exist.",
-    "crash": "RuntimeError: injected crash",
+    "crash": "RuntimeError: injected crash (building regionmap)",
     "nan": "pretrain: the training loss became nan at epoch 0 (batch 0); training stopped",
 }
 

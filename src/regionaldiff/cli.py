@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -76,6 +77,11 @@ def failure_reason(err: BaseException) -> str:
         return f"{text} (hint: {one_line(err.hint)})" if err.hint else text
     if isinstance(err, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
+    cause = err.__cause__
+    if type(err).__name__ == "InstantiationException" and cause is not None:  # Hydra's wrapper: say what failed
+        found = re.search(r"full_key: (\S+)", str(err))
+        where = found.group(1) if found else ""
+        return one_line(f"{type(cause).__name__}: {cause}" + (f" (building {where})" if where else ""))[:1000]
     return one_line(f"{type(err).__name__}: {err}")[:1000]
 
 
