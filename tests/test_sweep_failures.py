@@ -115,3 +115,24 @@ def test_a_nan_loss_ends_only_its_job(tmp_path):
 def test_joblib_a_failing_job_ends_only_itself(tmp_path):
     proc = run_sweep(tmp_path, "hydra/launcher=local_parallel", "seed=0,1,2", *PREPARE, fault="crash")
     check_middle_failed(tmp_path, proc, REASONS["crash"])
+
+
+@pytest.mark.slow
+def test_a_job_missing_its_weights_stops_the_sweep_before_any_job_starts(tmp_path):
+    proc = run_sweep(tmp_path, "ldm=global,sd15_global", *PREPARE)
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-4000:]
+    lines = proc.stderr.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("regionaldiff: error: "))
+    assert lines[head] == "regionaldiff: error: 1 of 2 jobs of this sweep cannot start; nothing was run:"
+    assert lines[head + 1].startswith("  #1 ldm=sd15_global ")
+    assert f"folder {tmp_path / 'weights' / 'stable-diffusion-v1-5'} does not exist" in lines[head + 1]
+    assert "hydra.callbacks.sweep.run_anyway=true" in lines[head + 2]
+    assert not (tmp_path / "outputs" / "multiruns").exists() and not (tmp_path / "outputs" / "mlflow.db").exists()
+
+    # run anyway: the job without weights fails at its own check, the other one runs
+    proc = run_sweep(tmp_path, "ldm=global,sd15_global", *PREPARE, "hydra.callbacks.sweep.run_anyway=true")
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-4000:]
+    assert "1 of 2 jobs of this sweep cannot start; running the others" in proc.stderr
+    assert "| `ldm=global` | FINISHED |" in summary_row(proc.stdout, 0)
+    row = summary_row(proc.stdout, 1)
+    assert "| `ldm=sd15_global` | FAILED | the run cannot start: folder" in row and "stable-diffusion-v1-5" in row

@@ -314,6 +314,97 @@ def _precheck_overrides(args: list[str]) -> None:
         exit_on_user_error(err)
 
 
+RUN_ANYWAY = "hydra.callbacks.sweep.run_anyway=true"
+
+
+def check_sweep(args: list[str]) -> None:
+    """Before a sweep starts (``-m``, or a config with ``hydra.mode: MULTIRUN``): compose every job's config and
+    check it as its run would (:func:`regionaldiff.pipeline.startup_problems`: values, files, weights, metrics).
+    When a job cannot start, list the jobs and why and exit 2 before anything runs, unless
+    ``hydra.callbacks.sweep.run_anyway=true`` (then those jobs fail and the others run). Skipped with other Hydra
+    flags (``--cfg``, ``--help``...) and sweepers other than the basic one (Optuna picks its trials as it goes)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from regionaldiff.pipeline import startup_problems
+    from regionaldiff.tracking.sweep import enumerate_jobs
+
+    flags = [a for a in args if a.startswith("-")]
+    if any(f not in ("-m", "--multirun") for f in flags):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+        if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
+            return
+    except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself
+        return
+
+    def is_hydra(o: Any) -> bool:
+        return bool(o.get_key_element().lstrip("+~").startswith("hydra"))
+
+    task = [str(o.input_line) for o in parsed if not is_hydra(o)]
+    hydra_overrides = [str(o.input_line) for o in parsed if is_hydra(o)]
+    # one job's values for the sweep's own settings (launcher, sweeper, mode)
+    first = [
+        f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+        if o.is_sweep_override()
+        else str(o.input_line)
+        for o in parsed
+        if not is_hydra(o)
+    ]
+    register_configs()
+    GlobalHydra.instance().clear()
+    problems: list[tuple[int, list[str], list[str]]] = []
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            try:
+                base = compose("config", overrides=first + hydra_overrides, return_hydra_config=True)
+            except Exception:  # noqa: BLE001 - Hydra reports a bad override itself
+                return
+            if not flags and not str(OmegaConf.select(base, "hydra.mode")).endswith("MULTIRUN"):
+                return
+            jobs = enumerate_jobs(task, OmegaConf.select(base, "hydra.sweeper"))
+            if not jobs:
+                return
+            run_anyway = bool(OmegaConf.select(base, "hydra.callbacks.sweep.run_anyway", default=False))
+            for num, job in enumerate(jobs):
+                try:
+                    found = startup_problems(compose("config", overrides=job))
+                except UserError as err:
+                    found = [one_line(str(err))]
+                except Exception as err:  # noqa: BLE001 - whatever stops this job, say it and go on
+                    found = [one_line(f"{type(err).__name__}: {err}")]
+                if found:
+                    problems.append((num, job, found))
+    finally:
+        GlobalHydra.instance().clear()
+    if not problems:
+        log.info("checked the %d jobs of this sweep before starting: every one can start", len(jobs))
+        print(f"regionaldiff: checked the {len(jobs)} jobs of this sweep before starting: every one can start.")
+        return
+    lines = [f"  #{num} {' '.join(job)}: {'; '.join(found)}" for num, job, found in problems]
+    if run_anyway:
+        print(
+            f"regionaldiff: warning: {len(problems)} of {len(jobs)} jobs of this sweep cannot start; running the "
+            f"others ({RUN_ANYWAY}):\n" + "\n".join(lines),
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    sys.stdout.flush()
+    print(
+        f"regionaldiff: error: {len(problems)} of {len(jobs)} jobs of this sweep cannot start; nothing was run:\n"
+        + "\n".join(lines)
+        + f"\nregionaldiff: hint: fix them (`regionaldiff check OVERRIDES` lists every file a job reads), or run the "
+        f"other jobs anyway with {RUN_ANYWAY}",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.exit(EXIT_USER_ERROR)
+
+
 def main() -> None:
     """Console entrypoint."""
     if sys.argv[1:2] == ["check"]:
@@ -328,6 +419,7 @@ def main() -> None:
         sys.exit(reconstruct_main(sys.argv[2:]))
     sys.argv[1:] = expand_evaluate_command(sys.argv[1:])
     _precheck_overrides(sys.argv[1:])
+    check_sweep(sys.argv[1:])
     register_configs()
     # Lightning prints through its own handlers; stop a second copy going to Hydra's root handler
     for name in ("lightning.pytorch", "lightning.fabric"):

@@ -212,10 +212,9 @@ def collect_outcomes(
 
     latest = latest_attempts(children)
     by_num: dict[int, Any] = {}
-    for run in latest.values():
+    for i, run in enumerate(sorted(latest.values(), key=lambda r: r.info.start_time or 0)):
         num = run.data.tags.get("regionaldiff.job_num", "")
-        if num.isdigit():
-            by_num.setdefault(int(num), run)
+        by_num.setdefault(int(num) if num.isdigit() else i, run)
     if jobs is not None:
         nums = list(range(len(jobs)))
     else:
