@@ -101,6 +101,23 @@ def test_a_failing_job_ends_only_itself_and_a_rerun_runs_only_it(tmp_path, fault
     attempts = sorted((c.data.tags["regionaldiff.job_num"], c.info.status) for c in children)
     assert attempts == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED"), ("2", "FINISHED")]
 
+    # the report of this sweep (no report: spec; the first folder names the same sweep): one row, 3 seeds, the
+    # failed attempt replaced by the rerun's
+    first = sorted((tmp_path / "outputs" / "multiruns").iterdir())[0]
+    env = {**cli_env(), "PYTHONPATH": os.pathsep.join([str(TESTS), *filter(None, [cli_env().get("PYTHONPATH")])])}
+    report = subprocess.run(
+        [sys.executable, "-m", "regionaldiff", "report", "--sweep-dir", str(first), "--out", "rep"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| all | 3 |" in text and "time/prepare_s" in text and "Jobs not in the table" not in text
+    assert (tmp_path / "rep" / "report.png").is_file() and (tmp_path / "rep" / "report.csv").is_file()
+
 
 @pytest.mark.slow
 def test_a_nan_loss_ends_only_its_job(tmp_path):
