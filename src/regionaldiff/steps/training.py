@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -60,7 +61,9 @@ class StopOnNonFiniteLoss(L.Callback):
             "check the data for NaN values; the next run resumes from the last good checkpoint.",
         )
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
             value = float(loss.detach().float().mean())
