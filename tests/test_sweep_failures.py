@@ -64,7 +64,10 @@ def check_middle_failed(tmp_path: Path, proc: subprocess.CompletedProcess, reaso
     assert "| `seed=1` | FAILED |" in row and reason in row
     for num in (0, 2):
         assert f"| `seed={num}` | FINISHED |" in summary_row(proc.stdout, num)
-    assert f"regionaldiff: job #1 failed: {reason}" in proc.stderr
+    sweep_dir = next((tmp_path / "outputs" / "multiruns").iterdir())
+    # the job's own line: on the console, or in its submitit log
+    job_logs = proc.stderr + "".join(p.read_text() for p in sweep_dir.glob(".submitit/*/*_log.err"))
+    assert f"regionaldiff: job #1 failed: {reason}" in job_logs
     client, parents, children = sweep_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
@@ -74,7 +77,6 @@ def check_middle_failed(tmp_path: Path, proc: subprocess.CompletedProcess, reaso
     assert reason in by_num["1"].data.tags["regionaldiff.failure"]
     assert by_num["1"].info.run_id in row
     assert "summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    sweep_dir = next((tmp_path / "outputs" / "multiruns").iterdir())
     assert "1 of 3 failed" in (sweep_dir / "summary.md").read_text()
 
 
@@ -153,3 +155,12 @@ def test_a_job_missing_its_weights_stops_the_sweep_before_any_job_starts(tmp_pat
     assert "| `ldm=global` | FINISHED |" in summary_row(proc.stdout, 0)
     row = summary_row(proc.stdout, 1)
     assert "| `ldm=sd15_global` | FAILED | the run cannot start: folder" in row and "stable-diffusion-v1-5" in row
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None, reason="needs hydra-submitit-launcher"
+)
+def test_submitit_a_failing_job_ends_only_itself(tmp_path):
+    proc = run_sweep(tmp_path, "hydra/launcher=submitit_local_test", "seed=0,1,2", *PREPARE, fault="user")
+    check_middle_failed(tmp_path, proc, REASONS["user"])
