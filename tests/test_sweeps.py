@@ -205,3 +205,16 @@ def test_system_metrics_are_logged_while_a_job_runs(tmp_path, monkeypatch):
     tracker.finish()
     metrics = tracker.client.get_run(tracker.run_id).data.metrics
     assert "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics
+
+
+def test_credentials_in_a_tracking_uri_never_reach_the_logged_params(tmp_path):
+    from regionaldiff.tracking.mlflow_run import redact
+
+    assert redact("http://alice:s3cret@login01:5000") == "http://***@login01:5000"
+    assert redact("postgresql://u:p@db/mlflow") == "postgresql://***@db/mlflow"
+    assert redact("sqlite:////shared/mlflow.db") == "sqlite:////shared/mlflow.db"
+    tracker = JobTracker(True, f"sqlite:///{tmp_path / 'm.db'}", "exp", tmp_path / "art", "job", system_metrics=False)
+    tracker.log_config(OmegaConf.create({"logger": {"tracking_uri": "http://alice:s3cret@login01:5000"}}), tmp_path)
+    params = tracker.client.get_run(tracker.run_id).data.params
+    assert params["logger.tracking_uri"] == "http://***@login01:5000"
+    tracker.finish()

@@ -77,6 +77,8 @@ def failure_reason(err: BaseException) -> str:
         return f"{text} (hint: {one_line(err.hint)})" if err.hint else text
     if isinstance(err, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
+    if isinstance(err, SystemExit):  # e.g. submitit's preemption/timeout handler requeueing the job
+        return f"the job's process was ended (exit status {err.code}; preempted or timed out and requeued?)"
     cause = err.__cause__
     if type(err).__name__ == "InstantiationException" and cause is not None:  # Hydra's wrapper: say what failed
         found = re.search(r"full_key: (\S+)", str(err))

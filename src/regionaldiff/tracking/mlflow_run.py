@@ -151,6 +151,13 @@ def mlflow_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
 
 
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URL in it hidden (``http://user:secret@host`` -> ``http://***@host``),
+    so that a tracking URI with a password never reaches the logged params. Pass credentials to a tracking server
+    as ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` instead (docs/sweeps.md)."""
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
+
+
 def job_key(overrides: str | list[str]) -> str:
     """A job's identity within its sweep: its overrides, sorted (``"seed=1 ldm=global"`` -> ``"ldm=global seed=1"``)."""
     tokens = overrides.split() if isinstance(overrides, str) else [str(o) for o in overrides]
@@ -333,7 +340,7 @@ class JobTracker:
         from mlflow.entities import Param
 
         self.set_tags({"regionaldiff.torch_threads": torch.get_num_threads()})
-        params = [Param(mlflow_key(k), str(v)[:6000]) for k, v in flatten(resolved).items()]
+        params = [Param(mlflow_key(k), redact(str(v))[:6000]) for k, v in flatten(resolved).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start : start + 100])
         self.client.log_artifact(self.run_id, str(path))

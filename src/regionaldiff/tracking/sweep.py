@@ -270,10 +270,16 @@ def finish_sweep(
     if client is not None and parent is not None:
         run_id = parent.info.run_id
         stale = {o.run_id for o in outcome.jobs if o.reason == NO_REPORT}
+        latest = {o.run_id for o in outcome.jobs}
         for child in children:
-            if child.info.status == "RUNNING" and child.info.run_id in stale:
+            if child.info.status != "RUNNING":
+                continue
+            if child.info.run_id in stale:
                 client.set_tag(child.info.run_id, FAILURE_TAG, NO_REPORT)
                 client.set_terminated(child.info.run_id, "FAILED")
+            elif child.info.run_id not in latest:  # an attempt killed without a word (e.g. preempted), run again
+                client.set_tag(child.info.run_id, FAILURE_TAG, "interrupted; the job ran again in a later attempt")
+                client.set_terminated(child.info.run_id, "KILLED")
         counts = outcome.counts()
         for key in ("FINISHED", "REUSED", "FAILED", "RUNNING", "KILLED"):
             client.set_tag(run_id, f"regionaldiff.children.{key}", str(counts.get(key, 0)))
