@@ -217,4 +217,5 @@ def test_credentials_in_a_tracking_uri_never_reach_the_logged_params(tmp_path):
     tracker.log_config(OmegaConf.create({"logger": {"tracking_uri": "http://alice:s3cret@login01:5000"}}), tmp_path)
     params = tracker.client.get_run(tracker.run_id).data.params
     assert params["logger.tracking_uri"] == "http://***@login01:5000"
+    assert "s3cret" not in (tmp_path / "config_resolved.yaml").read_text()
     tracker.finish()

@@ -333,7 +333,7 @@ class JobTracker:
         # a DictConfig's container is a dict (string keys in these configs)
         resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         path = output_dir / "config_resolved.yaml"
-        path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        path.write_text(redact(OmegaConf.to_yaml(OmegaConf.create(resolved))))
         if not self.enabled:
             return
         import torch
