@@ -83,6 +83,46 @@ class StopOnNonFiniteLoss(L.Callback):
         self._check_weights(trainer, pl_module)
 
 
+class RandomStateInCheckpoint(L.Callback):
+    """Save the random number generators' states (Python, NumPy, torch, CUDA) with every checkpoint and restore them
+    on resuming, so that a step interrupted between epochs (preempted, requeued, killed) and resumed from its last
+    checkpoint draws the same shuffles, masks and noise as an uninterrupted run."""
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        name, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+        # plain types and tensors only: Lightning loads checkpoints with weights_only=True
+        state: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": [
+                str(name),
+                torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(gauss),
+            ],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        random.setstate(state_dict["python"])
+        name, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
 def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer:
     """A Lightning trainer from the ``trainer`` group, checkpointing into ``slot`` every epoch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -106,6 +146,7 @@ def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer
         # infinite loss stops the step before a bad checkpoint replaces the last good one
         callbacks=[
             StopOnNonFiniteLoss(slot.path.parent.name, slot.path / "checkpoints" / "last.ckpt"),
+            RandomStateInCheckpoint(),
             ModelCheckpoint(
                 dirpath=str(slot.path / "checkpoints"),
                 filename="last",
