@@ -3,11 +3,19 @@ uninterrupted one (the random generators' states travel with the checkpoint)."""
 
 from __future__ import annotations
 
+import importlib.util
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from conftest import TINY, cli_env, mlflow_runs
 from regionaldiff.steps.training import RandomStateInCheckpoint
 
 
@@ -76,3 +84,72 @@ def test_a_step_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(tmp_pat
     resumed = _train(tmp_path / "b", resume=True)
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def _descendants_running(pid: int, marker: str) -> list:
+    import psutil
+
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if any(marker in part for part in child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None, reason="needs hydra-submitit-launcher"
+)
+def test_a_preempted_submitit_job_is_requeued_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    """submitit's local executor, USR2 (SLURM's preemption / time-limit signal) while the encoder trains: the job is
+    requeued, resumes from its last checkpoint, and its encoder equals the one of an uninterrupted sweep."""
+    pytest.importorskip("psutil")
+    args = ["-m", "hydra/launcher=submitit_local_test", "seed=0", *TINY, "pipeline.steps=[prepare,pretrain]"]
+    args += ["encoder.max_epochs=4"]
+    env = cli_env()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    command = [sys.executable, "-m", "regionaldiff", *args]
+    done = subprocess.run(command, cwd=tmp_path / "a", env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        command, cwd=tmp_path / "b", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.time() + 300
+        ckpts: list[Path] = []
+        while time.time() < deadline and not ckpts and proc.poll() is None:
+            ckpts = list((tmp_path / "b" / "outputs" / "artifacts" / "pretrain").glob("*/checkpoints/last.ckpt"))
+            time.sleep(0.2)
+        assert ckpts, "the encoder never wrote a checkpoint"
+        tasks = _descendants_running(proc.pid, "submitit.core._submit")
+        assert tasks, "no submitit task process found"
+        for task in tasks:
+            task.send_signal(signal.SIGUSR2)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    assert "Sweep summary: all 1 finished" in out
+    logs = "".join(p.read_text() for p in (tmp_path / "b").glob("outputs/multiruns/*/.submitit/*/*_log.*"))
+    assert "Requeued" in logs or "requeue" in logs.lower(), logs[-3000:]
+    assert "resuming from" in logs, logs[-3000:]
+
+    def encoder(root: Path) -> dict:
+        (path,) = (root / "outputs" / "artifacts" / "pretrain").glob("*/encoder.pt")
+        return torch.load(path, weights_only=False)["state_dict"]
+
+    reference, resumed = encoder(tmp_path / "a"), encoder(tmp_path / "b")
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        assert torch.equal(reference[name], resumed[name]), name
+    # MLflow: the interrupted attempt KILLED, the requeued one FINISHED, one parent FINISHED
+    _, runs = mlflow_runs(tmp_path / "b")
+    children = sorted(r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId"))
+    assert children == ["FINISHED", "KILLED"]
+    assert [r.info.status for r in runs if r.data.tags.get("regionaldiff.role") == "sweep"] == ["FINISHED"]
