@@ -93,7 +93,7 @@ class RandomStateInCheckpoint(L.Callback):
 
         import numpy as np
 
-        name, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
         # plain types and tensors only: Lightning loads checkpoints with weights_only=True
         state: dict[str, Any] = {
             "python": random.getstate(),
