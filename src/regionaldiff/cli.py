@@ -92,9 +92,11 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
     result). Any error (a user error, a crash, out of memory, a NaN loss) ends this job only: its MLflow run ends
     FAILED with the one-line reason (tag ``regionaldiff.failure``; a traceback in ``failure.txt``), the job writes
     its status file for the sweep's summary and returns NaN (Optuna marks such a trial failed)."""
-    from regionaldiff.tracking.mlflow_run import finished_attempt, resolve_tracking_uri
+    from regionaldiff.tracking.mlflow_run import finished_attempt, process_rank, resolve_tracking_uri
     from regionaldiff.tracking.sweep import write_job_status
 
+    if process_rank() != 0:  # the other ranks of a multi-GPU job: rank 0 reports the job
+        return _job(cfg)
     hc = HydraConfig.get()
     num = int(hc.job.num)
     overrides = list(hc.overrides.task)
