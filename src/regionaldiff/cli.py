@@ -136,7 +136,7 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
         log.error("job #%d failed: %s", num, reason)
         print(f"regionaldiff: job #{num} failed: {reason}", file=sys.stderr, flush=True)
         return float("nan")
-    except BaseException as err:  # KeyboardInterrupt, SystemExit: the sweep stops, the job says why
+    except BaseException as err:  # KeyboardInterrupt, SystemExit (e.g. submitit requeueing it): this attempt ends
         write_job_status(sweep_dir, num, status="KILLED", reason=failure_reason(err), **status)
         raise
     tracker = state.get("tracker")
