@@ -147,3 +147,32 @@ def test_per_subject_plot_when_subjects_are_swept(tmp_path):
     report = build_report(load_sweep(uri, sweep_dir=sweep), ReportSpec(), tmp_path / "out", log_artifacts=False)
     assert "grouped by `dataset.subjects`" in report.markdown and "| [10] | 1 | 1.000 ± 0.000 |" in report.markdown
     assert (tmp_path / "out" / "report_subjects.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_sweep_without_a_report_spec_is_grouped_by_what_varies(tmp_path):
+    """`make sweep` (`-m ldm=global,regional`) and `-m seed=0,1`: the jobs' logged config has no report: section
+    (it used to be read as a spec: "report spec: unknown keys"); every metric is tabled with its figure."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = str(tmp_path / "multiruns" / "s")
+    config = tmp_path / "config_resolved.yaml"
+    config.write_text("seed: 0\ndataset:\n  n_train: 48\nldm:\n  name: x\nreport_note: not a spec\n")
+    parent = ""
+    for num, (ldm, seed, miou) in enumerate([("global", 0, 0.1), ("regional", 0, 0.3), ("global", 1, 0.2)]):
+        tracker = JobTracker(True, uri, "exp", tmp_path / "art", f"#{num}", sweep_dir=sweep, system_metrics=False)
+        tracker.set_tags({"regionaldiff.overrides": f"ldm={ldm} seed={seed}"})
+        tracker.client.log_param(tracker.run_id, "seed", str(seed))
+        tracker.client.log_artifact(tracker.run_id, str(config))
+        tracker.log_metrics({"eval/recon_region_miou": miou, "eval/ssim": 0.6})
+        tracker.finish("FINISHED")
+        parent = tracker.parent_run_id or ""
+    out = tmp_path / "out"
+    assert main(["--run-id", parent, "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+    text = (out / "report.md").read_text()
+    assert "grouped by `ldm`" in text
+    assert "| variant | seeds | eval/recon_region_miou | eval/ssim |" in text
+    assert "| global | 2 | 0.150 ± 0.071 | 0.600 ± 0.000 |" in text and "| regional | 1 | 0.300 ± 0.000 |" in text
+    rows = {r["variant"]: r for r in csv.DictReader((out / "report.csv").open())}
+    assert rows["global"]["eval/recon_region_miou:n"] == "2" and rows["regional"]["eval/ssim:mean"] == "0.6"
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    # the same from the sweep folder
+    assert main(["--sweep-dir", sweep, "--tracking-uri", uri, "--out", str(tmp_path / "o2"), "--no-log"]) == 0

@@ -66,13 +66,20 @@ def test_finish_sweep_counts_children_and_fails_when_one_failed(tmp_path):
     jobs[0].finish("FINISHED")
     jobs[1].finish("FAILED")
     jobs[2].finish("FINISHED")
+    jobs[1].set_tags({"regionaldiff.failure": "out of memory"})
     result = finish_sweep(uri, "exp", sweep)
-    assert result == {"run_id": jobs[0].parent_run_id, "status": "FAILED", "children": {"FINISHED": 2, "FAILED": 1}}
+    assert result.parent_run_id == jobs[0].parent_run_id and result.status == "FAILED"
+    assert result.counts() == {"FINISHED": 2, "FAILED": 1} and result.headline == "1 of 3 failed"
+    assert [(j.status, j.reason, j.run_id) for j in result.jobs][1] == ("FAILED", "out of memory", jobs[1].run_id)
     parent = jobs[0].client.get_run(jobs[0].parent_run_id)
     assert parent.info.status == "FAILED"
     assert parent.data.tags["regionaldiff.children.FINISHED"] == "2"
     assert parent.data.tags["regionaldiff.children.FAILED"] == "1"
-    assert finish_sweep(uri, "exp", str(tmp_path / "other")) is None
+    assert parent.data.tags["regionaldiff.failed"] == "1 of 3 failed"
+    assert "out of memory" in parent.data.tags["mlflow.note.content"]
+    # no parent run, no status files: nothing to summarise
+    other = finish_sweep(uri, "exp", str(tmp_path / "other"))
+    assert other.parent_run_id is None and other.jobs == []
 
 
 @pytest.mark.slow
@@ -88,9 +95,12 @@ def test_basic_sweep_parent_ends_finished_or_failed(run_cli, tmp_path):
         assert child.data.tags["regionaldiff.job_num"] in {"0", "1"}
         assert child.data.tags["regionaldiff.overrides"].startswith("seed=")
 
-    # ldm=regional with regionmap=none fails in the job (after its MLflow run started)
+    # ldm=regional with regionmap=none cannot start: the check before launching stops the sweep; run anyway, it
+    # fails in the job (after its MLflow run started) and the other job finishes
     proc = run_cli("-m", "regionmap=oracle,none", *PREPARE, check=False)
-    assert proc.returncode != 0
+    assert proc.returncode == 2 and "1 of 2 jobs of this sweep cannot start" in proc.stderr
+    proc = run_cli("-m", "regionmap=oracle,none", *PREPARE, "hydra.callbacks.sweep.run_anyway=true", check=False)
+    assert proc.returncode == 1
     _, parents, children = _sweep_runs(tmp_path)
     second = next(
         p for p in parents if p.info.run_id not in {c.info.run_id for c in children} and p.info.status != "FINISHED"
@@ -195,3 +205,17 @@ def test_system_metrics_are_logged_while_a_job_runs(tmp_path, monkeypatch):
     tracker.finish()
     metrics = tracker.client.get_run(tracker.run_id).data.metrics
     assert "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics
+
+
+def test_credentials_in_a_tracking_uri_never_reach_the_logged_params(tmp_path):
+    from regionaldiff.tracking.mlflow_run import redact
+
+    assert redact("http://alice:s3cret@login01:5000") == "http://***@login01:5000"
+    assert redact("postgresql://u:p@db/mlflow") == "postgresql://***@db/mlflow"
+    assert redact("sqlite:////shared/mlflow.db") == "sqlite:////shared/mlflow.db"
+    tracker = JobTracker(True, f"sqlite:///{tmp_path / 'm.db'}", "exp", tmp_path / "art", "job", system_metrics=False)
+    tracker.log_config(OmegaConf.create({"logger": {"tracking_uri": "http://alice:s3cret@login01:5000"}}), tmp_path)
+    params = tracker.client.get_run(tracker.run_id).data.params
+    assert params["logger.tracking_uri"] == "http://***@login01:5000"
+    assert "s3cret" not in (tmp_path / "config_resolved.yaml").read_text()
+    tracker.finish()

@@ -21,6 +21,7 @@ __all__ = [
     "BadInputError",
     "ConfigError",
     "MissingFileError",
+    "TrainingDivergedError",
     "UserError",
     "debug_enabled",
     "format_user_error",
@@ -57,6 +58,10 @@ class BadInputError(UserError, ValueError):
 
 class ConfigError(UserError, ValueError):
     """A config value is out of range, of the wrong kind, or inconsistent with another one."""
+
+
+class TrainingDivergedError(UserError, FloatingPointError):
+    """Training stopped because its loss or weights became NaN or infinite (names the step and the epoch)."""
 
 
 def one_line(text: str) -> str:

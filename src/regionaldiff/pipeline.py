@@ -24,9 +24,9 @@ import torch
 from omegaconf import DictConfig
 
 from regionaldiff.artifacts import ArtifactStore
-from regionaldiff.config import Step, validate
+from regionaldiff.config import Step, TypedConfig, validate
 from regionaldiff.data.base import EEGDataModule
-from regionaldiff.errors import ConfigError
+from regionaldiff.errors import ConfigError, one_line
 from regionaldiff.maps.base import RegionMapGenerator
 from regionaldiff.preflight import format_report, instantiate, require_ready
 from regionaldiff.steps.context import PipelineContext
@@ -51,6 +51,43 @@ STEPS: dict[Step, StepFn] = {
 }
 
 
+def check_region_settings(typed: TypedConfig, produces_maps: bool) -> None:
+    """An LDM that conditions on region maps needs a region-map generator and a trained region head."""
+    if typed.ldm.regions and not produces_maps:
+        raise ConfigError(
+            f"ldm={typed.ldm.name} conditions on region maps, but regionmap=none gives none. "
+            "Use a global variant (ldm=global) or a region-map generator (regionmap=oracle|slic|sam)."
+        )
+    if typed.ldm.regions and typed.encoder.w_region == 0:
+        raise ConfigError(
+            f"ldm={typed.ldm.name} conditions on region maps predicted from EEG, but encoder.w_region=0 leaves the "
+            "region head untrained. Set encoder.w_region > 0, or use a global variant (ldm=global)."
+        )
+
+
+def startup_problems(cfg: DictConfig) -> list[str]:
+    """Why the run of ``cfg`` cannot start, found without running anything (empty: it can): the preflight (config
+    values, every file and weight it reads, metrics) and the combination of settings :func:`build_context` checks.
+    A sweep runs this for each of its jobs before the first starts (:func:`regionaldiff.cli.check_sweep`)."""
+    from hydra.utils import get_class
+
+    from regionaldiff.preflight import preflight
+
+    report = preflight(cfg)
+    problems = [] if report.ready else [report.summary()]
+    try:
+        typed = validate(cfg)
+        produces_maps = bool(getattr(get_class(str(cfg.regionmap._target_)), "produces_maps", True))
+        check_region_settings(typed, produces_maps)
+    except ConfigError as err:
+        text = one_line(str(err))
+        if not any(text in p for p in problems):
+            problems.append(text)
+    except Exception as err:  # noqa: BLE001 - e.g. a _target_ that cannot be imported
+        problems.append(one_line(f"{type(err).__name__}: {err}"))
+    return problems
+
+
 def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     """Validate the whole config and instantiate the dataset and regionmap, before any work starts."""
     from regionaldiff.evaluation.suite import validate_eval_config
@@ -68,16 +105,7 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     regionmap = instantiate(cfg.regionmap, "regionmap")
     if not isinstance(regionmap, RegionMapGenerator):
         raise ConfigError(f"regionmap._target_ must build a RegionMapGenerator; got {type(regionmap).__name__}.")
-    if typed.ldm.regions and not regionmap.produces_maps:
-        raise ConfigError(
-            f"ldm={typed.ldm.name} conditions on region maps, but regionmap=none gives none. "
-            "Use a global variant (ldm=global) or a region-map generator (regionmap=oracle|slic|sam)."
-        )
-    if typed.ldm.regions and typed.encoder.w_region == 0:
-        raise ConfigError(
-            f"ldm={typed.ldm.name} conditions on region maps predicted from EEG, but encoder.w_region=0 leaves the "
-            "region head untrained. Set encoder.w_region > 0, or use a global variant (ldm=global)."
-        )
+    check_region_settings(typed, regionmap.produces_maps)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(cfg.paths.artifact_dir)

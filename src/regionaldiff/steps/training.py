@@ -1,14 +1,18 @@
-"""Lightning set-up shared by the training steps: the trainer, its rolling checkpoint and resuming from it."""
+"""Lightning set-up shared by the training steps: the trainer, its rolling checkpoint, resuming from it, and the
+guard that stops a job whose loss (or weights) became NaN or infinite before a bad checkpoint is written."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 
 from regionaldiff.artifacts import Slot
+from regionaldiff.errors import TrainingDivergedError
 from regionaldiff.steps.context import PipelineContext
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,100 @@ def quiet_known_warnings() -> None:
         "ignore", message=r"The number of training batches .* is smaller than the logging interval"
     )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stop training with :class:`~regionaldiff.errors.TrainingDivergedError` as soon as the training loss (every
+    batch) or a weight (every epoch, before the epoch's checkpoint is written) is NaN or infinite.
+
+    The rolling checkpoint of the last finite epoch is left in place (``checkpoints/last.ckpt``), and nothing is
+    saved as the step's artifact, so a job never goes on to generate from a diverged model.
+
+    Parameters
+    ----------
+    step : str
+        The pipeline step that trains (``pretrain``, ``finetune``), named in the error.
+    checkpoint : Path, optional
+        The rolling checkpoint, named in the error when it exists.
+    """
+
+    def __init__(self, step: str, checkpoint: Path | None = None) -> None:
+        self.step = step
+        self.checkpoint = checkpoint
+
+    def _fail(self, trainer: L.Trainer, what: str, where: str = "") -> None:
+        kept = (
+            f"the last good checkpoint (end of epoch {trainer.current_epoch - 1}) is kept at {self.checkpoint}"
+            if self.checkpoint is not None and self.checkpoint.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDivergedError(
+            f"{self.step}: {what} at epoch {trainer.current_epoch}{where}; training "
+            f"stopped and nothing was saved as the step's result; {kept}.",
+            hint="lower the learning rate (encoder.lr / ldm.lr), use 32-bit precision (trainer.precision=32), or "
+            "check the data for NaN values; the next run resumes from the last good checkpoint.",
+        )
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+            value = float(loss.detach().float().mean())
+            self._fail(trainer, f"the training loss became {value}", f" (batch {batch_idx})")
+
+    def _check_weights(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name, param in pl_module.named_parameters():
+            if param.requires_grad and not bool(torch.isfinite(param.detach()).all()):
+                self._fail(trainer, f"the weight {name} became non-finite")
+
+    # before ModelCheckpoint (Lightning runs checkpoint callbacks last) writes the epoch's checkpoint
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self._check_weights(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_weights(trainer, pl_module)
+
+
+class RandomStateInCheckpoint(L.Callback):
+    """Save the random number generators' states (Python, NumPy, torch, CUDA) with every checkpoint and restore them
+    on resuming, so that a step interrupted between epochs (preempted, requeued, killed) and resumed from its last
+    checkpoint draws the same shuffles, masks and noise as an uninterrupted run."""
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain types and tensors only: Lightning loads checkpoints with weights_only=True
+        state: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": [
+                str(name),
+                torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(gauss),
+            ],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        random.setstate(state_dict["python"])
+        name, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer:
@@ -44,8 +142,11 @@ def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer
         enable_progress_bar=t.enable_progress_bar,
         log_every_n_steps=t.log_every_n_steps,
         logger=logger if logger is not None else False,
-        # one rolling checkpoint, rewritten every epoch, so an interrupted run loses at most one epoch
+        # one rolling checkpoint, rewritten every epoch, so an interrupted run loses at most one epoch; a NaN or
+        # infinite loss stops the step before a bad checkpoint replaces the last good one
         callbacks=[
+            StopOnNonFiniteLoss(slot.path.parent.name, slot.path / "checkpoints" / "last.ckpt"),
+            RandomStateInCheckpoint(),
             ModelCheckpoint(
                 dirpath=str(slot.path / "checkpoints"),
                 filename="last",
@@ -53,7 +154,7 @@ def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer
                 save_top_k=1,
                 every_n_epochs=1,
                 enable_version_counter=False,
-            )
+            ),
         ],
         enable_model_summary=False,
         num_sanity_val_steps=0,

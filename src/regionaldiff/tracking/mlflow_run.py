@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 
 SWEEP_TAG = "regionaldiff.sweep_dir"
 ROLE_TAG = "regionaldiff.role"
+#: a job's one-line reason for failing (its child run, and the summary)
+FAILURE_TAG = "regionaldiff.failure"
+#: a sweep's identity (its set of jobs): a rerun of the same command attaches to the parent with the same key
+SWEEP_KEY_TAG = "regionaldiff.sweep_key"
+#: every folder the sweep ran in (a rerun runs in a new one)
+SWEEP_DIRS_TAG = "regionaldiff.sweep_dirs"
+OVERRIDES_TAG = "regionaldiff.overrides"
 #: the tag current MLflow reads to pick an experiment's view; this value opens the model-training view
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -144,6 +151,73 @@ def mlflow_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
 
 
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URL in it hidden (``http://user:secret@host`` -> ``http://***@host``),
+    so that a tracking URI with a password never reaches the logged params. Pass credentials to a tracking server
+    as ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` instead (docs/sweeps.md)."""
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
+
+
+def job_key(overrides: str | list[str]) -> str:
+    """A job's identity within its sweep: its overrides, sorted (``"seed=1 ldm=global"`` -> ``"ldm=global seed=1"``)."""
+    tokens = overrides.split() if isinstance(overrides, str) else [str(o) for o in overrides]
+    return " ".join(sorted(t for t in tokens if t and t != "(none)"))
+
+
+def latest_attempts(runs: list[Any]) -> dict[str, Any]:
+    """The latest run of each job (by its overrides) among a sweep's children: a rerun's attempt replaces the
+    failed one; a job that finished is never replaced (reruns reuse it)."""
+    latest: dict[str, Any] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        key = job_key(run.data.tags.get(OVERRIDES_TAG, "") or run.info.run_id)
+        if key in latest and latest[key].info.status == "FINISHED":
+            continue
+        latest[key] = run
+    return latest
+
+
+def find_sweep_parent(client: Any, experiment_id: str, sweep_dir: str) -> Any:
+    """The parent run of the sweep in ``sweep_dir``, or None."""
+    escaped = sweep_dir.replace("'", "\\'")
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{SWEEP_TAG}` = '{escaped}' and tags.`{ROLE_TAG}` = 'sweep'",
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def sweep_children(client: Any, parent: Any) -> list[Any]:
+    """Every child run of a sweep's parent run, oldest first."""
+    return list(
+        client.search_runs(
+            [parent.info.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+            max_results=5000,
+            order_by=["attributes.start_time ASC"],
+        )
+    )
+
+
+def finished_attempt(tracking_uri: str, experiment_name: str, sweep_dir: str, overrides: list[str]) -> Any:
+    """A FINISHED child of the sweep in ``sweep_dir`` (a rerun attached to an earlier sweep's parent) with the
+    same overrides as this job, or None: its results are reused instead of running the job again."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    parent = find_sweep_parent(client, experiment.experiment_id, sweep_dir)
+    if parent is None:
+        return None
+    key = job_key(overrides)
+    for run in reversed(sweep_children(client, parent)):
+        if run.info.status == "FINISHED" and job_key(run.data.tags.get(OVERRIDES_TAG, "")) == key:
+            return run
+    return None
+
+
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mapping -> ``{"a.b.c": value}`` (lists as strings), for MLflow params."""
     flat: dict[str, Any] = {}
@@ -156,16 +230,17 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def sweep_run_name(sweep_dir: str | Path, limit: int = 250) -> str:
+def sweep_run_name(sweep_dir: str | Path, limit: int = 250, config: Any = None) -> str:
     """The name of a sweep's parent run: what was swept, e.g. ``sweep: ldm=global,regional seed=0,1``.
 
-    Read from the ``multirun.yaml`` Hydra writes in the sweep folder: the command line's overrides
-    (``hydra.overrides.task``) plus the sweeper's ``params`` of an experiment config that the command line does
-    not override. Falls back to ``sweep <folder name>`` when the file is not there.
+    Read from ``config`` (the sweep's config, with its ``hydra`` node) or else the ``multirun.yaml`` Hydra writes in
+    the sweep folder: the command line's overrides (``hydra.overrides.task``) plus the sweeper's ``params`` of an
+    experiment config that the command line does not override. Falls back to ``sweep <folder name>`` when neither
+    is there.
     """
     path = Path(sweep_dir) / "multirun.yaml"
     try:
-        cfg = OmegaConf.load(path)
+        cfg = config if config is not None else OmegaConf.load(path)
         task = [str(o) for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or []]
         node = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
         params = {str(k): str(v) for k, v in (node.items() if isinstance(node, DictConfig) else [])}
@@ -242,13 +317,9 @@ class JobTracker:
             self._monitor = _start_system_metrics(self.run_id, tracking_uri)
 
     def _parent_run(self, sweep_dir: str) -> str:
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_dir}' and tags.`regionaldiff.role` = 'sweep'",
-            max_results=1,
-        )
-        if found:
-            return found[0].info.run_id
+        found = find_sweep_parent(self.client, self.experiment_id, sweep_dir)
+        if found is not None:
+            return str(found.info.run_id)
         run = self.client.create_run(
             self.experiment_id,
             run_name=sweep_run_name(sweep_dir),
@@ -262,14 +333,14 @@ class JobTracker:
         # a DictConfig's container is a dict (string keys in these configs)
         resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         path = output_dir / "config_resolved.yaml"
-        path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        path.write_text(redact(OmegaConf.to_yaml(OmegaConf.create(resolved))))
         if not self.enabled:
             return
         import torch
         from mlflow.entities import Param
 
         self.set_tags({"regionaldiff.torch_threads": torch.get_num_threads()})
-        params = [Param(mlflow_key(k), str(v)[:6000]) for k, v in flatten(resolved).items()]
+        params = [Param(mlflow_key(k), redact(str(v))[:6000]) for k, v in flatten(resolved).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start : start + 100])
         self.client.log_artifact(self.run_id, str(path))
@@ -302,6 +373,18 @@ class JobTracker:
         if not self.enabled:
             return None
         return RunBoundMLFlowLogger(tracking_uri=self.tracking_uri, run_id=self.run_id, log_model=False)
+
+    def fail(self, reason: str, details: str | None = None, status: str = "FAILED") -> None:
+        """End the run ``status`` (FAILED, or KILLED) with its one-line ``reason`` as the tag
+        ``regionaldiff.failure`` and ``details`` (e.g. a traceback) as the artifact ``failure.txt``."""
+        if self.enabled and self.run_id:
+            try:
+                self.set_tags({FAILURE_TAG: reason})
+                if details:
+                    self.client.log_text(self.run_id, details, "failure.txt")
+            except Exception as err:  # noqa: BLE001 - the status below matters more than the tag
+                log.warning("could not record the failure in MLflow: %s", err)
+        self.finish(status)
 
     def finish(self, status: str = "FINISHED") -> None:
         if self._monitor is not None:

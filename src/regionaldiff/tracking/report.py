@@ -11,7 +11,9 @@ writes, into a folder and as artifacts of the parent run(s) (under ``report/``):
 
 What to report comes from the sweep's own config: the ``report:`` section of the experiment (see
 ``experiments/ablation_regions.yaml``; the job logs it in ``config_resolved.yaml``), or ``--spec FILE.yaml``.
-Without one, every ``eval/...`` metric is tabulated and no claim is tested.
+Without one (any sweep, e.g. ``-m ldm=global,regional`` or ``-m seed=0,1``), the runs are grouped by the overrides
+that vary, every ``eval/...`` metric (else every logged metric but ``system/...``) is tabulated with its figure, and
+no claim is tested.
 
 Claims are paired by seed: all variants of one seed share the dataset and test scenes, so for each seed the
 difference between two variants is taken; then the mean difference and its one-sided 95% lower confidence bound
@@ -401,7 +403,7 @@ def load_sweep(
     """The child runs of the named sweeps (parent run ids, a sweep folder, or the latest sweep of an experiment)."""
     from mlflow.exceptions import MlflowException
 
-    from regionaldiff.tracking.mlflow_run import ROLE_TAG, SWEEP_TAG
+    from regionaldiff.tracking.mlflow_run import ROLE_TAG, SWEEP_DIRS_TAG, SWEEP_TAG, latest_attempts
 
     client = open_store(tracking_uri)
     experiments = client.search_experiments()
@@ -416,6 +418,14 @@ def load_sweep(
     elif sweep_dir:
         folder = str(Path(sweep_dir).resolve()).replace("'", "\\'")
         parents = client.search_runs(ids, f"tags.`{SWEEP_TAG}` = '{folder}' and tags.`{ROLE_TAG}` = 'sweep'")
+        if not parents:  # an earlier folder of a sweep that was run again (the rerun attached to its parent)
+            parents = [
+                run
+                for run in client.search_runs(
+                    ids, f"tags.`{SWEEP_DIRS_TAG}` LIKE '%{folder}%' and tags.`{ROLE_TAG}` = 'sweep'"
+                )
+                if folder in run.data.tags.get(SWEEP_DIRS_TAG, "").split(",")
+            ]
         if not parents:
             raise ReportError(f"no sweep run for folder {folder} in {tracking_uri} (is it a multirun folder?).")
     else:
@@ -443,7 +453,8 @@ def load_sweep(
                 f"run {parent.info.run_id} ({parent.info.run_name}) has no child runs: an empty sweep, or not a sweep's "
                 "parent run."
             )
-        for child in children:
+        # a job run again (a rerun of the sweep) counts once: its latest attempt
+        for child in latest_attempts(children).values():
             (finished if child.info.status == "FINISHED" else unfinished).append(child)
     return Sweep(tracking_uri, [p.info.run_id for p in parents], finished, unfinished, client)
 
@@ -481,19 +492,31 @@ def group_runs(sweep: Sweep, spec: ReportSpec) -> tuple[RunsByVariant, dict[str,
 
 
 def spec_from_runs(sweep: Sweep) -> ReportSpec:
-    """The ``report:`` section of a child run's logged config (``config_resolved.yaml``), else a default spec."""
+    """The ``report:`` section of a child run's logged config (``config_resolved.yaml``), else the default spec
+    (any sweep: grouped by the overrides that vary, every metric tabulated, no claims)."""
     import tempfile
+
+    from omegaconf import OmegaConf
 
     for run in sweep.finished[:1]:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 local = sweep.client.download_artifacts(run.info.run_id, "config_resolved.yaml", tmp)
-                return ReportSpec.from_yaml(local)
-        except ReportError:
-            raise
+                loaded = OmegaConf.to_container(OmegaConf.load(local), resolve=False)
         except Exception:  # noqa: BLE001 - no logged config: the default spec
-            pass
+            continue
+        section = loaded.get("report") if isinstance(loaded, dict) else None
+        # a job's config is not a spec: only its report: section is (experiments that have one)
+        return ReportSpec.from_mapping(section) if isinstance(section, dict) else ReportSpec()
     return ReportSpec()
+
+
+def default_metrics(runs: list[Any]) -> list[str]:
+    """Every ``eval/...`` metric of the runs; when there is none (a sweep of the first steps only), every metric
+    they logged except the system ones (``system/...``)."""
+    names = {m for r in runs for m in r.data.metrics}
+    evals = sorted(m for m in names if m.startswith("eval/"))
+    return evals or sorted(m for m in names if not m.startswith("system/"))
 
 
 # -- the report -------------------------------------------------------------------------------------------------
@@ -519,9 +542,7 @@ def build_report(
         failed = "; ".join(f"{r.info.run_name} ({r.info.status})" for r in sweep.unfinished)
         raise ReportError(f"no finished job in sweep(s) {sweep.parent_ids}: {failed}")
     runs, variants, keys = group_runs(sweep, spec)
-    metrics = list(spec.metrics) or sorted(
-        {m for r in sweep.finished for m in r.data.metrics if m.startswith("eval/")}
-    )
+    metrics = list(spec.metrics) or default_metrics(sweep.finished)
     table = summarise(runs, metrics)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(table, spec, metrics, out_dir / f"{name}.csv")
@@ -559,12 +580,14 @@ def build_report(
         )
     if sweep.unfinished:
         rows = "\n".join(
-            f"| {r.info.run_name} | {r.info.status} | `{r.data.tags.get('regionaldiff.overrides', r.data.tags.get('overrides', ''))}` | `{r.info.run_id}` |"
+            f"| {r.info.run_name} | {r.info.status} | `{r.data.tags.get('regionaldiff.overrides', r.data.tags.get('overrides', ''))}` "
+            f"| {r.data.tags.get('regionaldiff.failure', '').replace('|', '/')} | `{r.info.run_id}` |"
             for r in sweep.unfinished
         )
         text += (
             f"\n## Jobs not in the table\n\n{len(sweep.unfinished)} job(s) of the sweep did not finish "
-            f"({len(sweep.finished)} did):\n\n| job | status | overrides | run |\n| --- | --- | --- | --- |\n{rows}\n"
+            f"({len(sweep.finished)} did):\n\n| job | status | overrides | reason | run |\n"
+            f"| --- | --- | --- | --- | --- |\n{rows}\n"
         )
     if note:
         text += f"\n{note.rstrip()}\n"
