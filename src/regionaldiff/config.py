@@ -339,9 +339,12 @@ class TrainerConfig:
     enable_progress_bar: bool = MISSING
     log_every_n_steps: int = MISSING
     num_threads: Optional[int] = MISSING
+    limit_train_batches: Optional[int] = MISSING  # at most this many training batches per epoch (None: all)
 
     def __post_init__(self) -> None:
         _positive("trainer", devices=self.devices, num_nodes=self.num_nodes, log_every_n_steps=self.log_every_n_steps)
+        if self.limit_train_batches is not None:
+            _positive("trainer", limit_train_batches=self.limit_train_batches)
         if self.strategy.startswith("ddp") and self.accelerator == Accelerator.cpu and self.devices == 1:
             raise ConfigError(f"trainer.strategy={self.strategy} with one CPU device: use trainer.strategy=auto.")
         if self.precision not in PRECISIONS:

@@ -25,7 +25,7 @@ from regionaldiff.ldm.trainable import apply_speed_options, count_parameters
 from regionaldiff.reconstruction import DataSpec, build_ldm_and_codec, write_model_card, write_run_pointer
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.pretrain import ENCODER_FILE, load_encoder
-from regionaldiff.steps.training import final_metrics, make_trainer, resume_path
+from regionaldiff.steps.training import final_metrics, make_trainer, resume_path, training_limits
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
     """Fine-tune the LDM, or reuse the artifact of the same encoder, LDM config (sampling aside) and seed."""
     l_cfg = ctx.typed.ldm
     ldm_key = {k: v for k, v in plain(ctx.cfg.ldm).items() if k != "sampling"}
-    ctx.keys["finetune"] = {"pretrain": ctx.keys["pretrain"], "ldm": ldm_key, "seed": ctx.seed}
+    ctx.keys["finetune"] = {"pretrain": ctx.keys["pretrain"], "ldm": ldm_key, "seed": ctx.seed, **training_limits(ctx)}
     slot = ctx.slots["finetune"] = ctx.store.slot("finetune", ctx.keys["finetune"])
     ctx.tracker.set_tags({"artifact.ldm": str(slot.path)})
     encoder = load_encoder(ctx)

@@ -15,7 +15,7 @@ from regionaldiff.encoder.alignment import ImageEmbeddings, compute_image_embedd
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder
 from regionaldiff.encoder.module import EncoderPretrainModule
 from regionaldiff.steps.context import PipelineContext
-from regionaldiff.steps.training import final_metrics, make_trainer, resume_path
+from regionaldiff.steps.training import final_metrics, make_trainer, resume_path, training_limits
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
     """Pretrain the EEG encoder, or reuse the artifact of the same data, encoder config and seed."""
     e = ctx.typed.encoder
     ctx.keys["pretrain"] = {"prepare": ctx.keys["prepare"], "encoder": plain(ctx.cfg.encoder), "seed": ctx.seed}
+    ctx.keys["pretrain"].update(training_limits(ctx))
     slot = ctx.slots["pretrain"] = ctx.store.slot("pretrain", ctx.keys["pretrain"])
     ctx.tracker.set_tags({"artifact.encoder": str(slot.path)})
     embeddings = image_embeddings(ctx)

@@ -123,6 +123,13 @@ class RandomStateInCheckpoint(L.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+def training_limits(ctx: PipelineContext) -> dict[str, int]:
+    """What of the trainer settings changes a trained artifact, for its key: the batch limit, when one is set (none
+    by default, so full runs keep their keys)."""
+    limit = ctx.typed.trainer.limit_train_batches
+    return {} if limit is None else {"limit_train_batches": int(limit)}
+
+
 def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer:
     """A Lightning trainer from the ``trainer`` group, checkpointing into ``slot`` every epoch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -158,6 +165,7 @@ def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer
         ],
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        limit_train_batches=t.limit_train_batches if t.limit_train_batches is not None else 1.0,
     )
 
 
