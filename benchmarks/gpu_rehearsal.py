@@ -119,7 +119,11 @@ def step_rows(tracking_uri: str, experiment: str, batches: int, batch_sizes: dic
     exp = client.get_experiment_by_name(experiment)
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("mlflow.parentRunId")]
     rows = []
+    encoders_seen: set[str] = set()  # a later job of the sweep reuses the encoder artifact of an earlier one
     for run in sorted(runs, key=lambda r: r.info.start_time):
+        encoder = run.data.tags.get("artifact.encoder", "")
+        reused = {"pretrain"} if encoder in encoders_seen else set()
+        encoders_seen.add(encoder)
         m, p = run.data.metrics, run.data.params
         ldm = p.get("ldm.name", run.data.tags.get("mlflow.runName", "?"))
         n_train = m.get("data/n_train", 0)
@@ -138,6 +142,8 @@ def step_rows(tracking_uri: str, experiment: str, batches: int, batch_sizes: dic
             seconds, end_ms = history[-1].value, history[-1].timestamp
             start_ms = int(end_ms - 1000 * seconds)
             amount, unit = work[step]
+            if step in reused:
+                amount, unit = 0, "reused"
             rows.append(
                 {
                     "job": ldm,
@@ -145,15 +151,13 @@ def step_rows(tracking_uri: str, experiment: str, batches: int, batch_sizes: dic
                     "seconds": seconds,
                     "n_train": n_train,
                     "samples": amount,
-                    "throughput": f"{amount / seconds:.1f} {unit}/s" if amount else "",
+                    "throughput": f"{amount / seconds:.1f} {unit}/s" if amount else unit if step in reused else "",
                     "gpu_util_%": window_mean(
                         client, run.info.run_id, "system/gpu_0_utilization_percentage", start_ms, end_ms
                     ),
-                    "gpu_mem_gb": (
-                        window_mean(client, run.info.run_id, "system/gpu_0_memory_usage_megabytes", start_ms, end_ms)
-                        or 0
-                    )
-                    / 1024,
+                    "gpu_mem_mb": window_mean(
+                        client, run.info.run_id, "system/gpu_0_memory_usage_megabytes", start_ms, end_ms
+                    ),
                     "cpu_util_%": window_mean(
                         client, run.info.run_id, "system/cpu_utilization_percentage", start_ms, end_ms
                     ),
@@ -258,11 +262,9 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             gpu = "n/a" if r["gpu_util_%"] is None else f"{r['gpu_util_%']:.0f}"
+            mem = "n/a" if r["gpu_mem_mb"] is None else f"{r['gpu_mem_mb'] / 1024:.1f}"
             cpu = "n/a" if r["cpu_util_%"] is None else f"{r['cpu_util_%']:.0f}"
-            print(
-                f"| {r['job']} | {r['step']} | {r['seconds']:.1f} | {r['throughput']} | {gpu} | "
-                f"{r['gpu_mem_gb']:.1f} | {cpu} |"
-            )
+            print(f"| {r['job']} | {r['step']} | {r['seconds']:.1f} | {r['throughput']} | {gpu} | {mem} | {cpu} |")
         per_image = sam_s / n_sam_images  # includes the process start and the dataset cache: an upper bound
         projection: dict[str, object] = {
             "sam_maps_hours_for_16740_images": 16740 * per_image / 3600,
