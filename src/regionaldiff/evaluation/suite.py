@@ -72,7 +72,7 @@ def validate_eval_config(cfg: Any) -> dict[str, Any]:
             f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.get('trials', 50)}."
         )
     retrieval = values.get("retrieval") or {}
-    if any(k < 1 for k in _ks(retrieval.get("k", [1, 5]))):
+    if any(k < 1 for k in retrieval_ks(values)):
         raise ConfigError("eval.retrieval.k: values must be >= 1.")
     if retrieval.get("repetitions") is not None and any(n < 1 for n in _ks(retrieval["repetitions"])):
         raise ConfigError("eval.retrieval.repetitions: a list of repetition counts >= 1 (or null).")
@@ -81,7 +81,13 @@ def validate_eval_config(cfg: Any) -> dict[str, Any]:
     return values
 
 
-def _skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:
+def retrieval_ks(cfg: Mapping[str, Any]) -> list[int]:
+    """The retrieval ``k`` values of an ``eval`` config (``eval.retrieval.k``, default ``[1, 5]``)."""
+    return _ks((cfg.get("retrieval") or {}).get("k", [1, 5]))
+
+
+def skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:
+    """The metric keys metric ``name`` reports (what is listed as skipped when it cannot be computed)."""
     if name == "nway":
         return [
             f"eval/nway_top{k}{suffix}" for k in _ks((cfg.get("nway") or {}).get("k", 1)) for suffix in ("", "_max")
@@ -89,9 +95,7 @@ def _skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:
     if name == "is":
         return ["eval/is", "eval/is_std"]
     if name == "retrieval":
-        return [f"eval/retrieval_top{k}" for k in _ks((cfg.get("retrieval") or {}).get("k", [1, 5]))] + [
-            "eval/retrieval_2way"
-        ]
+        return [f"eval/retrieval_top{k}" for k in retrieval_ks(cfg)] + ["eval/retrieval_2way"]
     return [f"eval/{name}"]
 
 
@@ -148,7 +152,7 @@ def evaluate_images(
         try:
             metrics, skipped = fn()
         except WeightsUnavailable as err:
-            metrics, skipped = {}, {key: str(err) for name in names for key in _skip_names(name, cfg)}
+            metrics, skipped = {}, {key: str(err) for name in names for key in skip_names(name, cfg)}
         result.metrics.update(metrics)
         result.skipped.update(skipped)
 
@@ -212,10 +216,10 @@ def evaluate_images(
         )
 
     if "retrieval" in wanted:
-        ks = _ks((cfg.get("retrieval") or {}).get("k", [1, 5]))
+        ks = retrieval_ks(cfg)
         if eeg_embeddings is None or image_embeddings is None:
             reason = "needs EEG and candidate image embeddings (THINGS-EEG2 zero-shot retrieval); none were given"
-            result.skipped.update({name: reason for name in _skip_names("retrieval", cfg)})
+            result.skipped.update({name: reason for name in skip_names("retrieval", cfg)})
         else:
             from regionaldiff.evaluation.retrieval import retrieval_scores
 

@@ -56,16 +56,6 @@ def unseen_classes(ctx: PipelineContext, split: str) -> str | None:
     )
 
 
-def retrieval_inputs(ctx: PipelineContext, split: str) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """The suite's retrieval inputs for ``split`` (each trial's aligned EEG embedding, the split's distinct images'
-    embeddings as the candidates, each trial's candidate row), or the reason there are none."""
-    aligned = aligned_encoder(ctx)
-    if isinstance(aligned, str):
-        return None, aligned
-    encoder, images = aligned
-    return embed_split(ctx, encoder, images, ctx.datamodule.loader(split, False)), None
-
-
 def aligned_encoder(ctx: PipelineContext) -> tuple[EEGMaskedAutoencoder, ImageEmbeddings] | str:
     """The run's encoder (on the run's device) and the stimuli's image embeddings, or why it has no aligned
     embedding."""
@@ -84,7 +74,8 @@ def aligned_encoder(ctx: PipelineContext) -> tuple[EEGMaskedAutoencoder, ImageEm
 def embed_split(
     ctx: PipelineContext, encoder: EEGMaskedAutoencoder, images: ImageEmbeddings, loader: Any
 ) -> dict[str, np.ndarray]:
-    """Retrieval inputs of the trials ``loader`` yields: EEG embeddings, candidates' image embeddings, targets."""
+    """The suite's retrieval inputs for the trials ``loader`` yields: each trial's aligned EEG embedding, the distinct
+    stimuli's image embeddings (the candidates) and each trial's candidate row."""
     from regionaldiff.evaluation.retrieval import candidates_and_targets, embed_trials
 
     eeg, ids = embed_trials(encoder, loader, ctx.device)
@@ -93,7 +84,11 @@ def embed_split(
 
 
 def retrieval_curve(
-    ctx: PipelineContext, split: str, repetitions: list[int]
+    ctx: PipelineContext,
+    split: str,
+    aligned: tuple[EEGMaskedAutoencoder, ImageEmbeddings],
+    repetitions: list[int],
+    ks: list[int],
 ) -> tuple[dict[str, float], dict[str, str]]:
     """``eval/retrieval_top{k}_reps{n}``: retrieval with each stimulus's EEG averaged over its first ``n`` repetitions
     (``eval.retrieval.repetitions``; NICE/ATM's curve), plotted in ``retrieval_repetitions.png``."""
@@ -102,35 +97,46 @@ def retrieval_curve(
     from regionaldiff.data.base import EEGImageDataset
     from regionaldiff.evaluation.retrieval import retrieval_scores
 
-    names = [f"eval/retrieval_top{k}_reps{n}" for n in repetitions for k in retrieval_ks(ctx)]
-    aligned = aligned_encoder(ctx)
-    if isinstance(aligned, str):
-        return {}, dict.fromkeys(names, aligned)
-    encoder, images = aligned
     metrics: dict[str, float] = {}
+    n_candidates = 0
     for n in repetitions:
         try:
             averaged = ctx.datamodule.averaged_split(split, n)
         except NotImplementedError as err:
-            return {}, dict.fromkeys(names, str(err))
-        loader = DataLoader(EEGImageDataset(averaged), batch_size=ctx.datamodule.batch_size)
-        inputs = embed_split(ctx, encoder, images, loader)
+            return {}, {f"eval/retrieval_top{k}_reps{n}": str(err) for n in repetitions for k in ks}
+        inputs = embed_split(
+            ctx, *aligned, DataLoader(EEGImageDataset(averaged), batch_size=ctx.datamodule.batch_size)
+        )
+        n_candidates = len(inputs["image_embeddings"])
         scores = retrieval_scores(
-            inputs["eeg_embeddings"], inputs["image_embeddings"], inputs["retrieval_targets"], retrieval_ks(ctx)
+            inputs["eeg_embeddings"], inputs["image_embeddings"], inputs["retrieval_targets"], ks
         )
         metrics.update({f"{k}_reps{n}": v for k, v in scores.items() if k != "eval/retrieval_2way"})
     from regionaldiff.visualize import save_retrieval_curve
 
-    figure = save_retrieval_curve(
-        ctx.output_dir / "retrieval_repetitions.png", metrics, len(inputs["image_embeddings"])
-    )
+    figure = save_retrieval_curve(ctx.output_dir / "retrieval_repetitions.png", metrics, n_candidates)
     ctx.tracker.log_artifact(figure, "figures")
     return metrics, {}
 
 
-def retrieval_ks(ctx: PipelineContext) -> list[int]:
-    value = (ctx.cfg.eval.get("retrieval") or {}).get("k", [1, 5])
-    return [int(value)] if isinstance(value, int) else [int(k) for k in value]
+def zero_shot_retrieval(
+    ctx: PipelineContext, split: str, eval_cfg: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
+    """For ``eval.metrics: [retrieval, ...]``: the suite's retrieval inputs on ``split`` and the repetitions curve's
+    metrics; or, without an aligned EEG embedding, no inputs and every retrieval metric skipped with the reason."""
+    from regionaldiff.evaluation.suite import retrieval_ks, skip_names
+
+    if "retrieval" not in eval_cfg.get("metrics", []):
+        return {}, {}, {}
+    ks = retrieval_ks(eval_cfg)
+    repetitions = [int(n) for n in (eval_cfg.get("retrieval") or {}).get("repetitions") or []]
+    aligned = aligned_encoder(ctx)
+    if isinstance(aligned, str):
+        names = skip_names("retrieval", eval_cfg) + [f"eval/retrieval_top{k}_reps{n}" for n in repetitions for k in ks]
+        return {}, {}, dict.fromkeys(names, aligned)
+    inputs = embed_split(ctx, *aligned, ctx.datamodule.loader(split, False))
+    curve, skipped = retrieval_curve(ctx, split, aligned, repetitions, ks) if repetitions else ({}, {})
+    return inputs, curve, skipped
 
 
 def background_bias(ctx: PipelineContext) -> float:
@@ -154,19 +160,9 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     dm = ctx.datamodule
     arrays = dict(np.load(ctx.slots["generate"].path / GENERATED_FILE))
     eval_cfg = validate_eval_config(ctx.cfg.eval)
-    retrieval, no_retrieval = {}, None
-    if "retrieval" in eval_cfg.get("metrics", []):
-        inputs, no_retrieval = retrieval_inputs(ctx, split)
-        retrieval = inputs or {}
-    result = evaluate_images(arrays["generated"], arrays["reference"], cfg=ctx.cfg.eval, **retrieval)
-    metrics, skipped = dict(result.metrics), dict(result.skipped)
-    if no_retrieval:
-        skipped.update({k: no_retrieval for k in skipped if k.startswith("eval/retrieval_")})
-    repetitions = (eval_cfg.get("retrieval") or {}).get("repetitions")
-    if "retrieval" in eval_cfg.get("metrics", []) and repetitions:
-        curve, curve_skipped = retrieval_curve(ctx, split, [int(n) for n in repetitions])
-        metrics.update(curve)
-        skipped.update(curve_skipped)
+    retrieval, curve, no_retrieval = zero_shot_retrieval(ctx, split, eval_cfg)
+    result = evaluate_images(arrays["generated"], arrays["reference"], cfg=eval_cfg, **retrieval)
+    metrics, skipped = {**result.metrics, **curve}, {**result.skipped, **no_retrieval}
     unseen = unseen_classes(ctx, split)
     top1, top1_skipped = eeg_top1(arrays, ctx.typed.encoder.w_cls, unseen)
     metrics.update(top1)
