@@ -137,6 +137,8 @@ def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer
     quiet_known_warnings()
     t = ctx.typed.trainer
     logger = ctx.tracker.lightning_logger()
+    # passed only when set: Lightning prints a notice for any explicit value
+    limits: dict[str, Any] = {} if t.limit_train_batches is None else {"limit_train_batches": t.limit_train_batches}
     return L.Trainer(
         default_root_dir=str(slot.path),
         max_epochs=max_epochs,
@@ -165,7 +167,7 @@ def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer
         ],
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_train_batches=t.limit_train_batches if t.limit_train_batches is not None else 1.0,
+        **limits,
     )
 
 
