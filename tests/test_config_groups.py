@@ -39,6 +39,7 @@ INSTANTIABLE = {
     "regionaldiff.maps.base.OracleRegionMap",
     "regionaldiff.maps.slic.SuperpixelRegionMap",
     "regionaldiff.data.synthetic.SyntheticDataModule",
+    "regionaldiff.data.synthetic.concept_world.ConceptWorldDataModule",
 }
 
 

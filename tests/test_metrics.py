@@ -89,8 +89,8 @@ class _TruthDataModule(EEGDataModule):
     name = "tiny_truth"
     num_classes = 2
 
-    def __init__(self, with_truth: bool) -> None:
-        super().__init__(batch_size=4, image_size=16)
+    def __init__(self, with_truth: bool, region_labels: str = "class") -> None:
+        super().__init__(batch_size=4, image_size=16, region_labels=region_labels)
         self.with_truth = with_truth
         self.maps = {}
         self.images = {}
@@ -151,3 +151,28 @@ def test_known_truth_metrics_take_explicit_arguments_and_keep_the_judge(tmp_path
     metrics, skipped = region_and_class_metrics(without, _TruthDataModule(with_truth=False), store, key)
     assert metrics == {} and "eval/region_miou" in skipped
     assert "tiny_truth" in skipped["eval/recon_class_acc"]
+
+
+def test_known_truth_metrics_on_layout_labels_score_the_layout_and_skip_the_classes(tmp_path):
+    """Zero-shot concepts (dataset.region_labels=layout): the judge learns object / background; the class scores,
+    which would name concepts the judge never saw, are skipped with the reason."""
+    dm = _TruthDataModule(with_truth=True, region_labels="layout")
+    ids = list(dm.images)
+    reference = np.stack([dm.images[i] for i in ids])
+    layouts = np.stack([(dm.maps[i] > 0).astype(np.int64) for i in ids])
+    arrays = {
+        "generated": np.stack([reference, np.zeros_like(reference)], axis=1),  # sample 2: an empty image
+        "reference": reference,
+        "labels": np.array([i % 2 for i in range(len(ids))]),
+        "image_ids": np.array(ids),
+        "region_probs": np.stack([np.eye(2)[m[::4, ::4]].transpose(2, 0, 1) for m in layouts]),
+        "region_maps": layouts,
+    }
+    metrics, skipped = region_and_class_metrics(arrays, dm, ArtifactStore(tmp_path), {"name": "tiny_layout"})
+    assert set(skipped) == {"eval/recon_class_acc", "eval/judge_stimulus_acc"}
+    assert "region_labels=layout" in skipped["eval/recon_class_acc"]
+    assert metrics["eval/judge_stimulus_miou"] > 0.6  # all background would score about 0.38
+    # the mean of a perfect sample and an empty one: below the judge's own score
+    assert metrics["eval/recon_region_miou"] < metrics["eval/judge_stimulus_miou"] - 0.1
+    (judge_dir,) = (tmp_path / "judge").iterdir()
+    assert '"layout"' in (judge_dir / "key.json").read_text()

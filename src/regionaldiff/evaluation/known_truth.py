@@ -6,7 +6,10 @@
   on the training **stimuli** and their true maps (never on reconstructions). It segments each reconstruction:
   ``eval/recon_class_acc`` is the fraction whose dominant segmented class is the trial's label, and
   ``eval/recon_region_miou`` the mIoU of that segmentation against the true map. The judge's own scores on
-  the real test stimuli (``eval/judge_stimulus_*``) are the ceiling these can reach.
+  the real test stimuli (``eval/judge_stimulus_*``) are the ceiling these can reach. Where the region labels are
+  layouts (``dataset.region_labels=layout``, e.g. the zero-shot preset, whose test concepts no judge trained on the
+  training concepts could name), the judge segments object / background: ``eval/recon_region_miou`` scores the
+  layout and the class scores are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regionaldiff.data.base import image_to_tensor
+from regionaldiff.data.base import LayoutMaps, image_to_tensor
 from regionaldiff.evaluation.region import mean_iou
 
 if TYPE_CHECKING:
@@ -97,6 +100,13 @@ def upsample_prediction(region_probs: np.ndarray, size: int) -> np.ndarray:
 JUDGE_KEY = "fcn5-w32-e15"
 
 
+def judge_labels(datamodule: EEGDataModule) -> int:
+    """Labels the judge segments: every class and the background, or object / background where the dataset's region
+    labels are layouts (``dataset.region_labels=layout``: zero-shot concepts, which no judge trained on the training
+    concepts could name)."""
+    return 2 if datamodule.region_labels == "layout" else datamodule.num_classes + 1
+
+
 def load_or_train_judge(
     datamodule: EEGDataModule, store: ArtifactStore, dataset_key: Mapping[str, Any]
 ) -> tuple[SegmentationJudge, dict[str, Any]]:
@@ -117,13 +127,19 @@ def load_or_train_judge(
     tuple
         The judge (eval mode) and ``{"path": artifact folder}``.
     """
-    slot = store.slot("judge", {"dataset": dict(dataset_key), "judge": JUDGE_KEY})
-    num_labels = datamodule.num_classes + 1
+    layout = datamodule.region_labels == "layout"
+    key: dict[str, Any] = {"dataset": dict(dataset_key), "judge": JUDGE_KEY}
+    if layout:  # object / background: what a layout map names (the default, class labels, keeps its old key)
+        key["labels"] = "layout"
+    slot = store.slot("judge", key)
+    num_labels = judge_labels(datamodule)
     with slot.lock():
         if not slot.done:
             truth = datamodule.ground_truth_region_maps()
             if truth is None:
                 raise ValueError(f"dataset {datamodule.name!r} has no known-truth region maps to train the judge on.")
+            if layout:
+                truth = LayoutMaps(truth)
             ids, images, _ = datamodule.stimuli("train")
             judge = train_judge(np.stack(images), np.stack([truth[i] for i in ids]), num_labels, seed=0)
             torch.save(judge.state_dict(), slot.path / "judge.pt")
@@ -170,7 +186,6 @@ def region_and_class_metrics(
     tuple of dict
         ``eval/<name>`` -> value, and ``eval/<name>`` -> the reason it was skipped.
     """
-    num_labels = datamodule.num_classes + 1
     metrics: dict[str, float] = {}
     skipped: dict[str, str] = {}
     reference_maps = arrays.get("region_maps")
@@ -195,10 +210,22 @@ def region_and_class_metrics(
             )
         return metrics, skipped
     judge, _ = load_or_train_judge(datamodule, store, dataset_key)
+    layout = datamodule.region_labels == "layout"
+    if layout:
+        truth = LayoutMaps(truth)
+        for name in ("eval/recon_class_acc", "eval/judge_stimulus_acc"):
+            skipped[name] = (
+                "the region labels are layouts (dataset.region_labels=layout): the judge segments object / background "
+                "and names no class; eval/recon_region_miou scores the layout"
+            )
+    num_labels = judge_labels(datamodule)
     true_maps = np.stack([truth[str(i)] for i in arrays["image_ids"]]).astype(np.int64)
     labels = arrays["labels"]
     stimulus_seg = judge.segment(arrays["reference"])
-    metrics["eval/judge_stimulus_acc"] = float((dominant_class(stimulus_seg, datamodule.num_classes) == labels).mean())
+    if not layout:
+        metrics["eval/judge_stimulus_acc"] = float(
+            (dominant_class(stimulus_seg, datamodule.num_classes) == labels).mean()
+        )
     metrics["eval/judge_stimulus_miou"] = mean_iou(stimulus_seg, true_maps, num_labels)
     generated = arrays["generated"]
     accs, mious = [], []
@@ -206,6 +233,7 @@ def region_and_class_metrics(
         seg = judge.segment(generated[:, s])
         accs.append(float((dominant_class(seg, datamodule.num_classes) == labels).mean()))
         mious.append(mean_iou(seg, true_maps, num_labels))
-    metrics["eval/recon_class_acc"] = float(np.mean(accs))
+    if not layout:
+        metrics["eval/recon_class_acc"] = float(np.mean(accs))
     metrics["eval/recon_region_miou"] = float(np.mean(mious))
     return metrics, skipped

@@ -185,7 +185,8 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     if unseen and dm.region_labels == "class":
         # the maps' object labels are classes the model never saw: nothing it could name
         reason = f"{unseen}; its region labels are those classes (dataset.region_labels=layout scores the layout)"
-        for name in [k for k in metrics if k.startswith(("eval/region_miou", "eval/region_alignment"))]:
+        class_scored = ("eval/region_miou", "eval/region_alignment", "eval/recon_", "eval/judge_stimulus")
+        for name in [k for k in metrics if k.startswith(class_scored)]:
             skipped[name] = reason
             del metrics[name]
     report_metrics(ctx, metrics, skipped)

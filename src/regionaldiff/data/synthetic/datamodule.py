@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,29 @@ def simulate_noise(head: HeadModel, n_trials: int, times: np.ndarray, rng: np.ra
         BACKGROUND_WEIGHT * background / _rms(background) + ALPHA_WEIGHT * alpha / _rms(alpha) + SENSOR_WEIGHT * sensor
     )
     return (noise / _rms(noise)).astype(np.float32)
+
+
+def cached_arrays(
+    cache_dir: Path | None, stem: str, config: Mapping[str, Any], generate: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """The arrays of ``cache_dir/<stem>.npz`` when present, else ``generate()`` saved there (with ``config`` beside
+    them as ``<stem>.json``); ``cache_dir=None`` generates every time."""
+    path = cache_dir / f"{stem}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+        log.info("synthetic benchmark read from cache %s", path)
+        return arrays
+    log.info("generating the synthetic benchmark (%s)", stem)
+    arrays = generate()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # one temporary file per process: parallel jobs of a sweep may build the same dataset at once
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+        np.savez(tmp, allow_pickle=True, **arrays)  # the default, named so that **arrays cannot bind it
+        tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache
+        path.with_suffix(".json").write_text(json.dumps(dict(config), indent=2))
+    return arrays
 
 
 class SyntheticDataModule(EEGDataModule):
@@ -246,28 +269,11 @@ class SyntheticDataModule(EEGDataModule):
         return int(eeg + n_images * c["image_size"] ** 2 * 4 + n_images * 16)
 
     def _load(self) -> dict[str, np.ndarray]:
-        if self._arrays is not None:
-            return self._arrays
-        path = self.cache_dir / f"synthetic_{self.config_hash}.npz" if self.cache_dir else None
-        if path is not None and path.is_file():
-            with np.load(path) as data:
-                arrays = {key: data[key] for key in data.files}
-            log.info("synthetic benchmark read from cache %s", path)
-        else:
-            log.info(
-                "generating the synthetic benchmark (%d images)",
-                self.config["n_train"] + self.config["n_val"] + self.config["n_test"],
+        if self._arrays is None:
+            self._arrays = cached_arrays(
+                self.cache_dir, f"synthetic_{self.config_hash}", self.config, self.generate_arrays
             )
-            arrays = self.generate_arrays()
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # one temporary file per process: parallel jobs of a sweep may build the same dataset at once
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
-                np.savez(tmp, allow_pickle=True, **arrays)  # the default, named so that **arrays cannot bind it
-                tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache
-                path.with_suffix(".json").write_text(json.dumps(self.config, indent=2))
-        self._arrays = arrays
-        return arrays
+        return self._arrays
 
     def _bounds(self) -> dict[str, tuple[int, int]]:
         c = self.config

@@ -118,11 +118,22 @@ def _direction(azimuth: float, elevation: float) -> np.ndarray:
 
 
 def source_layout(
-    n_classes: int, brain_radius: float, origin: np.ndarray, rng: np.random.Generator
+    n_classes: int,
+    brain_radius: float,
+    origin: np.ndarray,
+    rng: np.random.Generator,
+    category_layout: str = "classes",
+    jitter: float = 0.0,
+    jitter_rng: np.random.Generator | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Positions and unit orientations (``[n, 3]`` each, m, head coordinates) of every source group.
 
-    ``rng`` jitters the category and background sources (a seed is a "subject"); the retinotopic map is fixed.
+    ``rng`` jitters the category and background sources (a seed is a "subject"). ``category_layout="classes"`` puts
+    the ``n_classes`` category dipoles in a row along lateral occipito-temporal cortex (a few classes);
+    ``"patch"`` scatters them over that cortex (many sources: the attribute sources of the realistic presets).
+    ``jitter`` (a fraction of the brain radius) moves each retinotopic and category dipole and tilts its
+    orientation, drawn from ``jitter_rng``: one subject's own cortical folding on a layout that ``rng`` shares
+    between subjects (0, the default: the retinotopic map is the same for every seed).
     """
     g = RETINO_GRID
     ret_rr, ret_nn = [], []
@@ -139,10 +150,16 @@ def source_layout(
             bank = 1.0 if fy > 0 else -1.0  # lower field: upper bank; upper field: lower bank (flipped dipole)
             ret_nn.append(bank * _unit(direction + np.array([0.0, 0.0, 0.8])))
     cat_rr, cat_nn = [], []
+    if category_layout not in ("classes", "patch"):
+        raise ValueError(f"category_layout must be 'classes' or 'patch'; got {category_layout!r}.")
     for k in range(n_classes):
         side = 1.0 if k % 2 else -1.0
-        azimuth = side * (0.9 + 0.08 * (k // 2))  # lateral occipito-temporal, spreading anteriorly
-        elevation = -0.15 + 0.05 * (k // 2) + rng.normal(0, 0.02)
+        if category_layout == "patch":  # scattered over lateral occipito-temporal cortex
+            azimuth = side * rng.uniform(0.75, 1.25)
+            elevation = rng.uniform(-0.3, 0.1)
+        else:
+            azimuth = side * (0.9 + 0.08 * (k // 2))  # lateral occipito-temporal, spreading anteriorly
+            elevation = -0.15 + 0.05 * (k // 2) + rng.normal(0, 0.02)
         direction = _direction(azimuth, elevation)
         cat_rr.append(origin + 0.75 * brain_radius * direction)
         cat_nn.append(_unit(direction + 0.6 * rng.normal(size=3)))
@@ -163,11 +180,26 @@ def source_layout(
         "alpha": np.asarray(alpha_nn),
         "background": bg_nn,
     }
+    if jitter > 0:  # a subject's own folding
+        if jitter_rng is None:
+            raise ValueError("source_layout: jitter > 0 needs jitter_rng (the subject's generator).")
+        for group in ("retino", "category"):
+            rr, nn = positions[group], orientations[group]
+            positions[group] = rr + jitter_rng.normal(0, jitter * brain_radius, size=rr.shape)
+            orientations[group] = _unit(nn + jitter_rng.normal(0, 4 * jitter, size=nn.shape))
     return positions, orientations
 
 
-def build_head_model(montage: str, n_classes: int, rng: np.random.Generator) -> HeadModel:
-    """Forward model of every source group for ``montage`` (see the module docstring)."""
+def build_head_model(
+    montage: str,
+    n_classes: int,
+    rng: np.random.Generator,
+    category_layout: str = "classes",
+    jitter: float = 0.0,
+    jitter_rng: np.random.Generator | None = None,
+) -> HeadModel:
+    """Forward model of every source group for ``montage`` (see the module docstring); ``n_classes`` category
+    sources, laid out and jittered as :func:`source_layout` says."""
     import mne
 
     ch_names = montage_channels(montage)
@@ -178,7 +210,7 @@ def build_head_model(montage: str, n_classes: int, rng: np.random.Generator) -> 
     sphere = head_sphere(montage)
     origin = np.asarray(sphere["r0"], dtype=np.float64)
     brain_radius = float(sphere["layers"][0]["rad"])  # innermost layer (inner skull / brain surface)
-    positions, orientations = source_layout(n_classes, brain_radius, origin, rng)
+    positions, orientations = source_layout(n_classes, brain_radius, origin, rng, category_layout, jitter, jitter_rng)
     groups = list(positions)
     rr = np.concatenate([positions[g] for g in groups])
     nn = np.concatenate([orientations[g] for g in groups])

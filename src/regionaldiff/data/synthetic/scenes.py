@@ -21,6 +21,9 @@ BACKGROUND_TEXTURE_STD = 6.0
 BACKGROUND_CLIP = (90, 150)
 # Object radius (half the bounding-box side) as a fraction of the image side.
 RADIUS_RANGE = (0.12, 0.25)
+# Object-centred scenes (the realistic presets): the named object, and the smaller clutter drawn under it.
+MAIN_RADIUS_RANGE = (0.2, 0.32)
+CLUTTER_RADIUS_RANGE = (0.07, 0.13)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ class Scene:
     objects : np.ndarray
         float64 ``[n, 4]`` rows ``(class, cy, cx, r)`` in drawing order; ``cy, cx, r`` in [0, 1] image units.
     label : int
-        The class covering the most pixels (ties: the lower class index).
+        The scene's class: the one covering the most pixels (ties: the lower class index) for
+        :func:`render_scene`, the named object's for :func:`render_object_scene`.
     """
 
     image: np.ndarray
@@ -170,6 +174,33 @@ def render_scene(rng: np.random.Generator, n_classes: int, size: int, min_object
         region[mask] = cls + 1
         objects[k] = (cls, cy / size, cx / size, r / size)
     return Scene(image, region, objects, scene_label(region, n_classes))
+
+
+def render_object_scene(
+    rng: np.random.Generator,
+    concept: int,
+    styles: list[ClassStyle],
+    clutter_pool: np.ndarray,
+    size: int,
+    max_clutter: int,
+) -> Scene:
+    """An object-centred scene, as THINGS and ImageNet photographs are: ``0..max_clutter`` small clutter objects of
+    concepts drawn from ``clutter_pool``, then the named object (``concept``, larger, drawn last so that it is whole)
+    at a random position. Labels are ``concept + 1`` (and the clutter's own) on the pixels each object shows."""
+    image = background(rng, size)
+    region = np.zeros((size, size), dtype=np.int64)
+    n_clutter = int(rng.integers(0, max_clutter + 1))
+    drawn = [int(c) for c in rng.choice(clutter_pool, size=n_clutter)] + [concept]
+    objects = np.zeros((len(drawn), 4))
+    for k, cls in enumerate(drawn):
+        main = k == len(drawn) - 1
+        r = float(rng.uniform(*(MAIN_RADIUS_RANGE if main else CLUTTER_RADIUS_RANGE))) * size
+        cy, cx = rng.uniform(r, size - r, size=2)
+        mask = shape_mask(styles[cls].shape, cy, cx, r, size)
+        paint(image, mask, styles[cls])
+        region[mask] = cls + 1
+        objects[k] = (cls, cy / size, cx / size, r / size)
+    return Scene(image, region, objects, concept)
 
 
 def scene_label(region_map: np.ndarray, n_classes: int) -> int:

@@ -1,0 +1,152 @@
+"""The realistic presets of the synthetic benchmark (regionaldiff.data.synthetic.concept_world): concepts from
+attributes, zero-shot and closed-set splits, an attribute code that makes unseen concepts predictable, location
+before category, subjects of their own, repetitions to average."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regionaldiff.data.synthetic.concept_world import ConceptWorldDataModule
+from regionaldiff.data.synthetic.concepts import MAX_CONCEPTS, N_ATTRIBUTES, attribute_matrix, draw_concepts
+from regionaldiff.errors import ConfigError
+
+SMALL = dict(
+    n_concepts=24, n_val_concepts=6, n_test_concepts=12, images_per_concept=2, n_repetitions=2, test_repetitions=5
+)
+
+
+def test_concepts_are_distinct_attribute_combinations():
+    concepts = draw_concepts(MAX_CONCEPTS, np.random.default_rng(0))
+    assert len({(c.shape, c.colour, c.texture) for c in concepts}) == MAX_CONCEPTS == 640
+    assert len({c.style.name for c in concepts}) == MAX_CONCEPTS
+    matrix = attribute_matrix(concepts[:5])
+    assert matrix.shape == (5, N_ATTRIBUTES) and (matrix.sum(1) == 3).all()
+    with pytest.raises(ValueError, match="640"):
+        draw_concepts(MAX_CONCEPTS + 1, np.random.default_rng(0))
+
+
+def test_zero_shot_splits_never_show_a_test_concept_in_training():
+    dm = ConceptWorldDataModule(**SMALL)
+    train, val, test = (dm.get_split(s) for s in ("train", "val", "test"))
+    assert set(train.labels) == set(range(24)) and set(val.labels) == set(range(24, 30))
+    assert set(test.labels) == set(range(30, 42)) and dm.num_classes == 42
+    assert train.eeg.shape == (48, 17, 100)  # 24 concepts x 2 images, repetitions averaged
+    assert test.eeg.shape == (12, 17, 100)  # one trial per test image: its 5 repetitions averaged
+    maps = dm.ground_truth_region_maps()
+    train_labels = {int(v) for i in train.image_ids for v in np.unique(maps[i])}
+    assert train_labels <= set(range(25))  # background and training concepts only, the clutter included
+    assert {int(v) for i in test.image_ids for v in np.unique(maps[i])} <= {0, *range(31, 43)}
+    # the named object is whole: its label covers pixels of every scene
+    assert all((maps[i] == label + 1).any() for i, label in zip(test.image_ids, test.labels, strict=True))
+
+
+def test_closed_set_shows_the_same_classes_in_every_split_and_keeps_single_trials():
+    dm = ConceptWorldDataModule(
+        protocol="closed_set", n_concepts=8, images_per_concept=3, val_images_per_concept=1,
+        test_images_per_concept=2, n_repetitions=1, test_repetitions=1, region_labels="class",
+    )  # fmt: skip
+    splits = {s: dm.get_split(s) for s in ("train", "val", "test")}
+    assert dm.num_classes == 8 and dm.num_region_labels == 9
+    assert all(set(split.labels) == set(range(8)) for split in splits.values())
+    assert [len(s) for s in splits.values()] == [24, 8, 16]
+    assert not set(splits["train"].image_ids) & set(splits["test"].image_ids)
+    # random presentation order, not blocks of one class
+    assert (np.diff(splits["train"].labels) != 0).mean() > 0.5
+
+
+def test_test_repetitions_average_as_asked():
+    dm = ConceptWorldDataModule(**SMALL)
+    full = dm.get_split("test").eeg
+    raw = dm._load()["test_eeg_s0"]
+    assert raw.shape == (12, 5, 17, 100)
+    np.testing.assert_allclose(dm.averaged_split("test", 5).eeg, full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dm.averaged_split("test", 2).eeg, raw[:, :2].mean(1), rtol=1e-5, atol=1e-6)
+    # averaging shrinks the noise: one repetition is noisier than five
+    assert dm.averaged_split("test", 1).eeg.std() > 1.5 * full.std()
+    with pytest.raises(ConfigError, match="dataset.test_repetitions"):
+        dm.averaged_split("test", 6)
+
+
+def _noise_free(dm: ConceptWorldDataModule) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free signal of every scene of every split (subject 0) and each scene's label."""
+    a = dm._load()
+    maps = np.concatenate([a[f"{s}_maps"] for s in ("train", "val", "test")])
+    labels = np.concatenate([a[f"{s}_labels"] for s in ("train", "val", "test")])
+    return dm.simulate_signal(maps, dm.head_model(0)), labels
+
+
+@pytest.mark.parametrize(("idiosyncratic", "predictable"), [(0.0, True), (1.0, False)])
+def test_unseen_concepts_signal_follows_their_attributes(idiosyncratic, predictable):
+    """Without location signal and clutter, a scene's signal is its concept's: with idiosyncratic=0 it is linear in
+    the concept's attributes (a fit on training concepts predicts the test concepts'), with 1 it is not."""
+    dm = ConceptWorldDataModule(
+        **{**SMALL, "n_concepts": 120}, location_weight=0.0, max_clutter=0, idiosyncratic=idiosyncratic
+    )
+    signal, labels = _noise_free(dm)
+    x = attribute_matrix(dm.concepts)[labels]
+    y = signal.reshape(len(signal), -1)
+    train = labels < 120
+    w, *_ = np.linalg.lstsq(x[train], y[train], rcond=None)
+    test = labels >= 126
+    residual = ((x[test] @ w - y[test]) ** 2).sum() / ((y[test] - y[test].mean(0)) ** 2).sum()
+    r2 = 1 - residual
+    assert (r2 > 0.99) if predictable else (r2 < 0.3), r2
+
+
+def test_location_signal_arrives_before_the_category_signal():
+    where = ConceptWorldDataModule(**SMALL, category_weight=0.0)
+    what = ConceptWorldDataModule(**SMALL, location_weight=0.0)
+    times = where.times
+    peak_where = times[np.sqrt((_noise_free(where)[0] ** 2).mean(axis=(0, 1))).argmax()]
+    peak_what = times[np.sqrt((_noise_free(what)[0] ** 2).mean(axis=(0, 1))).argmax()]
+    assert 0.08 <= peak_where <= 0.13 and peak_what >= 0.15 and peak_what > peak_where
+
+
+def test_subjects_have_forward_models_of_their_own_and_the_inter_subject_split():
+    dm = ConceptWorldDataModule(**SMALL, n_subjects=3, test_subject=2)
+    heads = [dm.head_model(s) for s in range(3)]
+    corr = np.corrcoef(heads[0].retino.ravel(), heads[1].retino.ravel())[0, 1]
+    assert 0.5 < corr < 0.999  # alike (one layout), not equal (each subject's folding)
+    assert set(dm.get_split("train").subjects) == {1, 2} and set(dm.get_split("test").subjects) == {3}
+    intra = ConceptWorldDataModule(**SMALL, n_subjects=2)
+    assert len(intra.get_split("test")) == 2 * 12
+
+
+def test_generation_is_deterministic_and_cached(tmp_path):
+    a = ConceptWorldDataModule(**SMALL, cache_dir=str(tmp_path)).get_split("train")
+    assert len(list(tmp_path.glob("synthetic_concepts_*.npz"))) == 1
+    b = ConceptWorldDataModule(**SMALL, cache_dir=str(tmp_path)).get_split("train")
+    c = ConceptWorldDataModule(**SMALL, seed=1).get_split("train")
+    np.testing.assert_array_equal(a.eeg, b.eeg)
+    assert not np.array_equal(a.eeg, c.eeg)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("protocol", "open", "dataset.protocol"),
+        ("n_concepts", 700, "640"),
+        ("n_test_concepts", 0, "dataset.n_test_concepts"),
+        ("idiosyncratic", 1.5, "dataset.idiosyncratic"),
+        ("test_subject", 0, "dataset.test_subject"),
+        ("snr", -1.0, "dataset.snr"),
+        ("montage", "nope", "dataset.montage"),
+    ],
+)
+def test_bad_values_name_the_key(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        ConceptWorldDataModule(**{**SMALL, key: value})
+
+
+def test_the_zero_shot_preset_chooses_its_alignment_and_retrieval_and_the_command_line_wins(compose_cfg):
+    cfg = compose_cfg("dataset=synthetic_things")
+    assert cfg.encoder.align.image_embedder._target_.endswith("PixelImageEmbedder")
+    assert "retrieval" in cfg.eval.metrics and list(cfg.eval.retrieval.repetitions) == [1, 5, 10, 20, 80]
+    assert cfg.dataset.region_labels == "layout"
+    chosen = compose_cfg("dataset=synthetic_things", "eval=synthetic", "~encoder/align")
+    assert "retrieval" not in chosen.eval.metrics and chosen.encoder.get("align") is None
+    closed = compose_cfg("dataset=synthetic_imagenet")
+    assert closed.dataset.protocol == "closed_set" and closed.encoder.get("align") is None
+    # the default world is untouched
+    assert compose_cfg().encoder.get("align") is None
