@@ -222,6 +222,28 @@ def test_things_eeg2_zero_shot_retrieval_of_noise_eeg_is_at_chance(run_cli, tmp_
     assert out.region_probs.shape[1] == 2
 
 
+def test_realistic_zero_shot_preset_runs_and_scores_retrieval_and_layouts(run_cli, tmp_path):
+    """dataset=synthetic_things at tiny sizes through the whole pipeline: the preset chooses the pixel alignment and
+    the retrieval curve; class scores over its unseen concepts are skipped, the judge scores object / background."""
+    proc = run_cli(
+        "dataset=synthetic_things",
+        "dataset.n_concepts=16",
+        "dataset.n_val_concepts=4",
+        "dataset.n_test_concepts=8",
+        "dataset.images_per_concept=2",
+        "dataset.test_repetitions=6",
+        "eval.retrieval.repetitions=[1,6]",
+        *TINY[3:],
+    )
+    metrics = json.loads((_job_dir(proc.stdout) / "metrics.json").read_text())
+    assert {"eval/retrieval_top1", "eval/retrieval_top1_reps1", "eval/retrieval_top1_reps6"} <= set(metrics)
+    assert metrics["eval/retrieval_top1"] == metrics["eval/retrieval_top1_reps6"]  # the test split averages all 6
+    skipped = metrics["skipped"]
+    assert "never appear in training" in skipped["eval/eeg_top1"]
+    assert "region_labels=layout" in skipped["eval/recon_class_acc"]
+    assert 0.0 <= metrics["eval/recon_region_miou"] <= 1.0 and 0.0 <= metrics["eval/region_miou"] <= 1.0
+
+
 def test_folder_evaluation_scores_another_methods_outputs(run_cli, tmp_path):
     import numpy as np
     from PIL import Image

@@ -134,7 +134,7 @@ class ConceptWorldDataModule(EEGDataModule):
         n_repetitions: int = 4,
         average_repetitions: bool = True,
         test_repetitions: int = 80,
-        snr: float = 0.1,
+        snr: float = 0.5,
         location_weight: float = 1.0,
         category_weight: float = 1.0,
         idiosyncratic: float = 0.3,
