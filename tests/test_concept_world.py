@@ -68,6 +68,13 @@ def test_test_repetitions_average_as_asked():
         dm.averaged_split("test", 6)
 
 
+def test_kept_training_repetitions_average_to_the_averaged_trials():
+    kept = ConceptWorldDataModule(**SMALL, average_repetitions=False).get_split("train")
+    averaged = ConceptWorldDataModule(**SMALL).get_split("train")
+    assert len(kept) == 2 * len(averaged) and kept.image_ids[0] == kept.image_ids[1]
+    np.testing.assert_allclose(kept.eeg.reshape(len(averaged), 2, 17, 100).mean(1), averaged.eeg, atol=1e-5)
+
+
 def _noise_free(dm: ConceptWorldDataModule) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free signal of every scene of every split (subject 0) and each scene's label."""
     a = dm._load()

@@ -6,7 +6,7 @@ fast, easy smoke world.
 
 Stimuli. Concepts are combinations of attributes (:mod:`regionaldiff.data.synthetic.concepts`: shape x colour x
 texture, 640 in all). A scene is object-centred, as THINGS and ImageNet photographs are: the named object (the label)
-at a random position, over up to ``max_clutter`` smaller clutter objects of other concepts of the same split, on a
+at a random position, over up to ``max_clutter`` smaller clutter objects of concepts of the same split, on a
 textured grey background. Zero-shot: the validation and test concepts never appear in training, not even as clutter;
 closed set: every split shows the same concepts, split by image. Images are in random order within a split (no block
 design, so no slow drift can leak the class).
@@ -315,8 +315,9 @@ class ConceptWorldDataModule(EEGDataModule):
 
     def generate_arrays(self) -> dict[str, np.ndarray]:
         """Render every scene and simulate every subject's EEG (no cache). Training and validation repetitions are
-        stored averaged (the generator's ``average_repetitions`` is always on for them: a kept repetition is a new
-        noise draw, see :meth:`build_split`), the test repetitions one by one."""
+        stored averaged with ``average_repetitions`` (one trial per image), else one by one; the test repetitions
+        always one by one. The noise is drawn in the same order either way, so the averaged trials are the means of
+        the kept ones."""
         c = self.config
         rng = np.random.default_rng([c["seed"], 4])
         size = c["image_size"]
