@@ -29,11 +29,8 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from regionaldiff.cli import config_dir
-from regionaldiff.config import register_configs
+from regionaldiff.cli import compose_config
 from regionaldiff.evaluation.retrieval import retrieval_scores
 from regionaldiff.pipeline import build_context
 from regionaldiff.steps.evaluate import zero_shot_retrieval
@@ -52,18 +49,9 @@ BANDS = {
 
 
 def compose_cfg(overrides: list[str]):
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                f"paths.root_dir={ROOT}",
-                f"paths.output_dir={ROOT}/outputs/calibration",
-                "logger=none",
-                *overrides,
-            ],
-        )
+    """The config ``regionaldiff dataset=<preset> ...`` would run, its outputs under outputs/calibration."""
+    paths = [f"paths.root_dir={ROOT}", f"paths.output_dir={ROOT}/outputs/calibration", "logger=none"]
+    return compose_config([*paths, *overrides])
 
 
 def test_top1(ctx) -> float:

@@ -25,11 +25,12 @@ import argparse
 import json
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
-import yaml
 from sklearn.linear_model import LogisticRegression
 
+from regionaldiff.cli import compose_config
 from regionaldiff.data.synthetic.concept_world import ConceptWorldDataModule
 from regionaldiff.encoder.alignment import PixelImageEmbedder
 from regionaldiff.evaluation.retrieval import candidates_and_targets, retrieval_topk
@@ -45,10 +46,13 @@ def features(eeg: np.ndarray) -> np.ndarray:
     return eeg[:, :, :t].reshape(n, c, t // TIME_BIN, TIME_BIN).mean(-1).reshape(n, -1)
 
 
-def preset_kwargs(preset: str, overrides: dict) -> dict:
-    cfg = yaml.safe_load((ROOT / "conf" / "dataset" / f"{preset}.yaml").read_text())
-    cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("defaults", "cache_dir")}
-    return {**cfg, **overrides}
+def preset_datamodule(preset: str, overrides: dict, cache_dir: str) -> ConceptWorldDataModule:
+    """The preset's datamodule as ``regionaldiff dataset=<preset> dataset.KEY=VALUE ...`` builds it."""
+    dataset = {**overrides, "cache_dir": cache_dir}
+    cfg = compose_config(
+        [f"paths.root_dir={ROOT}", f"dataset={preset}", *(f"dataset.{k}={v}" for k, v in dataset.items())]
+    )
+    return hydra.utils.instantiate(cfg.dataset)
 
 
 def pixel_embedding(split) -> tuple[list[str], np.ndarray]:
@@ -116,15 +120,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="synthetic_things")
     parser.add_argument("--snrs", type=float, nargs="+", default=[0.1])
-    parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE dataset overrides (YAML values)")
+    parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE dataset overrides (as dataset.KEY=VALUE)")
     parser.add_argument("--cache-dir", default=str(ROOT / "outputs" / "cache"))
     parser.add_argument("--out", default=None, help="JSON file of the results")
     args = parser.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = dict(s.split("=", 1) for s in args.set)
     results = []
     for snr in args.snrs:
-        kwargs = preset_kwargs(args.preset, {**overrides, "snr": snr})
-        dm = ConceptWorldDataModule(**kwargs, cache_dir=args.cache_dir)
+        dm = preset_datamodule(args.preset, {**overrides, "snr": snr}, args.cache_dir)
         row = {"preset": args.preset, "snr": snr, **overrides, **probe(dm)}
         print(json.dumps(row), flush=True)
         results.append(row)

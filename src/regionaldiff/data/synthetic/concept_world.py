@@ -34,8 +34,6 @@ one. The signal levels of the presets are calibrated against real EEG's decoding
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,34 +43,34 @@ from tqdm.auto import tqdm
 
 from regionaldiff.data.base import EEGDataModule, EEGSplit, check_no_stimulus_leak
 from regionaldiff.data.synthetic.concepts import MAX_CONCEPTS, N_ATTRIBUTES, attribute_matrix, draw_concepts
-from regionaldiff.data.synthetic.datamodule import cached_arrays, retinotopic_coverage, simulate_noise
-from regionaldiff.data.synthetic.forward import MONTAGES, RETINO_GRID, HeadModel, build_head_model, montage_channels
+from regionaldiff.data.synthetic.datamodule import (
+    GeneratedBenchmark,
+    cached_arrays,
+    class_shares,
+    retinotopic_signal,
+    rms,
+    simulate_noise,
+)
+from regionaldiff.data.synthetic.forward import MONTAGES, HeadModel, build_head_model, montage_channels
 from regionaldiff.data.synthetic.scenes import class_centroid, render_object_scene
-from regionaldiff.data.synthetic.signals import class_waveforms, visual_evoked
+from regionaldiff.data.synthetic.signals import class_waveforms
 from regionaldiff.errors import ConfigError
 
 # Bump when the generator changes, so stale caches are never reused.
 GENERATOR_VERSION = 1
 PROTOCOLS = ("zero_shot", "closed_set")
 SPLITS = ("train", "val", "test")
+#: the config key of each split's images per concept
+IMAGES_PER_CONCEPT = {
+    "train": "images_per_concept",
+    "val": "val_images_per_concept",
+    "test": "test_images_per_concept",
+}
 # noise trials simulated at once (memory: chunk x channels x times x 8 bytes per intermediate)
 NOISE_CHUNK = 2048
 
 
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) or 1.0
-
-
-def concept_shares(maps: np.ndarray, n_concepts: int) -> np.ndarray:
-    """Each concept's share of a scene's object pixels: ``[N, K]``, rows sum to 1."""
-    out = np.zeros((len(maps), n_concepts))
-    for i, region in enumerate(maps):
-        counts = np.bincount(region.ravel(), minlength=n_concepts + 1)[1:]
-        out[i] = counts / max(counts.sum(), 1)
-    return out
-
-
-class ConceptWorldDataModule(EEGDataModule):
+class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
     """The realistic presets of the synthetic benchmark (concepts from attributes, weak single-trial EEG).
 
     Parameters
@@ -221,16 +219,6 @@ class ConceptWorldDataModule(EEGDataModule):
         self._arrays: dict[str, np.ndarray] | None = None
 
     # -- layout of the benchmark --------------------------------------------------------------
-    @property
-    def config_hash(self) -> str:
-        """Hash of the generating config (the cache file's name)."""
-        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
-
-    @property
-    def times(self) -> np.ndarray:
-        """Sample times in seconds, onset at 0."""
-        return self.config["tmin"] + np.arange(self.n_times) / self.config["sfreq"]
-
     def split_concepts(self, split: str) -> np.ndarray:
         """The classes whose images make ``split``: training concepts first, then validation, then test."""
         c = self.config
@@ -242,8 +230,7 @@ class ConceptWorldDataModule(EEGDataModule):
 
     def split_labels(self, split: str, rng: np.random.Generator) -> np.ndarray:
         """The class of each image of ``split``, in (random) presentation order."""
-        per = {"train": "images_per_concept", "val": "val_images_per_concept", "test": "test_images_per_concept"}
-        labels = np.repeat(self.split_concepts(split), self.config[per[split]])
+        labels = np.repeat(self.split_concepts(split), self.config[IMAGES_PER_CONCEPT[split]])
         return rng.permutation(labels)
 
     def split_repetitions(self, split: str) -> int:
@@ -282,20 +269,16 @@ class ConceptWorldDataModule(EEGDataModule):
         attribute_waves = class_waveforms(times, N_ATTRIBUTES, rng)  # [A, T]
         concept_waves = class_waveforms(times, self.num_classes, rng)  # [K, T]
         concept_mixing = rng.normal(size=(N_ATTRIBUTES, self.num_classes)) / np.sqrt(N_ATTRIBUTES)
-        g = RETINO_GRID
-        centre = (np.arange(g) + 0.5) / g - 0.5
-        eccentricity = np.hypot(centre[:, None], centre[None, :]).ravel() / np.hypot(0.5, 0.5)
-        cell_waves = np.stack([visual_evoked(times, delay=0.02 * e) for e in eccentricity])  # [G*G, T]
-        location = np.einsum("cs,ns,st->nct", head.retino, retinotopic_coverage(maps), cell_waves, optimize=True)
-        shares = concept_shares(maps, self.num_classes)  # [N, K]
+        location = retinotopic_signal(maps, head, times)
+        shares = class_shares(maps, self.num_classes)  # [N, K]
         attributes = shares @ attribute_matrix(self.concepts)  # [N, A]
         by_attribute = np.einsum("ca,na,at->nct", head.category, attributes, attribute_waves, optimize=True)
         own_patterns = head.category @ concept_mixing  # [C, K]
         own = np.einsum("ck,nk,kt->nct", own_patterns, shares, concept_waves, optimize=True)
         idio = c["idiosyncratic"]
-        category = (1 - idio) * by_attribute / _rms(by_attribute) + idio * own / _rms(own)
-        signal = c["location_weight"] * location / _rms(location) + c["category_weight"] * category / _rms(category)
-        return (signal / _rms(signal)).astype(np.float32)
+        category = (1 - idio) * by_attribute / rms(by_attribute) + idio * own / rms(own)
+        signal = c["location_weight"] * location / rms(location) + c["category_weight"] * category / rms(category)
+        return (signal / rms(signal)).astype(np.float32)
 
     def _noisy_repetitions(
         self, signal: np.ndarray, head: HeadModel, repetitions: int, average: bool, rng: np.random.Generator
@@ -354,16 +337,7 @@ class ConceptWorldDataModule(EEGDataModule):
         trial = self.n_chans * self.n_times * 4
         total = 0
         for split in SPLITS:
-            n_images = (
-                len(self.split_concepts(split))
-                * c[
-                    {
-                        "train": "images_per_concept",
-                        "val": "val_images_per_concept",
-                        "test": "test_images_per_concept",
-                    }[split]
-                ]
-            )
+            n_images = len(self.split_concepts(split)) * c[IMAGES_PER_CONCEPT[split]]
             reps = self.split_repetitions(split) if (split == "test" or not self.average_repetitions) else 1
             total += n_images * (c["n_subjects"] * reps * trial + c["image_size"] ** 2 * 5 + 16)
         return int(total)

@@ -43,7 +43,8 @@ RETINO_WEIGHT, CATEGORY_WEIGHT = 1.0, 0.6
 BACKGROUND_WEIGHT, ALPHA_WEIGHT, SENSOR_WEIGHT = 1.0, 0.6, 0.5
 
 
-def _rms(x: np.ndarray) -> float:
+def rms(x: np.ndarray) -> float:
+    """Root mean square of ``x`` (1 where it is 0, so that dividing by it is safe)."""
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) or 1.0
 
 
@@ -61,25 +62,31 @@ def retinotopic_coverage(maps: np.ndarray, grid: int = RETINO_GRID) -> np.ndarra
 
 def class_shares(maps: np.ndarray, n_classes: int) -> np.ndarray:
     """Each class's share of a scene's object pixels: ``[N, K]``, rows sum to 1."""
-    counts = np.stack([(maps == k + 1).sum(axis=(1, 2)) for k in range(n_classes)], axis=1).astype(np.float64)
+    labels = maps.reshape(len(maps), -1)
+    counts = np.stack([np.bincount(row, minlength=n_classes + 1)[1 : n_classes + 1] for row in labels]).astype(float)
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+
+
+def retinotopic_signal(maps: np.ndarray, head: HeadModel, times: np.ndarray) -> np.ndarray:
+    """Scalp signal ``[N, C, T]`` of the retinotopic sources: each fires a P1/N1 response (later with eccentricity)
+    scaled by the fraction of its visual-field cell that objects cover."""
+    g = RETINO_GRID
+    centre = (np.arange(g) + 0.5) / g - 0.5
+    eccentricity = np.hypot(centre[:, None], centre[None, :]).ravel() / np.hypot(0.5, 0.5)
+    cell_waves = np.stack([visual_evoked(times, delay=0.02 * e) for e in eccentricity])  # [G*G, T]
+    return np.einsum("cs,ns,st->nct", head.retino, retinotopic_coverage(maps), cell_waves)
 
 
 def simulate_signal(
     maps: np.ndarray, head: HeadModel, times: np.ndarray, n_classes: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Noise-free scalp signal ``[N, C, T]`` of the scenes whose region maps are ``maps``, unit RMS."""
-    coverage = retinotopic_coverage(maps)
-    g = RETINO_GRID
-    centre = (np.arange(g) + 0.5) / g - 0.5
-    eccentricity = np.hypot(centre[:, None], centre[None, :]).ravel() / np.hypot(0.5, 0.5)
-    cell_waves = np.stack([visual_evoked(times, delay=0.02 * e) for e in eccentricity])  # [G*G, T]
-    retino = np.einsum("cs,ns,st->nct", head.retino, coverage, cell_waves)
+    retino = retinotopic_signal(maps, head, times)
     category = np.einsum(
         "ck,nk,kt->nct", head.category, class_shares(maps, n_classes), class_waveforms(times, n_classes, rng)
     )
-    signal = RETINO_WEIGHT * retino / _rms(retino) + CATEGORY_WEIGHT * category / _rms(category)
-    return (signal / _rms(signal)).astype(np.float32)
+    signal = RETINO_WEIGHT * retino / rms(retino) + CATEGORY_WEIGHT * category / rms(category)
+    return (signal / rms(signal)).astype(np.float32)
 
 
 def simulate_noise(head: HeadModel, n_trials: int, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -91,9 +98,9 @@ def simulate_noise(head: HeadModel, n_trials: int, times: np.ndarray, rng: np.ra
     alpha = np.einsum("cs,nst->nct", head.alpha, alpha_rhythm(rng, n_trials, head.alpha.shape[1], times))
     sensor = rng.normal(size=background.shape)
     noise = (
-        BACKGROUND_WEIGHT * background / _rms(background) + ALPHA_WEIGHT * alpha / _rms(alpha) + SENSOR_WEIGHT * sensor
+        BACKGROUND_WEIGHT * background / rms(background) + ALPHA_WEIGHT * alpha / rms(alpha) + SENSOR_WEIGHT * sensor
     )
-    return (noise / _rms(noise)).astype(np.float32)
+    return (noise / rms(noise)).astype(np.float32)
 
 
 def cached_arrays(
@@ -119,7 +126,24 @@ def cached_arrays(
     return arrays
 
 
-class SyntheticDataModule(EEGDataModule):
+class GeneratedBenchmark:
+    """What the synthetic datamodules share: a generating ``config`` (with ``tmin`` and ``sfreq``) and ``n_times``."""
+
+    config: dict[str, Any]
+    n_times: int
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of the generating config (the cache file's name)."""
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def times(self) -> np.ndarray:
+        """Sample times in seconds, onset at 0."""
+        return self.config["tmin"] + np.arange(self.n_times) / self.config["sfreq"]
+
+
+class SyntheticDataModule(GeneratedBenchmark, EEGDataModule):
     """The synthetic benchmark (scenes with known region maps, EEG from an MNE forward model).
 
     Parameters
@@ -226,16 +250,6 @@ class SyntheticDataModule(EEGDataModule):
         self._arrays: dict[str, np.ndarray] | None = None
 
     # -- generation ---------------------------------------------------------------------------
-    @property
-    def config_hash(self) -> str:
-        """Hash of the generating config (the cache file's name)."""
-        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
-
-    @property
-    def times(self) -> np.ndarray:
-        """Sample times in seconds, onset at 0."""
-        return self.config["tmin"] + np.arange(self.n_times) / self.config["sfreq"]
-
     def generate_arrays(self) -> dict[str, np.ndarray]:
         """Render every scene and simulate its EEG (no cache)."""
         c = self.config
