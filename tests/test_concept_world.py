@@ -98,7 +98,7 @@ def test_unseen_concepts_signal_follows_their_attributes(idiosyncratic, predicta
     test = labels >= 126
     residual = ((x[test] @ w - y[test]) ** 2).sum() / ((y[test] - y[test].mean(0)) ** 2).sum()
     r2 = 1 - residual
-    assert (r2 > 0.99) if predictable else (r2 < 0.3), r2
+    assert (r2 > 0.99) if predictable else (r2 < 0.1), r2  # attributes at half weight would give about 0.28
 
 
 def test_location_signal_arrives_before_the_category_signal():
