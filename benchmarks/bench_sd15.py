@@ -75,7 +75,8 @@ def compose_ldm(weights: Path, size: int, cross_dim: int, *overrides: str):
     from hydra.core.global_hydra import GlobalHydra
 
     from regionaldiff.cli import config_dir
-    from regionaldiff.config import register_configs, validate
+    from regionaldiff.config import register_configs
+    from regionaldiff.validation import validate
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from regionaldiff.config import validate
 from regionaldiff.tracking.report import (
     Claim,
     PairedDifference,
@@ -14,6 +13,7 @@ from regionaldiff.tracking.report import (
     summarise,
     to_markdown,
 )
+from regionaldiff.validation import validate
 
 #: the ablation's report spec: the ``report:`` section of its experiment config
 SPEC = ReportSpec.from_yaml(Path(__file__).resolve().parents[1] / "experiments" / "ablation_regions.yaml")

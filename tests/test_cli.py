@@ -2,7 +2,7 @@
 
 import pytest
 
-from regionaldiff.config import validate
+from regionaldiff.validation import validate
 
 
 def test_help_lists_config_groups(run_cli):

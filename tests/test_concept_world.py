@@ -164,7 +164,7 @@ def test_the_zero_shot_preset_chooses_its_alignment_and_retrieval_and_the_comman
 def test_the_region_claims_compose_on_each_preset(compose_cfg, preset, arm):
     """`regionaldiff experiment=region_claims dataset=<preset>`: the command line's preset wins over the experiment's
     dataset, and every arm passes the checks a run makes first."""
-    from regionaldiff.config import validate
+    from regionaldiff.validation import validate
 
     cfg = compose_cfg("experiment=region_claims", f"dataset={preset}", f"ablation={arm}")
     assert cfg.dataset._target_.endswith("ConceptWorldDataModule") and cfg.ablation_arm == arm

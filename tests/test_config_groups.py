@@ -1,5 +1,5 @@
 """Every option of every config group, every ablation arm and every experiment composes and passes the checks a run
-makes before any work starts (:func:`regionaldiff.config.validate`, :func:`validate_eval_config`), and its
+makes before any work starts (:func:`regionaldiff.validation.validate`, :func:`validate_eval_config`), and its
 ``_target_`` classes resolve. The options are read from the ``conf/`` folders, so a new YAML file is tested without
 editing this file. Options that need local weights or data (SD-1.5, SAM, the real datasets) compose and validate;
 only their classes are not instantiated here.
@@ -16,10 +16,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from regionaldiff.cli import config_dir
-from regionaldiff.config import validate
 from regionaldiff.data.base import EEGDataModule
 from regionaldiff.evaluation.suite import validate_eval_config
 from regionaldiff.maps.base import RegionMapGenerator
+from regionaldiff.validation import validate
 
 CONF = config_dir()
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import TINY
 from regionaldiff.cli import config_dir
-from regionaldiff.config import register_configs, validate
+from regionaldiff.config import register_configs
 from regionaldiff.tracking.report import ReportSpec
+from regionaldiff.validation import validate
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
 

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from conftest import TINY
 from regionaldiff.components import build_ldm, check_component
-from regionaldiff.config import validate
 from regionaldiff.ldm.attention_pool import AttentionPoolConditioner
+from regionaldiff.validation import validate
 
 
 def test_the_new_conditioner_is_selected_validated_and_built_from_config(compose_cfg):

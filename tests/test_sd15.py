@@ -14,10 +14,11 @@ import torch
 
 from conftest import TINY, tiny_encoder, write_tiny_clip
 from regionaldiff.components import build_codec, build_ldm
-from regionaldiff.config import LDMConfig, validate
+from regionaldiff.config import LDMConfig
 from regionaldiff.ldm.latent_cache import compute_latent_cache
 from regionaldiff.ldm.sd15 import SD15_UNET, SD15_UNET_PARAMETERS, save_sd15_layout
 from regionaldiff.ldm.trainable import count_parameters
+from regionaldiff.validation import validate
 
 CROSS_DIM = 32  # the narrow folders' context width (SD-1.5: 768)
 

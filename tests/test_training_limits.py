@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from regionaldiff.artifacts import ArtifactStore
-from regionaldiff.config import validate
 from regionaldiff.errors import ConfigError
 from regionaldiff.steps.training import make_trainer, training_limits
+from regionaldiff.validation import validate
 
 
 def test_limit_reaches_the_trainer_and_the_artifact_keys(compose_cfg, tmp_path):

@@ -20,7 +20,6 @@ failed (:mod:`regionaldiff.tracking.sweep`).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import traceback
@@ -32,22 +31,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from regionaldiff.config import register_configs, validate
+from regionaldiff.config import config_dir, register_configs
 from regionaldiff.errors import EXIT_USER_ERROR, ConfigError, UserError, debug_enabled, format_user_error, one_line
+from regionaldiff.validation import validate
 
 log = logging.getLogger("regionaldiff")
-
-
-def config_dir() -> Path:
-    """The ``conf/`` folder: ``$REGIONALDIFF_CONFIG_DIR``, else the repository's ``conf/`` (editable install)."""
-    env = os.environ.get("REGIONALDIFF_CONFIG_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
-    if not (path / "config.yaml").is_file():
-        raise SystemExit(
-            f"regionaldiff: no config.yaml in {path}. Install the package from its repository with `pip install -e .` "
-            "(or `make install`), or set REGIONALDIFF_CONFIG_DIR to the repository's conf/ folder."
-        )
-    return path
 
 
 #: exit status of a sweep in which a job failed (2 stays a user error before anything ran)

@@ -18,7 +18,7 @@ node                built by                                 arguments added at 
                                                              image_size, latent_size``
 ==================  =======================================  ==========================================
 
-:func:`check_components` runs before any work (from :func:`regionaldiff.config.validate`): each ``_target_``
+:func:`check_components` runs before any work (from :func:`regionaldiff.validation.validate`): each ``_target_``
 must import, its arguments must be ones the target takes, and a target with a ``check_config`` classmethod
 checks their values (a bad ``encoder.net.mask_ratio`` fails at once, not after the dataset cache is built).
 A new component is one module (the class) plus one YAML (the node): nothing here changes.

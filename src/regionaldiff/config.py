@@ -3,7 +3,7 @@
 They are registered in Hydra's ConfigStore as ``<group>/schema`` and each YAML of the group lists that schema
 first in its defaults, so a wrong type (``ldm.lr=abc``) or choice (``ldm.scheduler.prediction_type=foo``) fails
 at compose time with the key and the allowed values, before any work starts. Range checks live in
-``__post_init__`` and run in :func:`validate` (also before any work). Schema fields carry no defaults
+``__post_init__`` and run in :func:`regionaldiff.validation.validate` (also before any work). Schema fields carry no defaults
 of their own (``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are
 the one source of values. The dataset, regionmap and eval groups are validated by their own classes' constructors,
 which the pipeline instantiates first.
@@ -11,8 +11,10 @@ which the pipeline instantiates first.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -22,6 +24,18 @@ from regionaldiff.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
+
+
+def config_dir() -> Path:
+    """The ``conf/`` folder: ``$REGIONALDIFF_CONFIG_DIR``, else the repository's ``conf/`` (editable install)."""
+    env = os.environ.get("REGIONALDIFF_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").is_file():
+        raise SystemExit(
+            f"regionaldiff: no config.yaml in {path}. Install the package from its repository with `pip install -e .` "
+            "(or `make install`), or set REGIONALDIFF_CONFIG_DIR to the repository's conf/ folder."
+        )
+    return path
 
 
 def plain(value: Any) -> Any:
@@ -392,7 +406,7 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class TypedConfig:
-    """The validated, typed view of the groups the pipeline owns (what :func:`validate` returns)."""
+    """The validated, typed view of the groups the pipeline owns (what :func:`regionaldiff.validation.validate` returns)."""
 
     encoder: EncoderConfig
     ldm: LDMConfig
@@ -417,40 +431,7 @@ def register_configs() -> None:
     used there, because a multirun resolves ``hydra.sweep.dir`` (which derives from it) before Hydra's runtime
     config exists.
     """
-    import os
-
     OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
     cs = ConfigStore.instance()
     for group, node in SCHEMAS.items():
         cs.store(group=group, name="schema", node=node)
-
-
-def validate(cfg: DictConfig) -> TypedConfig:
-    """Run every schema's range checks and check each ``_target_`` component's arguments; return the typed
-    groups. Nothing is built or written.
-
-    Raises :class:`~regionaldiff.errors.ConfigError` (a ``ValueError``) naming the key.
-    """
-    from regionaldiff.components import check_components
-
-    typed: dict[str, Any] = {}
-    for group, schema in SCHEMAS.items():
-        try:
-            obj = OmegaConf.to_object(cfg[group])
-        except ConfigError:
-            raise
-        except ValueError as err:  # the schemas' __post_init__ range checks
-            raise ConfigError(str(err)) from err
-        if not isinstance(obj, schema):
-            raise ConfigError(
-                f"Config group {group!r} does not use its schema: add `- schema` first in its defaults list."
-            )
-        typed[group] = obj
-    result = TypedConfig(**typed)
-    try:
-        check_components(result)
-    except ConfigError:
-        raise
-    except ValueError as err:  # a component's arguments (its check_config or signature)
-        raise ConfigError(str(err)) from err
-    return result

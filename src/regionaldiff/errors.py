@@ -20,8 +20,10 @@ __all__ = [
     "EXIT_USER_ERROR",
     "BadInputError",
     "ConfigError",
+    "DataFormatError",
     "MissingFileError",
     "TrainingDivergedError",
+    "UnsafeFileError",
     "UserError",
     "debug_enabled",
     "format_user_error",
@@ -54,6 +56,14 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class BadInputError(UserError, ValueError):
     """A file is there but unusable: wrong format, shape, dtype or content, or weights of another model."""
+
+
+class DataFormatError(BadInputError):
+    """A dataset file is not what it claims to be (wrong keys, shape, dtype or encoding); a ``ValueError``."""
+
+
+class UnsafeFileError(DataFormatError):
+    """A file asks the unpickler for something other than arrays and plain containers."""
 
 
 class ConfigError(UserError, ValueError):

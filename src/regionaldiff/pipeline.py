@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from regionaldiff.artifacts import ArtifactStore
-from regionaldiff.config import Step, TypedConfig, validate
+from regionaldiff.config import Step, TypedConfig
 from regionaldiff.data.base import EEGDataModule
 from regionaldiff.errors import ConfigError, one_line
 from regionaldiff.maps.base import RegionMapGenerator
@@ -36,6 +36,7 @@ from regionaldiff.steps.generate import generate
 from regionaldiff.steps.prepare import prepare
 from regionaldiff.steps.pretrain import pretrain
 from regionaldiff.tracking.mlflow_run import JobTracker
+from regionaldiff.validation import validate
 
 log = logging.getLogger(__name__)
 

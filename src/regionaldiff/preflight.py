@@ -16,17 +16,25 @@ asks for a GPU that is not there; metric weights are never required (a metric wi
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from regionaldiff.errors import BadInputError, MissingFileError, UserError, one_line
+from regionaldiff.errors import MissingFileError, UserError, one_line
+from regionaldiff.requirements import (
+    SETUP_DOC,
+    PreflightItem,
+    RequiredPath,
+    check_required,
+    describe,
+    format_problem,
+    format_size,
+    raise_if_missing,
+)
 
 if TYPE_CHECKING:
     from regionaldiff.config import TypedConfig
@@ -42,56 +50,8 @@ __all__ = [
     "require_ready",
 ]
 
-SETUP_DOC = "docs/setup.md"
 SD_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 CLIP_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-@dataclass
-class RequiredPath:
-    """A file or folder something reads, as a datamodule or loader declares it.
-
-    Parameters
-    ----------
-    what : str
-        What it is, e.g. ``"EEG-ImageNet EEG file"``.
-    path : Path
-        Where it is expected.
-    key : str
-        The config key(s) that set the path, e.g. ``"dataset.root, dataset.eeg_file"``.
-    kind : {"file", "folder"}
-        A file or a folder.
-    fmt : str or None
-        A cheap format check: ``"torch"`` (torch.save file), ``"npy"`` (numpy file), ``"json"``; None = none.
-    check : callable, optional
-        An extra cheap check ``check(path) -> problem or None`` (run only when the path is there).
-    required : bool
-        False for files whose absence only skips something (metric weights).
-    """
-
-    what: str
-    path: Path
-    key: str
-    kind: str = "file"
-    fmt: str | None = None
-    check: Callable[[Path], str | None] | None = None
-    required: bool = True
-
-
-@dataclass
-class PreflightItem:
-    """One checked path: ``status`` is ``ok``, ``missing``, ``unreadable`` or ``bad``; ``note`` says more."""
-
-    what: str
-    path: str
-    key: str
-    status: str
-    note: str = ""
-    required: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 @dataclass
@@ -122,113 +82,13 @@ class PreflightReport:
         return "; ".join(describe(self.blocking) + self.problems)
 
 
-def describe(items: list[PreflightItem]) -> list[str]:
-    """Short descriptions of unusable items; items missing with their folder are grouped by that folder."""
-    parts: list[str] = []
-    groups: dict[str, list[PreflightItem]] = {}
-    for item in items:
-        parent = Path(item.path).parent
-        if item.status == "missing" and not parent.exists():
-            groups.setdefault(str(parent), []).append(item)
-        else:
-            parts.append(f"{item.what} {item.status}: {item.path} ({item.key}{': ' + item.note if item.note else ''})")
-    grouped = [
-        f"folder {folder} does not exist (expected there: "
-        f"{', '.join(f'{Path(i.path).name} ({i.what})' for i in members)}; set {members[0].key.split(',')[0]})"
-        for folder, members in groups.items()
-    ]
-    return grouped + parts
-
-
-# -- path checks ------------------------------------------------------------------------------------------------------
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"  # pragma: no cover
-
-
-def _format_problem(path: Path, fmt: str) -> str | None:
-    """A cheap format check of an existing, readable file; a problem description or None."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if fmt == "torch":
-        if head.startswith(b"PK\x03\x04"):
-            return None
-        if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # legacy format: a pickle, protocol 2..5
-            return None
-        return "not a torch.save file (neither the zip nor the legacy format)"
-    if fmt == "npy":
-        if not head.startswith(b"\x93NUMPY"):
-            return "not a .npy file (no numpy magic string)"
-        return None
-    if fmt == "json":
-        try:
-            json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            return f"not valid JSON ({err})"
-        return None
-    return None
-
-
-def check_required(req: RequiredPath) -> PreflightItem:
-    """Check one path: there, readable, of the expected kind and format, and its own ``check``."""
-    path = Path(req.path)
-    item = PreflightItem(req.what, str(path), req.key, "ok", required=req.required)
-    if not path.exists():
-        item.status = "missing"
-        if not path.parent.exists():
-            item.note = f"the folder {path.parent} does not exist either"
-        return item
-    if req.kind == "folder" and not path.is_dir():
-        item.status, item.note = "bad", "a file, not a folder"
-        return item
-    if req.kind == "file" and not path.is_file():
-        item.status, item.note = "bad", "a folder, not a file"
-        return item
-    if not os.access(path, os.R_OK | (os.X_OK if req.kind == "folder" else 0)):
-        item.status, item.note = "unreadable", "no read permission"
-        return item
-    try:
-        if req.kind == "file":
-            size = path.stat().st_size
-            item.note = _size(size)
-            if size == 0:
-                item.status, item.note = "bad", "empty file"
-                return item
-            problem = _format_problem(path, req.fmt) if req.fmt else None
-        else:
-            problem = None
-        if problem is None and req.check is not None:
-            problem = req.check(path)
-    except OSError as err:
-        item.status, item.note = "unreadable", f"{type(err).__name__}: {err}"
-        return item
-    if problem:
-        item.status, item.note = "bad", one_line(problem)
-    return item
-
-
-def raise_if_missing(required: Iterable[RequiredPath], hint: str | None = None) -> None:
-    """Raise one :class:`~regionaldiff.errors.MissingFileError` naming every required path that is not usable.
-
-    Datamodules call this before they start a cache, so a missing file never leaves a half-started one.
-    """
-    bad = [item for item in (check_required(r) for r in required) if item.required and not item.ok]
-    if bad:
-        listing = "; ".join(describe(bad))
-        cls = MissingFileError if all(item.status == "missing" for item in bad) else BadInputError
-        raise cls(f"{listing}. See {SETUP_DOC} for where to get the files, then run `regionaldiff check`.", hint=hint)
-
-
 # -- what a config reads ----------------------------------------------------------------------------------------------
 def _sd_part_check(part: str, weight_files: tuple[str, ...]) -> Callable[[Path], str | None]:
     def check(folder: Path) -> str | None:
         config = folder / "config.json"
         if not config.is_file():
             return f"no config.json in the {part} folder"
-        problem = _format_problem(config, "json")
+        problem = format_problem(config, "json")
         if problem:
             return f"{config.name}: {problem}"
         if not any((folder / name).is_file() for name in weight_files):
@@ -322,22 +182,6 @@ def regionmap_required(regionmap: Mapping[str, Any]) -> list[RequiredPath]:
     ]
 
 
-def _metric_slots(name: str) -> list[str]:
-    from regionaldiff.evaluation.identification import MINDEYE_METRICS
-
-    if name == "nway":
-        return ["classifier"]
-    if name == "fid":
-        return ["fid_inception"]
-    if name == "is":
-        return ["is_inception"]
-    if name == "pairwise_lpips":
-        return ["lpips"]
-    if name in MINDEYE_METRICS:
-        return [MINDEYE_METRICS[name][0]]
-    return []
-
-
 def _backbone_required(slot: str, spec: Mapping[str, Any]) -> list[RequiredPath]:
     path = Path(str(spec.get("path") or ""))
     key = f"eval.backbones.{slot}.path"
@@ -370,22 +214,24 @@ def eval_plan(
     """(backbone items, metrics that will run, metrics that will be skipped -> why) for the ``eval`` config
     (``aligned``: the encoder learns an EEG embedding aligned to images, which retrieval needs)."""
     from regionaldiff.evaluation.backbones import backbone_config
+    from regionaldiff.evaluation.registry import METRICS
     from regionaldiff.evaluation.suite import validate_eval_config
 
     cfg = validate_eval_config(eval_cfg)
-    allow = bool(cfg.get("allow_download", False))
+    allow = bool(cfg["allow_download"])
     items: list[PreflightItem] = []
     seen: dict[str, list[PreflightItem]] = {}
     run: list[str] = []
     skipped: dict[str, str] = {}
-    for name in cfg.get("metrics", ["ssim", "pixcorr"]):
+    for name in cfg["metrics"]:
         if name == "retrieval" and not folder_mode and not aligned:
             skipped[name] = (
                 "needs an EEG embedding aligned to images: choose encoder/align=clip (THINGS-EEG2) or encoder/align=pixels"
             )
             continue
         reasons = []
-        for slot in _metric_slots(name):
+        metric = METRICS[name]
+        for slot in metric.slots:
             if slot not in seen:
                 seen[slot] = [check_required(r) for r in _backbone_required(slot, backbone_config(cfg, slot))]
                 items.extend(seen[slot])
@@ -396,8 +242,8 @@ def eval_plan(
                     )
                 elif not item.ok:
                     item.note = "will be downloaded on first use (eval.allow_download=true)"
-        if name == "is" and importlib.util.find_spec("torch_fidelity") is None:
-            reasons.append("the torch-fidelity package is not installed")
+        if metric.package and importlib.util.find_spec(metric.package) is None:
+            reasons.append(f"the {metric.package.replace('_', '-')} package is not installed")
         if reasons:
             skipped[name] = "; ".join(reasons)
         else:
@@ -439,8 +285,9 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
     PreflightReport
         Items, problems, metric plan, cache estimate, GPU; ``ready`` says whether the run can start.
     """
-    from regionaldiff.config import plain, validate
+    from regionaldiff.config import plain
     from regionaldiff.evaluation.suite import validate_eval_config
+    from regionaldiff.validation import validate
 
     report = PreflightReport()
     typed: TypedConfig | None = None
@@ -489,8 +336,8 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
     report.free_bytes = _free_bytes(Path(report.cache_dir))
     if report.cache_bytes and report.free_bytes is not None and report.cache_bytes > report.free_bytes:
         report.problems.append(
-            f"the caches need about {_size(report.cache_bytes)} under {report.cache_dir} (paths.cache_dir) but only "
-            f"{_size(report.free_bytes)} are free"
+            f"the caches need about {format_size(report.cache_bytes)} under {report.cache_dir} (paths.cache_dir) but only "
+            f"{format_size(report.free_bytes)} are free"
         )
     return report
 
@@ -533,8 +380,8 @@ def format_report(report: PreflightReport, title: str = "") -> str:
     lines.append(f"metrics computed: {', '.join(report.metrics_run) or 'none from eval.metrics'}")
     for name, reason in report.metrics_skipped.items():
         lines.append(f"metric skipped:   {name}: {reason}")
-    estimate = "not estimated" if report.cache_bytes is None else f"about {_size(report.cache_bytes)}"
-    free = "" if report.free_bytes is None else f" ({_size(report.free_bytes)} free)"
+    estimate = "not estimated" if report.cache_bytes is None else f"about {format_size(report.cache_bytes)}"
+    free = "" if report.free_bytes is None else f" ({format_size(report.free_bytes)} free)"
     lines.append(f"dataset cache:    {estimate} under {report.cache_dir}{free}")
     lines.append(f"GPU:              {report.gpu or 'none visible'}")
     for problem in report.problems:

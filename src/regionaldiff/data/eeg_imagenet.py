@@ -47,7 +47,7 @@ from regionaldiff.data.common import (
 from regionaldiff.data.images import RESIZE_MODES, ImageTable, check_policy
 from regionaldiff.data.safe_load import DataFormatError, expect_array, expect_keys, load_torch, load_torch_streamed
 from regionaldiff.errors import BadInputError, ConfigError
-from regionaldiff.preflight import RequiredPath, raise_if_missing
+from regionaldiff.requirements import RequiredPath, raise_if_missing
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from regionaldiff.errors import BadInputError, MissingFileError
+from regionaldiff.data.torch_legacy import is_legacy_torch_file, load_legacy_lazy
+from regionaldiff.errors import DataFormatError, MissingFileError, UnsafeFileError
 
 __all__ = [
     "DataFormatError",
@@ -38,14 +39,6 @@ __all__ = [
     "expect_keys",
     "expect_array",
 ]
-
-
-class DataFormatError(BadInputError):
-    """A dataset file is not what it claims to be (wrong keys, shape, dtype or encoding); a ``ValueError``."""
-
-
-class UnsafeFileError(DataFormatError):
-    """A file asks the unpickler for something other than arrays and plain containers."""
 
 
 def _check_file(path: str | Path, what: str) -> Path:
@@ -124,8 +117,6 @@ def load_torch_streamed(path: str | Path, *, what: str = "torch file") -> tuple[
     ``np.asarray(t)``. A zip-format file is loaded with ``mmap=True`` (:func:`load_torch`). Call ``closer()``
     once the tensors are read. Same safety and errors as :func:`load_torch`.
     """
-    from regionaldiff.data.torch_legacy import is_legacy_torch_file, load_legacy_lazy
-
     path = _check_file(path, what)
     if zipfile.is_zipfile(path) or not is_legacy_torch_file(path):
         return load_torch(path, what=what, mmap=True), lambda: None

@@ -50,7 +50,7 @@ from regionaldiff.data.images import RESIZE_MODES, ImageTable, check_policy
 from regionaldiff.data.mvnn import RawConfig, preprocess_subject
 from regionaldiff.data.safe_load import DataFormatError, expect_array, load_numpy_dict
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
-from regionaldiff.preflight import RequiredPath
+from regionaldiff.requirements import RequiredPath
 
 log = logging.getLogger(__name__)
 

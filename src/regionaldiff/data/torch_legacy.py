@@ -19,7 +19,7 @@ holds.
 
 Safety is that of ``weights_only=True``: the unpickler resolves only the tensor rebuild functions, the storage
 types and ``collections.OrderedDict`` (each mapped to a function of this module); anything else raises
-:class:`~regionaldiff.data.safe_load.UnsafeFileError` and no code from the file runs.
+:class:`~regionaldiff.errors.UnsafeFileError` and no code from the file runs.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from regionaldiff.errors import UnsafeFileError
 
 __all__ = ["LazyTensor", "LegacyTorchFile", "is_legacy_torch_file", "load_legacy_lazy"]
 
@@ -172,8 +174,6 @@ class _Unpickler(pickle.Unpickler):
             return _StorageType(name)
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
-        from regionaldiff.data.safe_load import UnsafeFileError
-
         raise UnsafeFileError(
             f"{self._source.path} ({self._source.what}) asks to load the Python object {module}.{name}; only "
             "tensors, numbers, strings and plain containers are allowed, so it was not loaded and no code from it "
@@ -185,8 +185,6 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
         if kind != "storage" or len(pid) != 6:
-            from regionaldiff.data.safe_load import UnsafeFileError
-
             raise UnsafeFileError(
                 f"{self._source.path} ({self._source.what}) holds a persistent object of kind {kind!r} (not a "
                 "tensor storage), so it was not loaded."

@@ -131,16 +131,11 @@ def nway_metrics(
     n, s = generated.shape[:2]
     probs = classifier_probs(model, transform, generated.reshape(n * s, *generated.shape[2:]), device, batch_size)
     probs = probs.reshape(n, s, -1)
-    ks = nway_cfg.get("k", 1)
+    ks = nway_cfg["k"]
     metrics = {}
     for k in [ks] if isinstance(ks, int) else list(ks):
         acc = nway_topk_accuracy(
-            probs,
-            true_class,
-            int(nway_cfg.get("n", 50)),
-            int(k),
-            int(nway_cfg.get("trials", 50)),
-            int(nway_cfg.get("seed", 0)),
+            probs, true_class, int(nway_cfg["n"]), int(k), int(nway_cfg["trials"]), int(nway_cfg["seed"])
         )
         metrics[f"eval/nway_top{k}"] = float(acc.mean())
         metrics[f"eval/nway_top{k}_max"] = float(acc.max(1).mean())

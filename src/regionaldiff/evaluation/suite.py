@@ -1,8 +1,10 @@
 """The configured evaluation suite: one entry point the pipeline and folder evaluation call.
 
-``eval.metrics`` names what to compute (see :data:`METRICS`); a metric whose backbone weights are missing is
-reported in :attr:`EvalResult.skipped` with the reason, never computed with a random network. Unknown names and
-bad settings raise ``ValueError`` (:func:`validate_eval_config`) before any work starts.
+``eval.metrics`` names what to compute (the registry, :data:`regionaldiff.evaluation.registry.METRICS`); a metric
+whose backbone weights are missing is reported in :attr:`EvalResult.skipped` with the reason, never computed with a
+random network. Unknown names and bad settings raise ``ValueError`` (:func:`validate_eval_config`) before any work
+starts. Every setting's default is in ``conf/eval/default.yaml`` and nowhere else: :func:`validate_eval_config`
+fills what a config leaves out from that file.
 """
 
 from __future__ import annotations
@@ -14,26 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
-from regionaldiff.config import plain, resolve_device
+from regionaldiff.config import config_dir, plain, resolve_device
 from regionaldiff.errors import ConfigError
 from regionaldiff.evaluation.backbones import WeightsUnavailable, backbone_config, check_images
-from regionaldiff.evaluation.identification import MINDEYE_METRICS, PAIRWISE_METRICS
-from regionaldiff.evaluation.image_metrics import pixcorr, ssim
+from regionaldiff.evaluation.registry import METRICS, MetricInputs, int_list, retrieval_ks
+
+__all__ = ["METRICS", "EvalResult", "eval_defaults", "evaluate_images", "retrieval_ks", "skip_names"]
 
 log = logging.getLogger(__name__)
 
-#: selectable names in ``eval.metrics`` -> what they report
-METRICS: dict[str, str] = {
-    "ssim": "eval/ssim (MindEye SSIM)",
-    "pixcorr": "eval/pixcorr (MindEye PixCorr)",
-    "nway": "eval/nway_top{k}, eval/nway_top{k}_max (Mind-vis n-way top-k)",
-    "fid": "eval/fid (clean-fid)",
-    "is": "eval/is, eval/is_std (torchmetrics Inception Score)",
-    **{name: f"eval/{name} (MindEye {kind.replace('_', '-')})" for name, (_, kind) in MINDEYE_METRICS.items()},
-    **{name: f"eval/{name} (DreamDiffusion pair-wise identification)" for name in PAIRWISE_METRICS},
-    "retrieval": "eval/retrieval_top{k}, eval/retrieval_2way (zero-shot EEG -> image retrieval)",
-}
+#: keys of conf/eval/default.yaml that point at files through ``paths`` (resolved by Hydra, not defaults here):
+#: without them a relative backbone path is read relative to the working directory
+_PATH_KEYS = ("weights_dir", "backbones")
 
 
 @dataclass
@@ -44,59 +40,52 @@ class EvalResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _ks(value: Any) -> list[int]:
-    return [int(value)] if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+def eval_defaults() -> dict[str, Any]:
+    """Every ``eval`` setting at its default, read from ``conf/eval/default.yaml`` (their one home), except the
+    weight paths, which that file derives from ``paths``."""
+    values = OmegaConf.to_container(OmegaConf.load(config_dir() / "eval" / "default.yaml"), resolve=False)
+    assert isinstance(values, dict)
+    return {str(key): value for key, value in values.items() if key not in _PATH_KEYS}
 
 
 def validate_eval_config(cfg: Any) -> dict[str, Any]:
-    """Check the ``eval`` node and return it as a plain dict; ``ValueError`` names the key and the allowed values.
+    """Check the ``eval`` node and return it as a plain dict with every setting filled in; ``ValueError`` names the
+    key and the allowed values.
 
-    ``cfg`` is the ``eval`` node (resolved here), a mapping (copied) or None (every setting at its default).
+    ``cfg`` is the ``eval`` node (resolved here), a mapping (copied) or None (every setting at its default). What it
+    leaves out comes from ``conf/eval/default.yaml`` (:func:`eval_defaults`).
     """
-    values = plain(cfg) if cfg is not None else {}
-    if not isinstance(values, Mapping):
+    given = plain(cfg) if cfg is not None else {}
+    if not isinstance(given, Mapping):
         raise ValueError(f"eval config must be a mapping, got {type(cfg).__name__}.")
-    values = copy.deepcopy(dict(values))
-    wanted = list(values.get("metrics", ["ssim", "pixcorr"]))
-    unknown = [m for m in wanted if m not in METRICS]
+    merged = OmegaConf.merge(OmegaConf.create(eval_defaults()), OmegaConf.create(copy.deepcopy(dict(given))))
+    values: dict[str, Any] = OmegaConf.to_container(merged, resolve=True)  # type: ignore[assignment]
+    unknown = [m for m in values["metrics"] if m not in METRICS]
     if unknown:
         raise ConfigError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
-    if int(values.get("resolution", 425)) < 11:
+    if int(values["resolution"]) < 11:
         raise ConfigError(
-            f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {values.get('resolution')}."
+            f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {values['resolution']}."
         )
-    nway = values.get("nway") or {}
-    n, ks = int(nway.get("n", 50)), _ks(nway.get("k", 1))
-    if n < 2 or any(not 1 <= k <= n for k in ks) or int(nway.get("trials", 50)) < 1:
+    nway = values["nway"]
+    n, ks = int(nway["n"]), int_list(nway["k"])
+    if n < 2 or any(not 1 <= k <= n for k in ks) or int(nway["trials"]) < 1:
         raise ConfigError(
-            f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.get('trials', 50)}."
+            f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway['trials']}."
         )
-    retrieval = values.get("retrieval") or {}
+    retrieval = values["retrieval"]
     if any(k < 1 for k in retrieval_ks(values)):
         raise ConfigError("eval.retrieval.k: values must be >= 1.")
-    if retrieval.get("repetitions") is not None and any(n < 1 for n in _ks(retrieval["repetitions"])):
+    if retrieval.get("repetitions") is not None and any(n < 1 for n in int_list(retrieval["repetitions"])):
         raise ConfigError("eval.retrieval.repetitions: a list of repetition counts >= 1 (or null).")
     for slot in values.get("backbones") or {}:
         backbone_config(values, slot)  # raises on unknown slots
     return values
 
 
-def retrieval_ks(cfg: Mapping[str, Any]) -> list[int]:
-    """The retrieval ``k`` values of an ``eval`` config (``eval.retrieval.k``, default ``[1, 5]``)."""
-    return _ks((cfg.get("retrieval") or {}).get("k", [1, 5]))
-
-
 def skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:
     """The metric keys metric ``name`` reports (what is listed as skipped when it cannot be computed)."""
-    if name == "nway":
-        return [
-            f"eval/nway_top{k}{suffix}" for k in _ks((cfg.get("nway") or {}).get("k", 1)) for suffix in ("", "_max")
-        ]
-    if name == "is":
-        return ["eval/is", "eval/is_std"]
-    if name == "retrieval":
-        return [f"eval/retrieval_top{k}" for k in retrieval_ks(cfg)] + ["eval/retrieval_2way"]
-    return [f"eval/{name}"]
+    return METRICS[name].metric_keys(cfg)
 
 
 def evaluate_images(
@@ -141,90 +130,25 @@ def evaluate_images(
         raise ValueError(
             f"evaluate_images: generated has N={generated.shape[0]} trials, reference N={reference.shape[0]}."
         )
+    inputs = MetricInputs(
+        generated,
+        reference,
+        cfg,
+        resolve_device(str(cfg["device"]), "eval.device"),
+        eeg_embeddings,
+        image_embeddings,
+        retrieval_targets,
+    )
+    # metrics that share a computation run as one call, in the order they are first named
+    groups: dict[Any, list[str]] = {}
+    for name in cfg["metrics"]:
+        groups.setdefault(METRICS[name].compute, []).append(name)
     result = EvalResult()
-    wanted = list(cfg.get("metrics", ["ssim", "pixcorr"]))
-    device = resolve_device(str(cfg.get("device", "auto")), "eval.device")
-    batch_size = int(cfg.get("batch_size", 32))
-    seed = int(cfg.get("seed", 0))
-
-    def run(names: list[str], fn) -> None:
-        """Run ``fn() -> (metrics, skipped)``; missing weights skip every name in ``names``."""
+    for compute, names in groups.items():
         try:
-            metrics, skipped = fn()
+            metrics, skipped = compute(names, inputs)
         except WeightsUnavailable as err:
             metrics, skipped = {}, {key: str(err) for name in names for key in skip_names(name, cfg)}
         result.metrics.update(metrics)
         result.skipped.update(skipped)
-
-    resolution = int(cfg.get("resolution", 425))
-    for name, fn in (("ssim", ssim), ("pixcorr", pixcorr)):
-        if name in wanted:
-            scores = [fn(generated[:, s], reference, resolution=resolution) for s in range(generated.shape[1])]
-            result.metrics[f"eval/{name}"] = float(np.mean(scores))
-
-    if "nway" in wanted:
-        from regionaldiff.evaluation.nway import nway_metrics
-
-        nway_cfg = dict(cfg.get("nway") or {})
-        nway_cfg.setdefault("seed", seed)
-        run(
-            ["nway"],
-            lambda: (
-                nway_metrics(generated, reference, backbone_config(cfg, "classifier"), nway_cfg, device, batch_size),
-                {},
-            ),
-        )
-
-    if "fid" in wanted:
-        from regionaldiff.evaluation.backbones import load_cleanfid_inception
-        from regionaldiff.evaluation.distribution import fid
-
-        def _fid():
-            model = load_cleanfid_inception(backbone_config(cfg, "fid_inception")).to(device)
-            return {"eval/fid": fid(model, generated, reference, device, batch_size)}, {}
-
-        run(["fid"], _fid)
-
-    if "is" in wanted:
-        from regionaldiff.evaluation.backbones import load_is_inception
-        from regionaldiff.evaluation.distribution import inception_score
-
-        def _is():
-            model = load_is_inception(backbone_config(cfg, "is_inception"))
-            mean, std = inception_score(model, generated, device, int(cfg.get("is_splits", 10)), seed, batch_size)
-            return {"eval/is": mean, "eval/is_std": std}, {}
-
-        run(["is"], _is)
-
-    mindeye = [name for name in wanted if name in MINDEYE_METRICS]
-    if mindeye:
-        from regionaldiff.evaluation.identification import mindeye_metrics
-
-        specs = {slot: backbone_config(cfg, slot) for slot in {MINDEYE_METRICS[n][0] for n in mindeye}}
-        run(mindeye, lambda: mindeye_metrics(generated, reference, mindeye, specs, device, batch_size))
-
-    pairwise = [name for name in wanted if name in PAIRWISE_METRICS]
-    if pairwise:
-        from regionaldiff.evaluation.identification import pairwise_metrics
-
-        resolution_pw = int(cfg.get("pairwise_resolution", 256))
-        run(
-            pairwise,
-            lambda: pairwise_metrics(
-                generated, reference, pairwise, resolution_pw, backbone_config(cfg, "lpips"), device, batch_size
-            ),
-        )
-
-    if "retrieval" in wanted:
-        ks = retrieval_ks(cfg)
-        if eeg_embeddings is None or image_embeddings is None:
-            reason = "needs EEG and candidate image embeddings (THINGS-EEG2 zero-shot retrieval); none were given"
-            result.skipped.update({name: reason for name in skip_names("retrieval", cfg)})
-        else:
-            from regionaldiff.evaluation.retrieval import retrieval_scores
-
-            result.metrics.update(retrieval_scores(eeg_embeddings, image_embeddings, retrieval_targets, ks))
-            for k in ks:
-                if f"eval/retrieval_top{k}" not in result.metrics:
-                    result.skipped[f"eval/retrieval_top{k}"] = f"only {len(image_embeddings)} candidate images"
     return result

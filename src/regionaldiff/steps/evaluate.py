@@ -126,10 +126,10 @@ def zero_shot_retrieval(
     metrics; or, without an aligned EEG embedding, no inputs and every retrieval metric skipped with the reason."""
     from regionaldiff.evaluation.suite import retrieval_ks, skip_names
 
-    if "retrieval" not in eval_cfg.get("metrics", []):
+    if "retrieval" not in eval_cfg["metrics"]:
         return {}, {}, {}
     ks = retrieval_ks(eval_cfg)
-    repetitions = [int(n) for n in (eval_cfg.get("retrieval") or {}).get("repetitions") or []]
+    repetitions = [int(n) for n in eval_cfg["retrieval"]["repetitions"] or []]
     aligned = aligned_encoder(ctx)
     if isinstance(aligned, str):
         names = skip_names("retrieval", eval_cfg) + [f"eval/retrieval_top{k}_reps{n}" for n in repetitions for k in ks]
