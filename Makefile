@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install install-browser run sweep ablation test test-fast lint format dashboard benchmark clean
+.PHONY: install install-browser run sweep ablation test test-slow test-all lint format dashboard benchmark clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(STAMP)
 
 ## Debian's chromium for the dashboard test (tests/test_dashboard.py, skipped with the reason without it); needs root
 install-browser:
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 ## run the whole pipeline on the embedded default (synthetic benchmark, tiny models, CPU); ARGS="..." adds overrides
 run: $(STAMP)
@@ -42,13 +42,17 @@ ablation: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_dataset_cache.py
 
-## the whole test suite (CPU, about 12 minutes on 2 cores; `make test-fast` skips the end-to-end runs)
+## the test suite without the end-to-end runs of the real CLI (CPU, 2 cores: see README); what CI runs first
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
-
-## the fast tests only (no end-to-end runs)
-test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## the end-to-end runs of the real CLI (the `slow` marker: whole pipelines, sweeps, reconstruct); CI runs them second
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+## both tiers in one pytest session
+test-all: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## lint and type gates: ruff (lint + format check) and mypy on src/ (settings in pyproject.toml)
 lint: $(STAMP)
@@ -61,8 +65,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
-## MLflow dashboard of the runs under outputs/
+## MLflow dashboard of the runs under outputs/ (prints each experiment's link in the model-training view)
 dashboard: $(STAMP)
+	@$(PY) -c "from regionaldiff.tracking.mlflow_run import dashboard_links as d; print('open', *d('sqlite:///$(CURDIR)/outputs/mlflow.db'), sep='\n  ')"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db
 
 clean:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
+from regionaldiff.tracking.mlflow_run import LOCAL_DASHBOARD
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -46,12 +47,14 @@ def _get(url: str, data: dict | None = None, timeout: float = 30) -> bytes:
         return response.read()
 
 
-def _browser(*args: str, timeout: int = 120) -> str:
-    """Headless Chromium; returns stdout (the DOM with --dump-dom)."""
+def _browser(*args: str, profile: Path, timeout: int = 120) -> str:
+    """Headless Chromium with its own fresh profile (``profile``: an empty folder, so no view choice is remembered
+    from an earlier visit); returns stdout (the DOM with --dump-dom)."""
     proc = subprocess.run(
         [
             str(CHROMIUM),
             "--headless",
+            f"--user-data-dir={profile}",
             "--no-sandbox",
             "--disable-gpu",
             "--disable-dev-shm-usage",
@@ -74,8 +77,9 @@ def _text(dom: str) -> str:
 
 @pytest.fixture
 def dashboard(run_cli, tmp_path):
-    """A 2-job sweep (global vs regional LDM, tiny), then ``mlflow ui`` on 127.0.0.1 over its store."""
-    run_cli("-m", "ldm=global,regional", *TINY)
+    """A 2-job sweep (global vs regional LDM, tiny), then ``mlflow ui`` on 127.0.0.1 over its store; yields the
+    server's address and the links the jobs printed."""
+    printed = run_cli("-m", "ldm=global,regional", *TINY).stdout
     store = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
     port = _free_port()
     server = subprocess.Popen(
@@ -111,7 +115,7 @@ def dashboard(run_cli, tmp_path):
                         f"mlflow ui did not start:\n{server.stdout.read() if server.stdout else ''}"
                     ) from None
                 time.sleep(1)
-        yield base
+        yield base, printed
     finally:
         server.terminate()
         try:
@@ -121,7 +125,7 @@ def dashboard(run_cli, tmp_path):
 
 
 def test_the_dashboard_shows_the_sweep_its_metrics_and_the_reconstruction_grid(dashboard, tmp_path):
-    base = dashboard
+    base, printed = dashboard
     experiments = json.loads(_get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=regionaldiff"))
     experiment = experiments["experiment"]
     exp_id = experiment["experiment_id"]
@@ -134,13 +138,28 @@ def test_the_dashboard_shows_the_sweep_its_metrics_and_the_reconstruction_grid(d
     child = children[0]
     child_id = child["info"]["run_id"]
 
-    # the experiment page: the model-training view ("Training runs"), the sweep's parent run listed
-    page = _text(_browser("--dump-dom", f"{base}/#/experiments/{exp_id}/runs"))
-    assert "Training runs" in page, page[:2000]
+    # the link every job printed, opened as printed in a browser that never saw MLflow: the model-training view,
+    # the experiment's Runs table with the sweep's parent run in it
+    links = re.findall(r"open the runs: (\S+)", printed)
+    assert links and links[0].endswith(f"/#/experiments/{exp_id}?workflowType=machine_learning"), printed[-2000:]
+    link = links[0].replace(LOCAL_DASHBOARD, base)
+    page = _text(_browser("--dump-dom", link, profile=tmp_path / "fresh-profile"))
+    assert page.lstrip().startswith("Runs - Experiment") and "Run Name" in page and "matching runs" in page, page[
+        :2000
+    ]
     assert parent["info"]["run_name"] in page, page[:3000]
+    # why the link carries workflowType: the bare experiment link opens MLflow 3.17's GenAI overview (traces, token
+    # usage) in a fresh browser, whatever the experiment's tag says (mlflow/mlflow#24498)
+    bare = _text(_browser("--dump-dom", f"{base}/#/experiments/{exp_id}", profile=tmp_path / "bare-profile"))
+    assert "Token Usage" in bare and "Run Name" not in bare, (
+        "the bare link no longer opens the GenAI overview: if MLflow now opens the Runs table by itself, the "
+        f"workflowType part of the printed links can go. Page: {bare[:1500]}"
+    )
 
-    # a job's page: its metrics with their values
-    page = _text(_browser("--dump-dom", f"{base}/#/experiments/{exp_id}/runs/{child_id}"))
+    # a job's page, from the link it printed: its metrics with their values
+    run_links = [u for u in re.findall(r"or this run: (\S+)", printed) if child_id in u]
+    assert run_links, printed[-2000:]
+    page = _text(_browser("--dump-dom", run_links[0].replace(LOCAL_DASHBOARD, base), profile=tmp_path / "p2"))
     assert child["info"]["run_name"] in page
     values = {m["key"]: m["value"] for m in child["data"]["metrics"]}
     for metric in ("eval/ssim", "eval/recon_region_miou", "finetune/train_loss"):
@@ -149,7 +168,9 @@ def test_the_dashboard_shows_the_sweep_its_metrics_and_the_reconstruction_grid(d
 
     # the reconstruction grid: previewed as an image in the artifact view, and served by the UI's server
     dom = _browser(
-        "--dump-dom", f"{base}/#/experiments/{exp_id}/runs/{child_id}/artifacts/figures/reconstructions.png"
+        "--dump-dom",
+        f"{base}/#/experiments/{exp_id}/runs/{child_id}/artifacts/figures/reconstructions.png",
+        profile=tmp_path / "p3",
     )
     assert re.search(r'<img[^>]*alt="figures/reconstructions.png"[^>]*src="blob:', dom), _text(dom)[:3000]
     query = urllib.parse.urlencode({"path": "figures/reconstructions.png", "run_uuid": child_id})
@@ -161,5 +182,6 @@ def test_the_dashboard_shows_the_sweep_its_metrics_and_the_reconstruction_grid(d
     _browser(
         f"--screenshot={shot}",
         f"{base}/#/compare-runs?runs={ids}&experiments={urllib.parse.quote(json.dumps([exp_id]))}",
+        profile=tmp_path / "p4",
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -6,6 +6,7 @@ As in diffusers' example tests: a tiny model, the real entrypoint, assertions on
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,9 @@ def test_default_pipeline_runs_end_to_end_and_logs_to_mlflow(run_cli, tmp_path):
     proc = run_cli(*TINY)
     job = _job_dir(proc.stdout)
     assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+    assert re.search(
+        r"open the runs: http://127\.0\.0\.1:5000/#/experiments/\d+\?workflowType=machine_learning", proc.stdout
+    )
 
     metrics = json.loads((job / "metrics.json").read_text())
     for name in (

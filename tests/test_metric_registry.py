@@ -36,7 +36,16 @@ def test_every_metric_is_declared_whole(name):
 def test_defaults_have_one_home_the_yaml():
     yaml = OmegaConf.to_container(OmegaConf.load(config_dir() / "eval" / "default.yaml"), resolve=False)
     filled = validate_eval_config(None)
-    for key in ("metrics", "resolution", "batch_size", "seed", "nway", "is_splits", "retrieval", "pairwise_resolution"):
+    for key in (
+        "metrics",
+        "resolution",
+        "batch_size",
+        "seed",
+        "nway",
+        "is_splits",
+        "retrieval",
+        "pairwise_resolution",
+    ):
         assert filled[key] == yaml[key], key
     # what a config states wins, what it leaves out is filled in, nested keys included
     partial = validate_eval_config({"nway": {"k": [1, 5]}, "resolution": 64})

@@ -171,7 +171,7 @@ def exit_on_user_error(err: UserError) -> None:
 
 def _job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
     from regionaldiff.pipeline import run_pipeline
-    from regionaldiff.tracking.mlflow_run import JobTracker, resolve_tracking_uri
+    from regionaldiff.tracking.mlflow_run import JobTracker, dashboard_url, resolve_tracking_uri
 
     # every range check runs before anything is created (no MLflow run, no folder) on a bad config
     validate(cfg)
@@ -207,8 +207,12 @@ def _job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
     if (out / "reconstructions.png").is_file():
         lines.append(f"  reconstructions: {out / 'reconstructions.png'}")
     if tracker.enabled:
-        lines.append(f"  MLflow run {tracker.run_id}: open the dashboard with")
-        lines.append(f"    mlflow ui --backend-store-uri {uri}")
+        local = not uri.startswith(("http://", "https://"))
+        lines.append(f"  MLflow run {tracker.run_id}" + (": start the dashboard with" if local else ""))
+        if local:
+            lines.append(f"    mlflow ui --backend-store-uri {uri}")
+        lines.append(f"  then open the runs: {dashboard_url(uri, tracker.experiment_id)}")
+        lines.append(f"         or this run: {dashboard_url(uri, tracker.experiment_id, tracker.run_id)}")
     print("\n".join(lines), flush=True)
     return metrics.get("eval/recon_region_miou")
 

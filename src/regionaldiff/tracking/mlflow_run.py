@@ -158,6 +158,37 @@ def redact(text: str) -> str:
     return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
 
 
+#: where ``mlflow ui`` serves a local store by default (``make dashboard``)
+LOCAL_DASHBOARD = "http://127.0.0.1:5000"
+#: MLflow 3 opens an experiment in its GenAI layout unless the link asks for the model-training view; the sidebar's
+#: switch lives in the browser's localStorage and ignores the experiment's tag (mlflow/mlflow#24498)
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def dashboard_url(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The dashboard link of an experiment (its Runs table) or of one run, in the model-training view.
+
+    A tracking server's links are on that server (credentials hidden); a local store's are on ``mlflow ui``'s
+    default address, :data:`LOCAL_DASHBOARD`.
+    """
+    remote = tracking_uri.startswith(("http://", "https://"))
+    base = redact(tracking_uri.rstrip("/")) if remote else LOCAL_DASHBOARD
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/{page}?{MODEL_TRAINING_VIEW}"
+
+
+def dashboard_links(tracking_uri: str) -> list[str]:
+    """``<experiment name>: <link>`` for every experiment with runs in the store, model-training view."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    return [
+        f"{experiment.name}: {dashboard_url(tracking_uri, experiment.experiment_id)}"
+        for experiment in client.search_experiments()
+        if client.search_runs([experiment.experiment_id], max_results=1)
+    ]
+
+
 def job_key(overrides: str | list[str]) -> str:
     """A job's identity within its sweep: its overrides, sorted (``"seed=1 ldm=global"`` -> ``"ldm=global seed=1"``)."""
     tokens = overrides.split() if isinstance(overrides, str) else [str(o) for o in overrides]
