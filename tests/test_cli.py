@@ -1,15 +1,30 @@
 """The entrypoint behaves as Hydra users expect, and bad config values fail before any work starts."""
 
+import re
+
 import pytest
 
+from regionaldiff.cli import hide_schemas
 from regionaldiff.validation import validate
 
 
-def test_help_lists_config_groups(run_cli):
-    out = run_cli("--help").stdout
-    for group in ("dataset:", "encoder:", "ldm:", "regionmap:", "trainer:", "logger:"):
-        assert group in out
-    assert "synthetic" in out and "regional" in out
+def test_help_names_the_tool_its_commands_and_only_the_options_a_user_picks(run_cli):
+    out = run_cli("--help", "dataset=synthetic_things").stdout
+    assert out.startswith("regionaldiff: reconstruct the images") and "powered by Hydra" not in out
+    for command in ("regionaldiff check", "regionaldiff report", "regionaldiff evaluate", "regionaldiff reconstruct"):
+        assert command in out
+    groups = dict(line.split(": ", 1) for line in out.splitlines() if re.fullmatch(r"[\w/]+: [\w, ]+", line))
+    for group in ("dataset", "encoder", "ldm", "regionmap", "trainer", "logger", "pipeline"):
+        assert group in groups, group
+        assert "schema" not in groups[group].split(", "), group
+    assert "synthetic_things" in groups["dataset"] and "sd15_regional" in groups["ldm"]
+    # the config shown is the one the overrides compose
+    assert "protocol: zero_shot" in out
+
+
+def test_hide_schemas_only_drops_the_schema_entries():
+    text = "encoder: dreamdiffusion, schema, tiny\nnote: a schema, explained\nldm: schema"
+    assert hide_schemas(text) == "encoder: dreamdiffusion, tiny\nnote: a schema, explained\nldm: "
 
 
 def test_cfg_job_prints_the_composed_config(run_cli):

@@ -19,6 +19,8 @@ failed (:mod:`regionaldiff.tracking.sweep`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import sys
@@ -401,6 +403,18 @@ def check_sweep(args: list[str]) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+def hide_schemas(help_text: str) -> str:
+    """Hydra's ``--help`` with the ``schema`` entries (the typed base each group's YAML lists first, not an option a
+    user picks) taken out of the config-group lines."""
+    lines = []
+    for line in help_text.splitlines():
+        group, sep, options = line.partition(": ")
+        if sep and re.fullmatch(r"[\w/]+", group) and "schema" in options.split(", "):
+            line = f"{group}: {', '.join(o for o in options.split(', ') if o != 'schema')}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Console entrypoint."""
     if sys.argv[1:2] == ["check"]:
@@ -421,6 +435,13 @@ def main() -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).propagate = False
     app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(_run_job)
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer):
+                app()
+        finally:  # Hydra ends its help with sys.exit(0)
+            print(hide_schemas(buffer.getvalue()), end="")
     app()
     from regionaldiff.tracking import sweep
 
