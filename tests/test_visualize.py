@@ -37,3 +37,49 @@ def test_legend_names_change_the_figure(tmp_path):
     # the legend sits below the maps: the bottom strip of the figure is not blank
     strip = a[-12:, :, :3]
     assert (strip < 200).any()
+
+
+def test_maps_are_painted_in_the_objects_own_colours(tmp_path):
+    from regionaldiff.data.synthetic import SyntheticDataModule
+    from regionaldiff.data.synthetic.scenes import CLASS_STYLES
+
+    dm = SyntheticDataModule(n_classes=3, cache_dir=str(tmp_path / "cache"))
+    colours = dm.region_label_colours
+    assert colours is not None and colours.shape == (4, 3)
+    assert tuple(colours[0]) == (128, 128, 128)  # the background is the scenes' grey, not a palette colour
+    assert [tuple(c) for c in colours[1:]] == [style.colours[0] for style in CLASS_STYLES[:3]]
+    assert dm.class_names[0] == "red_disc" and tuple(colours[1]) == (220, 30, 30)
+
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    maps = np.zeros((2, 16, 16), dtype=np.int64)
+    maps[:, 2:14, 2:14] = 1  # red_disc on the background
+    path = save_reconstruction_grid(
+        tmp_path / "grid.png",
+        reference,
+        reference,
+        maps=maps,
+        num_labels=4,
+        class_names=dm.class_names,
+        label_colours=colours,
+    )
+    pixels = np.asarray(Image.open(path))[..., :3].reshape(-1, 3).astype(int)
+
+    def count(rgb):
+        return int((np.abs(pixels - np.array(rgb)).max(axis=1) <= 3).sum())
+
+    assert count((220, 30, 30)) > 100 and count((128, 128, 128)) > 100
+    # the categorical palette's colours for these labels are gone
+    palette = save_reconstruction_grid(tmp_path / "palette.png", reference, reference, maps=maps, num_labels=4)
+    tab = np.asarray(Image.open(palette))[..., :3].reshape(-1, 3).astype(int)
+    assert int((np.abs(tab - np.array((220, 30, 30))).max(axis=1) <= 3).sum()) < 10
+
+
+def test_layout_maps_paint_object_and_background(tmp_path):
+    from regionaldiff.data.synthetic.concept_world import ConceptWorldDataModule
+
+    dm = ConceptWorldDataModule(
+        n_concepts=8, n_val_concepts=2, n_test_concepts=2, images_per_concept=1, cache_dir=str(tmp_path / "c")
+    )
+    assert dm.region_labels == "layout"
+    assert [tuple(c) for c in dm.region_label_colours] == [(128, 128, 128), (245, 245, 245)]

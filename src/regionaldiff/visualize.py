@@ -16,8 +16,31 @@ def _label_colormap(max_label: int):
     return plt.get_cmap("tab10" if max_label < 10 else "tab20", max(max_label + 1, 2))
 
 
-def save_stimulus_grid(path: Path, images: Sequence[np.ndarray], maps: Sequence[np.ndarray] | None = None) -> Path:
-    """Row of stimuli, with their region maps below when given."""
+def paint_map(label_map: np.ndarray, top: int, label_colours: np.ndarray | None = None) -> np.ndarray:
+    """A label map ``[H, W]`` as a float RGB image in [0, 1]: each label in its colour from ``label_colours``
+    (uint8 ``[L, 3]``: background grey, classes in their objects' colours), else from a categorical palette
+    over labels ``0..top``."""
+    label_map = np.asarray(label_map, dtype=np.int64)
+    if label_colours is not None:
+        return np.asarray(label_colours, dtype=np.float64)[np.clip(label_map, 0, len(label_colours) - 1)] / 255.0
+    cmap = _label_colormap(top)
+    return np.asarray(cmap(label_map / max(top, 1)))[..., :3]
+
+
+def label_colour(label: int, top: int, label_colours: np.ndarray | None = None) -> tuple[float, float, float]:
+    """The colour :func:`paint_map` gives ``label``, for a legend."""
+    r, g, b = paint_map(np.array([[label]]), top, label_colours)[0, 0]
+    return float(r), float(g), float(b)
+
+
+def save_stimulus_grid(
+    path: Path,
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray] | None = None,
+    label_colours: np.ndarray | None = None,
+) -> Path:
+    """Row of stimuli, with their region maps below when given (painted with ``label_colours``, see
+    :func:`paint_map`)."""
     n = len(images)
     rows = 2 if maps is not None else 1
     fig, axes = plt.subplots(rows, n, figsize=(1.2 * n, 1.3 * rows), squeeze=False)
@@ -25,7 +48,7 @@ def save_stimulus_grid(path: Path, images: Sequence[np.ndarray], maps: Sequence[
     for i in range(n):
         axes[0, i].imshow(images[i])
         if maps is not None:
-            axes[1, i].imshow(maps[i], cmap=_label_colormap(top), vmin=0, vmax=top, interpolation="nearest")
+            axes[1, i].imshow(paint_map(maps[i], top, label_colours), interpolation="nearest")
     for ax in axes.ravel():
         ax.set_axis_off()
     axes[0, 0].set_title("stimulus", fontsize=7, loc="left")
@@ -46,12 +69,14 @@ def save_reconstruction_grid(
     num_labels: int | None = None,
     map_title: str = "map from EEG",
     class_names: Sequence[str] | None = None,
+    label_colours: np.ndarray | None = None,
 ) -> Path:
     """Groups of rows: the true stimuli, their reconstructions from EEG and, when given, the region maps that
     conditioned them (label maps ``[N, H, W]``, 0 = background; ``map_title`` says which); 8 stimuli per row.
 
     Under the maps, a legend gives the class of each colour shown: label ``k >= 1`` is class ``k - 1``, named by
-    ``class_names[k - 1]`` (``class k-1`` when no names are given), label 0 is the background.
+    ``class_names[k - 1]`` (``class k-1`` when no names are given), label 0 is the background. Maps are painted
+    with ``label_colours`` when given (the dataset's: each class in its objects' colour), else a categorical palette.
     """
     n = len(reference)
     cols = min(8, n)
@@ -66,7 +91,7 @@ def save_reconstruction_grid(
         axes[per * r, c].imshow(reference[i])
         axes[per * r + 1, c].imshow(generated[i])
         if maps is not None:
-            axes[per * r + 2, c].imshow(maps[i], cmap=_label_colormap(top), vmin=0, vmax=top, interpolation="nearest")
+            axes[per * r + 2, c].imshow(paint_map(maps[i], top, label_colours), interpolation="nearest")
         if titles is not None:
             axes[per * r, c].set_title(titles[i], fontsize=6)
     axes[0, 0].set_title("true", fontsize=7, loc="left")
@@ -78,9 +103,10 @@ def save_reconstruction_grid(
         if entries:
             from matplotlib.patches import Patch
 
-            cmap = _label_colormap(top)
-            # the colour imshow gives label k with vmin=0, vmax=top
-            handles = [Patch(color=cmap(label / max(top, 1)), label=name) for label, name in entries]
+            handles = [
+                Patch(facecolor=label_colour(label, top, label_colours), edgecolor="0.3", linewidth=0.4, label=name)
+                for label, name in entries
+            ]
             ncol = min(len(handles), 4)
             rows = (len(handles) + ncol - 1) // ncol
             fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=6, frameon=False)

@@ -24,6 +24,10 @@ from regionaldiff.errors import BadInputError, ConfigError
 
 SPLITS = ("train", "val", "test")
 
+#: the colour of the background label in map figures (the synthetic scenes' background is this grey)
+BACKGROUND_COLOUR = (128, 128, 128)
+#: the colour of the ``object`` label of a layout map in figures
+LAYOUT_OBJECT_COLOUR = (245, 245, 245)
 #: what the labels of a region map name (``dataset.region_labels``): ``class``, the map's object regions carry
 #: their class (label ``c + 1``, ``num_classes + 1`` labels: closed label sets such as the synthetic benchmark and
 #: EEG-ImageNet); ``layout``, object vs background only (2 labels: transfers to concepts never seen in training, and
@@ -168,6 +172,9 @@ class EEGDataModule(L.LightningDataModule):
     """
 
     name: str = "dataset"
+    #: the RGB colour of each class's objects, where the dataset draws them (the synthetic worlds); None for
+    #: photographs. Figures paint region maps with it (:attr:`region_label_colours`).
+    class_colours: list[tuple[int, int, int]] | None = None
 
     if TYPE_CHECKING:
         # The sizes every subclass provides, declared read-only: a subclass sets them as instance attributes
@@ -257,6 +264,23 @@ class EEGDataModule(L.LightningDataModule):
     def region_label_names(self) -> list[str]:
         """Name of each region-map label, background first."""
         return ["background", *self.class_names] if self.region_labels == "class" else ["background", "object"]
+
+    @property
+    def region_label_colours(self) -> np.ndarray | None:
+        """uint8 ``[num_region_labels, 3]``: the colour figures paint each region-map label, so a map reads like
+        the scene (background grey; each class in its objects' own colour from :attr:`class_colours`, or white for
+        ``object`` in layouts). None when the dataset has no colours of its own (photographs): a categorical palette
+        is used then."""
+        if self.region_labels == "layout":
+            return np.array([BACKGROUND_COLOUR, LAYOUT_OBJECT_COLOUR], dtype=np.uint8)
+        colours = self.class_colours
+        if colours is None:
+            return None
+        if len(colours) != self.num_classes:
+            raise ValueError(
+                f"{type(self).__name__}.class_colours has {len(colours)} colours for {self.num_classes} classes."
+            )
+        return np.array([BACKGROUND_COLOUR, *colours], dtype=np.uint8)
 
     @property
     def has_region_maps(self) -> bool:

@@ -59,6 +59,7 @@ def generate(ctx: PipelineContext, train: bool = True) -> None:
         num_labels=ctx.datamodule.num_region_labels,
         map_title=map_title,
         class_names=ctx.datamodule.region_label_names[1:],
+        label_colours=ctx.datamodule.region_label_colours,
     )
     ctx.tracker.log_artifact(grid, "figures")
     ctx.tracker.set_tags({"artifact.generated": str(slot.path)})

@@ -41,7 +41,10 @@ def prepare(ctx: PipelineContext, train: bool = True) -> None:
         ids, images, _ = dm.stimuli("train")
         n = min(16, len(ids))
         grid = save_stimulus_grid(
-            ctx.output_dir / "stimuli.png", images[:n], [maps[i] for i in ids[:n]] if maps else None
+            ctx.output_dir / "stimuli.png",
+            images[:n],
+            [maps[i] for i in ids[:n]] if maps else None,
+            label_colours=dm.region_label_colours if dm.region_labels == "class" else None,
         )
         ctx.tracker.log_artifact(grid, "figures")
     log.info("prepare: %s", ", ".join(f"{k}={v}" for k, v in sizes.items()))

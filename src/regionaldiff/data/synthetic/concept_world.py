@@ -216,6 +216,7 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         self.concepts = draw_concepts(total, np.random.default_rng([int(seed), 0]))
         self.styles = [concept.style for concept in self.concepts]
         self.class_names = [style.name for style in self.styles]
+        self.class_colours = [style.colours[0] for style in self.styles]
         self._arrays: dict[str, np.ndarray] | None = None
 
     # -- layout of the benchmark --------------------------------------------------------------

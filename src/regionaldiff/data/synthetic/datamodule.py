@@ -247,6 +247,7 @@ class SyntheticDataModule(GeneratedBenchmark, EEGDataModule):
         self.sfreq = float(sfreq)
         self.num_classes = int(n_classes)
         self.class_names = [style.name for style in CLASS_STYLES[:n_classes]]
+        self.class_colours = [style.colours[0] for style in CLASS_STYLES[:n_classes]]
         self._arrays: dict[str, np.ndarray] | None = None
 
     # -- generation ---------------------------------------------------------------------------
