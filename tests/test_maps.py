@@ -319,32 +319,6 @@ def test_sam_vit_b_random_checkpoint_loads_through_the_user_path_and_wrong_type_
     assert generator.config()["checkpoint"]["file"] == "sam_vit_b_01ec64.pth"
 
 
-@pytest.fixture
-def tiny_sam_checkpoint(tmp_path, monkeypatch):
-    """A SAM with a tiny image encoder registered as ``vit_tiny``, random weights saved to a file.
-
-    Full-size SAM (even ViT-B) takes ~40 s per image on one CPU thread, so the end-to-end test uses the same
-    ``Sam`` classes with a 2-block, 32-wide image encoder, built and loaded through ``sam_model_registry``.
-    """
-    from segment_anything import sam_model_registry
-    from segment_anything.build_sam import _build_sam
-
-    def build_tiny(checkpoint=None):
-        return _build_sam(
-            encoder_embed_dim=32,
-            encoder_depth=2,
-            encoder_num_heads=2,
-            encoder_global_attn_indexes=[1],
-            checkpoint=checkpoint,
-        )
-
-    monkeypatch.setitem(sam_model_registry, "vit_tiny", build_tiny)
-    torch.manual_seed(0)
-    path = tmp_path / "sam_tiny.pth"
-    torch.save(build_tiny().state_dict(), path)
-    return path
-
-
 def test_sam_generator_end_to_end_batched_equals_unbatched(tiny_sam_checkpoint, tmp_path):
     from regionaldiff.maps.sam import SamRegionMap
 

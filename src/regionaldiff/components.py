@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from regionaldiff.config import LDMConfig, TypedConfig
     from regionaldiff.encoder.alignment import ImageEmbedder
-    from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+    from regionaldiff.encoder.base import EEGEncoder
     from regionaldiff.ldm.latent import LatentCodec
     from regionaldiff.ldm.model import RegionalLDM
 
@@ -154,12 +154,14 @@ def build_encoder(
     with_regions: bool = True,
     num_region_labels: int = 0,
     align_dim: int = 0,
-) -> EEGMaskedAutoencoder:
+) -> EEGEncoder:
     """The EEG encoder from ``encoder.net`` and the data's sizes (no region head when ``with_regions`` is False:
     the dataset has no region maps to train it on; ``num_region_labels`` 0 = ``num_classes + 1``; an alignment head
     onto an image embedding of width ``align_dim`` when it is > 0)."""
+    from regionaldiff.encoder.base import check_encoder
+
     extra: dict[str, Any] = {} if with_regions else {"region_grid": 0}
-    return instantiate(
+    encoder = instantiate(
         net,
         "encoder.net",
         n_chans=n_chans,
@@ -170,6 +172,7 @@ def build_encoder(
         align_dim=align_dim,
         **extra,
     )
+    return check_encoder(encoder)
 
 
 def build_image_embedder(node: Mapping[str, Any]) -> ImageEmbedder:

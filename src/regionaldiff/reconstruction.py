@@ -34,7 +34,7 @@ import torch
 from regionaldiff.components import build_codec, build_encoder, build_ldm
 from regionaldiff.config import LDMConfig, Sampler, SamplingConfig
 from regionaldiff.data.base import tensor_to_image
-from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
 from regionaldiff.ldm.conditioning import fuse_class_into_map, sharpen_map
 from regionaldiff.ldm.latent import LatentCodec
@@ -104,7 +104,7 @@ class RegionalDiffPipeline:
 
     Parameters
     ----------
-    encoder : EEGMaskedAutoencoder
+    encoder : EEGEncoder
         The pretrained EEG encoder (codes, class logits, region logits).
     ldm : RegionalLDM
         The fine-tuned denoiser (UNet, EEG conditioner, ControlNet for the regional variants).
@@ -121,7 +121,7 @@ class RegionalDiffPipeline:
 
     def __init__(
         self,
-        encoder: EEGMaskedAutoencoder,
+        encoder: EEGEncoder,
         ldm: RegionalLDM,
         codec: LatentCodec,
         data: DataSpec,
@@ -388,9 +388,7 @@ def ldm_config_from_dict(values: Mapping[str, Any]) -> LDMConfig:
     return obj
 
 
-def build_ldm_and_codec(
-    cfg: LDMConfig, encoder: EEGMaskedAutoencoder, image_size: int
-) -> tuple[RegionalLDM, LatentCodec]:
+def build_ldm_and_codec(cfg: LDMConfig, encoder: EEGEncoder, image_size: int) -> tuple[RegionalLDM, LatentCodec]:
     """The codec and the LDM for ``encoder``'s codes and ``image_size`` images (codec first, as in training)."""
     codec = build_codec(cfg.latent)
     if image_size % codec.downsample:

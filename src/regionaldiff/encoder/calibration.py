@@ -6,7 +6,7 @@ where an object is, pull its object probabilities towards the background prior; 
 argmax map then shows objects smaller than they are and misses small ones. One scalar, a bias added to the
 background logit, trades the two errors off. It is fitted after training by a grid search that maximises the
 map mIoU on the validation split (never the test split), and kept in the encoder's state
-(:attr:`EEGMaskedAutoencoder.region_background_bias`), so every user of the encoder's maps (the LDM's conditions,
+(:attr:`EEGEncoder.region_background_bias`), so every user of the encoder's maps (the LDM's conditions,
 the evaluation, :class:`regionaldiff.reconstruction.RegionalDiffPipeline`) sees the calibrated map.
 
 Written here (not taken from a library) because it is a one-parameter search over our own metric.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.evaluation.known_truth import upsample_prediction
 from regionaldiff.evaluation.region import mean_iou
 
@@ -40,7 +40,7 @@ class Calibration:
 
 @torch.no_grad()
 def fit_background_bias(
-    model: EEGMaskedAutoencoder,
+    model: EEGEncoder,
     batches: Iterable[dict],
     class_fused: bool,
     grid: tuple[float, ...] = BIAS_GRID,
@@ -49,7 +49,7 @@ def fit_background_bias(
 
     Parameters
     ----------
-    model : EEGMaskedAutoencoder
+    model : EEGEncoder
         A trained encoder with a region head; its bias is reset to 0 before scoring and then set to the best.
     batches : iterable of dict
         Validation batches with ``eeg`` ``[B, C, T]`` and ``region_map`` ``[B, H, W]`` (labels, 0 = background).

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.errors import ConfigError
 
 
@@ -54,8 +55,8 @@ def _transformer(dim: int, depth: int, heads: int, mlp_ratio: float, dropout: fl
     return nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
 
 
-class EEGMaskedAutoencoder(nn.Module):
-    """EEG MAE with classification and region heads.
+class EEGMaskedAutoencoder(EEGEncoder):
+    """EEG MAE with classification and region heads (an :class:`~regionaldiff.encoder.base.EEGEncoder`).
 
     Parameters
     ----------
@@ -91,10 +92,6 @@ class EEGMaskedAutoencoder(nn.Module):
 
     pos_embed: torch.Tensor
     decoder_pos_embed: torch.Tensor
-    region_background_bias: torch.Tensor
-
-    #: the constructor's arguments that come from the data (and the image embedder), not from ``encoder.net``
-    DATA_ARGS = ("n_chans", "n_times", "sfreq", "num_classes", "num_region_labels", "align_dim")
 
     @classmethod
     def check_config(cls, key: str, **arch: Any) -> None:
@@ -153,32 +150,19 @@ class EEGMaskedAutoencoder(nn.Module):
         region_grid: int = 8,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
         arch = {k: v for k, v in locals().items() if k not in ("self", "__class__", *self.DATA_ARGS)}
         self.check_config("encoder.net", **arch)
-        if n_chans < 1 or n_times < 1 or sfreq <= 0:
-            raise ValueError(f"n_chans, n_times and sfreq must be positive; got {n_chans}, {n_times}, {sfreq}.")
+        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim)
+        num_region_labels = self.num_region_labels
         if n_times % patch_size:
             raise ValueError(
                 f"n_times={n_times} is not a multiple of encoder.net.patch_size={patch_size}: pick a patch size that "
                 f"divides the number of time samples, or resample/crop the data."
             )
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2; got {num_classes}.")
-        if num_region_labels == 0:
-            num_region_labels = num_classes + 1
-        if num_region_labels < 2 or align_dim < 0:
-            raise ValueError(
-                f"num_region_labels must be >= 2 (or 0 = num_classes + 1) and align_dim >= 0; got {num_region_labels}, "
-                f"{align_dim}."
-            )
-        self.n_chans, self.n_times, self.sfreq = n_chans, n_times, float(sfreq)
-        self.num_classes, self.patch_size, self.mask_ratio = num_classes, patch_size, mask_ratio
+        self.patch_size, self.mask_ratio = patch_size, mask_ratio
         self.num_patches = n_times // patch_size
         self.embed_dim = embed_dim
         self.region_grid = region_grid
-        self.num_region_labels = num_region_labels
-        self.align_dim = align_dim
 
         self.patch_embed = nn.Conv1d(n_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.register_buffer("pos_embed", sincos_position_embedding(self.num_patches, embed_dim), persistent=False)
@@ -209,19 +193,7 @@ class EEGMaskedAutoencoder(nn.Module):
             self.align_head = nn.Sequential(
                 nn.LayerNorm(embed_dim), nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, align_dim)
             )
-        # added to the background logit of every cell; fitted on the validation split after training
-        # (regionaldiff.encoder.calibration), 0 until then
-        self.register_buffer("region_background_bias", torch.zeros(()))
         nn.init.normal_(self.mask_token, std=0.02)
-
-    # -- input checks -----------------------------------------------------------------------
-    def check_input(self, eeg: torch.Tensor) -> None:
-        """Raise a ValueError naming the expected shape when ``eeg`` is not ``[B, n_chans, n_times]``."""
-        if eeg.ndim != 3 or eeg.shape[1] != self.n_chans or eeg.shape[2] != self.n_times:
-            raise ValueError(
-                f"EEG encoder expects [batch, n_chans={self.n_chans}, n_times={self.n_times}] at {self.sfreq:g} Hz; "
-                f"got {tuple(eeg.shape)}. Was the encoder trained on another dataset or preprocessing?"
-            )
 
     # -- encoding ---------------------------------------------------------------------------
     def patchify(self, eeg: torch.Tensor) -> torch.Tensor:
@@ -243,11 +215,6 @@ class EEGMaskedAutoencoder(nn.Module):
         """Class logits ``[B, K]`` from codes."""
         return self.class_head(codes.mean(dim=1))
 
-    @property
-    def region_labels_are_classes(self) -> bool:
-        """Whether region label ``c + 1`` is class ``c`` (else the labels are object / background layouts)."""
-        return self.num_region_labels == self.num_classes + 1
-
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """The EEG embedding ``[B, align_dim]`` aligned to the image embedding (not normalised)."""
         if self.align_dim <= 0:
@@ -263,28 +230,7 @@ class EEGMaskedAutoencoder(nn.Module):
         logits = self.region_mlp(attended + queries)
         g = self.region_grid
         logits = logits.transpose(1, 2).reshape(codes.shape[0], self.num_region_labels, g, g)
-        background = torch.zeros_like(logits[:1, :, :1, :1])
-        background[:, 0] = self.region_background_bias
-        return logits + background
-
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):
-        # encoders saved before the background bias existed load as uncalibrated (bias 0)
-        state_dict.setdefault(prefix + "region_background_bias", torch.zeros(()))
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
-    def forward(self, eeg: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Codes, class logits and (when those heads exist) region logits and the aligned embedding of ``eeg``."""
-        codes = self.forward_features(eeg)
-        out = {"codes": codes, "class_logits": self.classify(codes)}
-        if self.region_grid > 0:
-            out["region_logits"] = self.predict_regions(codes)
-        if self.align_dim > 0:
-            out["embedding"] = self.embed(codes)
-        return out
+        return self.add_background_bias(logits)
 
     # -- masked signal modelling ------------------------------------------------------------
     def masked_reconstruction_loss(self, eeg: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

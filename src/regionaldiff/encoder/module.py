@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from regionaldiff.encoder.alignment import ImageEmbeddings, contrastive_loss
-from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
+from regionaldiff.encoder.base import EEGEncoder
+from regionaldiff.encoder.mae import coarse_region_target
 
 
 class EncoderPretrainModule(L.LightningModule):
@@ -23,7 +24,7 @@ class EncoderPretrainModule(L.LightningModule):
 
     def __init__(
         self,
-        model: EEGMaskedAutoencoder,
+        model: EEGEncoder,
         lr: float,
         weight_decay: float,
         w_mae: float,

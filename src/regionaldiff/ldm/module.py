@@ -6,7 +6,8 @@ import lightning as L
 import torch
 
 from regionaldiff.config import TrainMaps
-from regionaldiff.encoder.mae import EEGMaskedAutoencoder, coarse_region_target
+from regionaldiff.encoder.base import EEGEncoder
+from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.ldm.clip_alignment import ClipImageEmbedder, ContextToClip, clip_alignment_loss
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.latent_cache import LatentCache, resize_images
@@ -29,7 +30,7 @@ class LDMFinetuneModule(L.LightningModule):
 
     def __init__(
         self,
-        encoder: EEGMaskedAutoencoder,
+        encoder: EEGEncoder,
         ldm: RegionalLDM,
         codec: LatentCodec,
         lr: float,

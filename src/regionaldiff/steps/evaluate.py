@@ -23,7 +23,7 @@ from regionaldiff.tracking.mlflow_run import write_metrics_json
 
 if TYPE_CHECKING:
     from regionaldiff.encoder.alignment import ImageEmbeddings
-    from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+    from regionaldiff.encoder.base import EEGEncoder
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def unseen_classes(ctx: PipelineContext, split: str) -> str | None:
     )
 
 
-def aligned_encoder(ctx: PipelineContext) -> tuple[EEGMaskedAutoencoder, ImageEmbeddings] | str:
+def aligned_encoder(ctx: PipelineContext) -> tuple[EEGEncoder, ImageEmbeddings] | str:
     """The run's encoder (on the run's device) and the stimuli's image embeddings, or why it has no aligned
     embedding."""
     from regionaldiff.encoder.alignment import ImageEmbeddings
@@ -72,7 +72,7 @@ def aligned_encoder(ctx: PipelineContext) -> tuple[EEGMaskedAutoencoder, ImageEm
 
 
 def embed_split(
-    ctx: PipelineContext, encoder: EEGMaskedAutoencoder, images: ImageEmbeddings, loader: Any
+    ctx: PipelineContext, encoder: EEGEncoder, images: ImageEmbeddings, loader: Any
 ) -> dict[str, np.ndarray]:
     """The suite's retrieval inputs for the trials ``loader`` yields: each trial's aligned EEG embedding, the distinct
     stimuli's image embeddings (the candidates) and each trial's candidate row."""
@@ -86,7 +86,7 @@ def embed_split(
 def retrieval_curve(
     ctx: PipelineContext,
     split: str,
-    aligned: tuple[EEGMaskedAutoencoder, ImageEmbeddings],
+    aligned: tuple[EEGEncoder, ImageEmbeddings],
     repetitions: list[int],
     ks: list[int],
 ) -> tuple[dict[str, float], dict[str, str]]:

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from regionaldiff.config import plain
-from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.ldm.clip_alignment import ClipImageEmbedder
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.latent_cache import LatentCache, compute_latent_cache
@@ -131,7 +131,7 @@ def latent_cache(ctx: PipelineContext, codec: LatentCodec, clip: ClipImageEmbedd
     return LatentCache.load(slot.path)
 
 
-def save_model_folder(ctx: PipelineContext, folder: Path, encoder: EEGMaskedAutoencoder) -> None:
+def save_model_folder(ctx: PipelineContext, folder: Path, encoder: EEGEncoder) -> None:
     """Make ``folder`` a complete trained model: the encoder's weights beside the LDM's, and ``pipeline.json``."""
     source = ctx.slots["pretrain"].path / ENCODER_FILE
     target = folder / ENCODER_FILE

@@ -12,7 +12,7 @@ from regionaldiff.components import build_encoder, build_image_embedder
 from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS
 from regionaldiff.encoder.alignment import ImageEmbeddings, compute_image_embeddings
-from regionaldiff.encoder.mae import EEGMaskedAutoencoder
+from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.encoder.module import EncoderPretrainModule
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.training import final_metrics, make_trainer, resume_path, training_limits
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 ENCODER_FILE = "encoder.pt"
 
 
-def new_encoder(ctx: PipelineContext, align_dim: int = 0) -> EEGMaskedAutoencoder:
+def new_encoder(ctx: PipelineContext, align_dim: int = 0) -> EEGEncoder:
     """The encoder from ``encoder.net`` for this dataset (no region head when the dataset has no maps; an alignment
     head onto an image embedding of width ``align_dim`` when it is > 0)."""
     dm = ctx.datamodule
@@ -114,7 +114,7 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
     ctx.tracker.set_tags({"checkpoint.encoder": str(slot.path / ENCODER_FILE)})
 
 
-def calibrate(ctx: PipelineContext, model: EEGMaskedAutoencoder) -> dict[str, float]:
+def calibrate(ctx: PipelineContext, model: EEGEncoder) -> dict[str, float]:
     """Fit the region head's background bias on the validation split; return (and log) what it changed."""
     from regionaldiff.encoder.calibration import fit_background_bias
 
@@ -137,9 +137,7 @@ def calibrate(ctx: PipelineContext, model: EEGMaskedAutoencoder) -> dict[str, fl
     return metrics
 
 
-def validation_retrieval(
-    ctx: PipelineContext, model: EEGMaskedAutoencoder, embeddings: ImageEmbeddings
-) -> dict[str, float]:
+def validation_retrieval(ctx: PipelineContext, model: EEGEncoder, embeddings: ImageEmbeddings) -> dict[str, float]:
     """Zero-shot retrieval on the validation split (its images as the candidates), logged as ``pretrain/val_*``: the
     alignment's score where the test split is never looked at."""
     from regionaldiff.evaluation.retrieval import split_retrieval
@@ -153,7 +151,7 @@ def validation_retrieval(
     return metrics
 
 
-def load_encoder(ctx: PipelineContext) -> EEGMaskedAutoencoder:
+def load_encoder(ctx: PipelineContext) -> EEGEncoder:
     """The pretrained encoder of this run, in eval mode."""
     saved = torch.load(ctx.slots["pretrain"].path / ENCODER_FILE, map_location="cpu", weights_only=True)
     model = new_encoder(ctx, align_dim=int(saved.get("align_dim", 0)))
