@@ -41,7 +41,11 @@ from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.model import RegionalLDM
 from regionaldiff.ldm.sampling import denoise, make_sampler
 
-PIPELINE_FILE = "pipeline.json"  # in a trained-model folder
+# The files of a trained-model folder, in one place: what save_pretrained (and the finetune step) writes and
+# from_pretrained reads.
+ENCODER_WEIGHTS = "encoder.pt"  # {"state_dict": ...} of the EEG encoder (the pretrain step's artifact holds it too)
+LDM_WEIGHTS = "ldm.pt"  # {"state_dict": ...} of the LDM (UNet, conditioner, ControlNet)
+PIPELINE_FILE = "pipeline.json"  # the model card: what the weights were built from (see model_card)
 RUN_POINTER_FILE = "model.json"  # in a run folder: {"model_dir": ..., "sampling": ...}
 FORMAT = "regionaldiff-pipeline/1"
 
@@ -117,6 +121,8 @@ class RegionalDiffPipeline:
     use_class_head, use_region_head : bool
         Whether those heads were trained (an untrained head's output is never used: ``encoder.w_cls=0`` or
         ``encoder.w_region=0``).
+    card : Mapping, optional
+        The model card (:func:`model_card`) the parts were built from; :meth:`save_pretrained` writes it.
     """
 
     def __init__(
@@ -128,8 +134,10 @@ class RegionalDiffPipeline:
         sampling: SamplingConfig,
         use_class_head: bool = True,
         use_region_head: bool = True,
+        card: Mapping[str, Any] | None = None,
     ) -> None:
         self.encoder, self.ldm, self.codec = encoder.eval(), ldm.eval(), codec.eval()
+        self.card = dict(card) if card is not None else None
         self.data, self.sampling = data, sampling
         self.use_class_head = use_class_head
         self.use_region_head = use_region_head and encoder.region_grid > 0
@@ -176,7 +184,7 @@ class RegionalDiffPipeline:
             raise NoTrainedModelError(
                 f"{model_dir / PIPELINE_FILE} has format {card.get('format')!r}; this version reads {FORMAT!r}."
             )
-        for name in ("encoder.pt", "ldm.pt"):
+        for name in (ENCODER_WEIGHTS, LDM_WEIGHTS):
             if not (model_dir / name).is_file():
                 raise NoTrainedModelError(f"{model_dir} has {PIPELINE_FILE} but no {name}: the folder is incomplete.")
         data = DataSpec(**card["data"])
@@ -192,10 +200,10 @@ class RegionalDiffPipeline:
             align_dim=int(card["encoder"].get("align_dim", 0)),
         )
         encoder.load_state_dict(
-            torch.load(model_dir / "encoder.pt", map_location="cpu", weights_only=True)["state_dict"]
+            torch.load(model_dir / ENCODER_WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
         )
         ldm, codec = build_ldm_and_codec(ldm_cfg, encoder, data.image_size)
-        ldm.load_state_dict(torch.load(model_dir / "ldm.pt", map_location="cpu", weights_only=True)["state_dict"])
+        ldm.load_state_dict(torch.load(model_dir / LDM_WEIGHTS, map_location="cpu", weights_only=True)["state_dict"])
         sampling = sampling_from_dict(run_sampling or card["ldm"]["sampling"])
         pipe = cls(
             encoder,
@@ -205,8 +213,27 @@ class RegionalDiffPipeline:
             sampling,
             use_class_head=bool(card["encoder"]["w_cls"] > 0),
             use_region_head=bool(card["encoder"]["w_region"] > 0),
+            card=card,
         )
         return pipe.to(device)
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write this model as a trained-model folder (weights and model card) that :meth:`from_pretrained` loads.
+
+        The pipeline must know its card (it does when it came from :meth:`from_pretrained`; build one with
+        :func:`model_card` otherwise). Returns the folder.
+        """
+        if self.card is None:
+            raise ValueError(
+                "save_pretrained needs the model card the parts were built from: pass card=model_card(...) to "
+                "RegionalDiffPipeline, or load the pipeline with from_pretrained."
+            )
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_weights(self.encoder, folder / ENCODER_WEIGHTS)
+        save_weights(self.ldm, folder / LDM_WEIGHTS)
+        write_model_card(folder, self.card)
+        return folder
 
     def to(self, device: str | torch.device) -> RegionalDiffPipeline:
         for module in (self.encoder, self.ldm, self.codec):
@@ -410,8 +437,7 @@ def build_ldm_and_codec(cfg: LDMConfig, encoder: EEGEncoder, image_size: int) ->
     return ldm, codec
 
 
-def write_model_card(
-    folder: Path,
+def model_card(
     *,
     data: DataSpec,
     encoder_net: Mapping[str, Any],
@@ -420,10 +446,10 @@ def write_model_card(
     w_region: float,
     ldm: Mapping[str, Any],
     align_dim: int = 0,
-) -> Path:
-    """``pipeline.json`` of a trained-model folder: everything :meth:`RegionalDiffPipeline.from_pretrained` needs
-    besides the weights."""
-    card = {
+) -> dict[str, Any]:
+    """The model card (``pipeline.json``): everything :meth:`RegionalDiffPipeline.from_pretrained` needs besides
+    the weights: the data's sizes, the encoder's ``net`` node and heads, the ``ldm`` config."""
+    return {
         "format": FORMAT,
         "data": asdict(data),
         "encoder": {
@@ -435,10 +461,20 @@ def write_model_card(
         },
         "ldm": dict(ldm),
     }
-    path = folder / PIPELINE_FILE
+
+
+def write_model_card(folder: Path, card: Mapping[str, Any]) -> Path:
+    """Write ``card`` as the folder's ``pipeline.json`` (atomically: a crash leaves no half-written card)."""
+    path = Path(folder) / PIPELINE_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2))
+    tmp.write_text(json.dumps(dict(card), indent=2))
     tmp.replace(path)
+    return path
+
+
+def save_weights(module: torch.nn.Module, path: Path, **extra: Any) -> Path:
+    """``{"state_dict": ..., **extra}`` of ``module`` at ``path``, the format :meth:`from_pretrained` reads."""
+    torch.save({"state_dict": module.state_dict(), **extra}, path)
     return path
 
 

@@ -143,9 +143,9 @@ def background_bias(ctx: PipelineContext) -> float:
     """The region head's fitted background bias (0 when uncalibrated, or without a region head)."""
     import torch
 
-    from regionaldiff.steps.pretrain import ENCODER_FILE
+    from regionaldiff.reconstruction import ENCODER_WEIGHTS
 
-    saved = torch.load(ctx.slots["pretrain"].path / ENCODER_FILE, map_location="cpu", weights_only=True)
+    saved = torch.load(ctx.slots["pretrain"].path / ENCODER_WEIGHTS, map_location="cpu", weights_only=True)
     bias = saved["state_dict"].get("region_background_bias")
     return float(bias) if bias is not None else 0.0
 

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import lightning as L
-import torch
 
 from regionaldiff.config import plain
 from regionaldiff.encoder.base import EEGEncoder
@@ -22,14 +21,22 @@ from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.latent_cache import LatentCache, compute_latent_cache
 from regionaldiff.ldm.module import LDMFinetuneModule
 from regionaldiff.ldm.trainable import apply_speed_options, count_parameters
-from regionaldiff.reconstruction import DataSpec, build_ldm_and_codec, write_model_card, write_run_pointer
+from regionaldiff.reconstruction import (
+    ENCODER_WEIGHTS,
+    LDM_WEIGHTS,
+    PIPELINE_FILE,
+    DataSpec,
+    build_ldm_and_codec,
+    model_card,
+    save_weights,
+    write_model_card,
+    write_run_pointer,
+)
 from regionaldiff.steps.context import PipelineContext
-from regionaldiff.steps.pretrain import ENCODER_FILE, load_encoder
+from regionaldiff.steps.pretrain import load_encoder
 from regionaldiff.steps.training import final_metrics, make_trainer, resume_path, training_limits
 
 log = logging.getLogger(__name__)
-
-LDM_FILE = "ldm.pt"
 
 
 def model_image_size(ctx: PipelineContext) -> int:
@@ -95,16 +102,16 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
                 val_dataloaders=dm.loader("val", False, l_cfg.batch_size),
                 ckpt_path=resume_path(slot),
             )
-            torch.save({"state_dict": ldm.state_dict()}, slot.path / LDM_FILE)
+            save_weights(ldm, slot.path / LDM_WEIGHTS)
             save_model_folder(ctx, slot.path, encoder)
             slot.mark_done(final_metrics(trainer))
-            log.info("finetune: LDM saved to %s", slot.path / LDM_FILE)
+            log.info("finetune: LDM saved to %s", slot.path / LDM_WEIGHTS)
         else:
-            if not (slot.path / "pipeline.json").is_file():
+            if not (slot.path / PIPELINE_FILE).is_file():
                 save_model_folder(ctx, slot.path, encoder)
             log.info("finetune: reusing LDM %s", slot.path)
     write_run_pointer(ctx.output_dir, slot.path, plain(ctx.cfg.ldm.sampling))
-    ctx.tracker.set_tags({"checkpoint.ldm": str(slot.path / LDM_FILE)})
+    ctx.tracker.set_tags({"checkpoint.ldm": str(slot.path / LDM_WEIGHTS)})
 
 
 def latent_cache(ctx: PipelineContext, codec: LatentCodec, clip: ClipImageEmbedder | None) -> LatentCache:
@@ -133,16 +140,15 @@ def latent_cache(ctx: PipelineContext, codec: LatentCodec, clip: ClipImageEmbedd
 
 def save_model_folder(ctx: PipelineContext, folder: Path, encoder: EEGEncoder) -> None:
     """Make ``folder`` a complete trained model: the encoder's weights beside the LDM's, and ``pipeline.json``."""
-    source = ctx.slots["pretrain"].path / ENCODER_FILE
-    target = folder / ENCODER_FILE
+    source = ctx.slots["pretrain"].path / ENCODER_WEIGHTS
+    target = folder / ENCODER_WEIGHTS
     if not target.exists():
         try:
             os.link(source, target)  # no second copy of a large encoder where the file system allows
         except OSError:
             shutil.copy2(source, target)
     e = ctx.typed.encoder
-    write_model_card(
-        folder,
+    card = model_card(
         data=data_spec(ctx),
         encoder_net=plain(ctx.cfg.encoder.net),
         region_grid=encoder.region_grid,
@@ -151,3 +157,4 @@ def save_model_folder(ctx: PipelineContext, folder: Path, encoder: EEGEncoder) -
         ldm=plain(ctx.cfg.ldm),
         align_dim=encoder.align_dim,
     )
+    write_model_card(folder, card)

@@ -14,12 +14,11 @@ from regionaldiff.data.base import SPLITS
 from regionaldiff.encoder.alignment import ImageEmbeddings, compute_image_embeddings
 from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.encoder.module import EncoderPretrainModule
+from regionaldiff.reconstruction import ENCODER_WEIGHTS, save_weights
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.training import final_metrics, make_trainer, resume_path, training_limits
 
 log = logging.getLogger(__name__)
-
-ENCODER_FILE = "encoder.pt"
 
 
 def new_encoder(ctx: PipelineContext, align_dim: int = 0) -> EEGEncoder:
@@ -103,15 +102,12 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
                 metrics.update(calibrate(ctx, model))
             if embeddings is not None:
                 metrics.update(validation_retrieval(ctx, model, embeddings))
-            torch.save(
-                {"state_dict": model.state_dict(), "region_grid": model.region_grid, "align_dim": model.align_dim},
-                slot.path / ENCODER_FILE,
-            )
+            save_weights(model, slot.path / ENCODER_WEIGHTS, region_grid=model.region_grid, align_dim=model.align_dim)
             slot.mark_done(metrics)
-            log.info("pretrain: encoder saved to %s", slot.path / ENCODER_FILE)
+            log.info("pretrain: encoder saved to %s", slot.path / ENCODER_WEIGHTS)
         else:
             log.info("pretrain: reusing encoder %s", slot.path)
-    ctx.tracker.set_tags({"checkpoint.encoder": str(slot.path / ENCODER_FILE)})
+    ctx.tracker.set_tags({"checkpoint.encoder": str(slot.path / ENCODER_WEIGHTS)})
 
 
 def calibrate(ctx: PipelineContext, model: EEGEncoder) -> dict[str, float]:
@@ -153,7 +149,7 @@ def validation_retrieval(ctx: PipelineContext, model: EEGEncoder, embeddings: Im
 
 def load_encoder(ctx: PipelineContext) -> EEGEncoder:
     """The pretrained encoder of this run, in eval mode."""
-    saved = torch.load(ctx.slots["pretrain"].path / ENCODER_FILE, map_location="cpu", weights_only=True)
+    saved = torch.load(ctx.slots["pretrain"].path / ENCODER_WEIGHTS, map_location="cpu", weights_only=True)
     model = new_encoder(ctx, align_dim=int(saved.get("align_dim", 0)))
     model.load_state_dict(saved["state_dict"])
     return model.eval()
