@@ -15,10 +15,12 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from regionaldiff.cli import config_dir
+from regionaldiff.config import config_dir
 from regionaldiff.data.base import EEGDataModule
+from regionaldiff.errors import ConfigError
 from regionaldiff.evaluation.suite import validate_eval_config
 from regionaldiff.maps.base import RegionMapGenerator
+from regionaldiff.pipeline import check_region_settings
 from regionaldiff.validation import validate
 
 CONF = config_dir()
@@ -79,10 +81,9 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
         assert callable(hydra.utils.get_object(target)), key  # a class or a factory function
     regionmap_class = hydra.utils.get_class(cfg.regionmap._target_)
     assert issubclass(regionmap_class, RegionMapGenerator)
-    # the cross-group checks of the pipeline's build_context: a region-conditioned LDM needs maps and a region head
-    if typed.ldm.regions:
-        assert regionmap_class.produces_maps, f"ldm={typed.ldm.name} conditions on region maps; regionmap gives none"
-        assert typed.encoder.w_region > 0, f"ldm={typed.ldm.name} needs the encoder's region head"
+    # the pipeline's own cross-group checks (build_context calls the same function): a region-conditioned LDM needs
+    # maps and a region head
+    check_region_settings(typed, regionmap_class.produces_maps)
     assert issubclass(hydra.utils.get_class(cfg.dataset._target_), EEGDataModule)
     if cfg.regionmap._target_ in INSTANTIABLE:
         assert isinstance(hydra.utils.instantiate(cfg.regionmap), RegionMapGenerator)
@@ -140,3 +141,11 @@ def test_experiment_sweep_jobs_compose_and_validate(compose_cfg, experiment):
         arms = [o.split("=", 1)[1] for o in overrides if o.startswith("ablation=")]
         if arms:  # each arm tags its jobs with its name
             assert cfg.ablation_arm == arms[0]
+
+
+def test_the_cross_group_checks_are_the_pipelines(compose_cfg):
+    """A region-conditioned LDM without maps, or without a trained region head, fails here as it fails a run."""
+    with pytest.raises(ConfigError, match="region-map generator"):
+        check_config(compose_cfg("ldm=regional", "regionmap=none"))
+    with pytest.raises(ConfigError, match="encoder.w_region=0"):
+        check_config(compose_cfg("ldm=regional", "encoder.w_region=0"))
