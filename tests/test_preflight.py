@@ -138,3 +138,30 @@ def test_datamodule_checks_its_files_before_any_cache(tmp_path):
     with pytest.raises(MissingFileError, match="eeg_5_95_std.pth"):
         dm.setup()
     assert not (tmp_path / "cache").exists()
+
+
+class WeightedMaps:
+    """A newcomer's region-map generator that reads a weights file under a key of its own (not ``checkpoint``)."""
+
+    produces_maps = True
+
+    @classmethod
+    def required_files(cls, node, key):
+        from pathlib import Path
+
+        from regionaldiff.requirements import RequiredPath
+
+        return [RequiredPath("edge model weights", Path(node["weights"]), f"{key}.weights", fmt="torch")]
+
+
+def test_a_component_that_declares_its_files_is_checked_whatever_its_keys(compose_cfg, tmp_path):
+    weights = tmp_path / "edges.pt"
+    cfg = compose_cfg(
+        "ldm=global", "regionmap=none", f"regionmap._target_={__name__}.WeightedMaps", f"+regionmap.weights={weights}"
+    )
+    report = preflight(cfg)
+    item = next(i for i in report.items if i.what == "edge model weights")
+    assert (item.status, item.key, item.path) == ("missing", "regionmap.weights", str(weights))
+    assert not report.ready and "regionmap.weights" in report.summary()
+    torch.save({"w": torch.zeros(1)}, weights)
+    assert preflight(cfg).ready

@@ -1,9 +1,11 @@
 """Preflight: every file and folder a run will read, checked before any work (``regionaldiff check``).
 
-:func:`preflight` takes the composed config and lists what the run needs: the dataset's files, images and
-splits (from the datamodule's ``required_files()``), the Stable Diffusion parts (``ldm.unet.pretrained``,
-``ldm.latent.pretrained``), the SAM checkpoint (``regionmap.checkpoint``) and each metric backbone
-(``eval.backbones.<slot>.path``). Each is checked cheaply: there, readable, and in the expected format (file
+:func:`preflight` takes the composed config and gathers what the run needs, as each part declares it: the
+dataset's files, images and splits (the datamodule's ``required_files()``), and what every ``_target_`` component
+of ``regionmap``, ``encoder`` and ``ldm`` declares with its ``required_files(node, key)`` (the SAM checkpoint, the
+SD-1.5 UNet and VAE folders, the CLIP folder of ``encoder/align=clip``), plus each metric's backbone weights (from
+the metric registry) and the CLIP model of ``ldm.clip_loss``. Preflight itself knows no component's keys. Each
+path is checked cheaply (:mod:`regionaldiff.requirements`): there, readable, and in the expected format (file
 magic, ``.npy`` header, ``config.json`` parses, the legacy torch file's structure and first trial's shape). The
 report also says which metrics will be skipped and why, how much disk the caches will take, and whether a GPU is
 visible. ``ready`` is false when a required file is missing or unusable, the config is invalid, or the config
@@ -17,22 +19,24 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from regionaldiff.config import plain
 from regionaldiff.errors import MissingFileError, UserError, one_line
 from regionaldiff.requirements import (
     SETUP_DOC,
+    TRANSFORMERS_WEIGHT_FILES,
     PreflightItem,
     RequiredPath,
     check_required,
     describe,
-    format_problem,
     format_size,
+    model_folder_check,
     raise_if_missing,
 )
 
@@ -49,9 +53,6 @@ __all__ = [
     "raise_if_missing",
     "require_ready",
 ]
-
-SD_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-CLIP_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass
@@ -83,101 +84,44 @@ class PreflightReport:
 
 
 # -- what a config reads ----------------------------------------------------------------------------------------------
-def _sd_part_check(part: str, weight_files: tuple[str, ...]) -> Callable[[Path], str | None]:
-    def check(folder: Path) -> str | None:
-        config = folder / "config.json"
-        if not config.is_file():
-            return f"no config.json in the {part} folder"
-        problem = format_problem(config, "json")
-        if problem:
-            return f"{config.name}: {problem}"
-        if not any((folder / name).is_file() for name in weight_files):
-            return f"no weights file ({' or '.join(weight_files)})"
-        return None
+def declared_requirements(node: Any, key: str = "") -> list[RequiredPath]:
+    """Every file the ``_target_`` components anywhere in ``node`` declare they read: each target's
+    ``required_files(node, key)`` (a classmethod, or an attribute of a factory function), called with its own node
+    and config key. Nothing is built."""
+    from hydra.utils import get_object
 
-    return check
+    if isinstance(node, DictConfig):
+        node = plain(node)
+    found: list[RequiredPath] = []
+    if isinstance(node, Mapping):
+        target = node.get("_target_")
+        if target:
+            try:
+                declare = getattr(get_object(str(target)), "required_files", None)
+            except Exception:  # noqa: BLE001 - an unimportable target is validate's error, reported there
+                declare = None
+            if callable(declare):
+                found.extend(declare(node, key))
+        for child, value in node.items():
+            found.extend(declared_requirements(value, f"{key}.{child}" if key else str(child)))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(declared_requirements(value, f"{key}[{i}]"))
+    return found
 
 
-def ldm_required(ldm: Mapping[str, Any]) -> list[RequiredPath]:
-    """The Stable Diffusion parts ``ldm`` loads (UNet and VAE folders with config and weights)."""
-    out = []
-    unet = ldm.get("unet") or {}
-    if unet.get("pretrained"):
-        sub = unet.get("subfolder") or ""
-        out.append(
-            RequiredPath(
-                "SD-1.5 UNet",
-                Path(str(unet["pretrained"])) / sub,
-                "ldm.unet.pretrained, ldm.unet.subfolder",
-                kind="folder",
-                check=_sd_part_check("UNet", SD_WEIGHT_FILES),
-            )
-        )
-    latent = ldm.get("latent") or {}
-    if latent.get("pretrained"):  # a VAE read from a folder (the pixel-unshuffle codec reads nothing)
-        sub = latent.get("subfolder") or ""
-        out.append(
-            RequiredPath(
-                "SD-1.5 VAE",
-                Path(str(latent["pretrained"])) / sub,
-                "ldm.latent.pretrained, ldm.latent.subfolder",
-                kind="folder",
-                check=_sd_part_check("VAE", SD_WEIGHT_FILES),
-            )
-        )
+def clip_loss_required(ldm: Mapping[str, Any]) -> list[RequiredPath]:
+    """The CLIP model of DreamDiffusion's CLIP loss (``ldm.clip_loss``, a typed part of the ``ldm`` schema)."""
     clip = ldm.get("clip_loss") or {}
-    if float(clip.get("weight") or 0) > 0 and clip.get("pretrained"):
-        out.append(
-            RequiredPath(
-                "CLIP ViT-L/14 (CLIP alignment loss)",
-                Path(str(clip["pretrained"])),
-                "ldm.clip_loss.pretrained",
-                kind="folder",
-                check=_sd_part_check("CLIP", ("model.safetensors", "pytorch_model.bin")),
-            )
-        )
-    return out
-
-
-def encoder_required(encoder: Mapping[str, Any]) -> list[RequiredPath]:
-    """The image model the encoder aligns its EEG embedding to (``encoder/align=clip``: a transformers folder)."""
-    embedder = (encoder.get("align") or {}).get("image_embedder") or {}
-    if not embedder.get("path"):
+    if float(clip.get("weight") or 0) <= 0 or not clip.get("pretrained"):
         return []
     return [
         RequiredPath(
-            "image embedding model (encoder/align)",
-            Path(str(embedder["path"])),
-            "encoder.align.image_embedder.path",
+            "CLIP ViT-L/14 (CLIP alignment loss)",
+            Path(str(clip["pretrained"])),
+            "ldm.clip_loss.pretrained",
             kind="folder",
-            check=_sd_part_check("CLIP", CLIP_WEIGHT_FILES),
-        )
-    ]
-
-
-def regionmap_required(regionmap: Mapping[str, Any]) -> list[RequiredPath]:
-    """The region-map generator's checkpoint (``regionmap=sam``), if it has one."""
-    checkpoint = regionmap.get("checkpoint")
-    if not checkpoint:
-        return []
-    model_type = str(regionmap.get("model_type", ""))
-
-    def check(path: Path) -> str | None:
-        from regionaldiff.maps.sam import SAM_MODELS
-
-        names = {spec[2]: name for name, spec in SAM_MODELS.items()}
-        found = names.get(path.name)
-        if found and model_type in SAM_MODELS and found != model_type:
-            return f"{path.name} is the {found} checkpoint but regionmap.model_type={model_type}"
-        return None
-
-    return [
-        RequiredPath(
-            f"SAM checkpoint ({model_type})",
-            Path(str(checkpoint)).expanduser(),
-            "regionmap.checkpoint",
-            fmt="torch",
-            check=check,
+            check=model_folder_check("CLIP", TRANSFORMERS_WEIGHT_FILES),
         )
     ]
 
@@ -192,7 +136,7 @@ def _backbone_required(slot: str, spec: Mapping[str, Any]) -> list[RequiredPath]
                 path,
                 key,
                 kind="folder",
-                check=_sd_part_check("CLIP", CLIP_WEIGHT_FILES),
+                check=model_folder_check("CLIP", TRANSFORMERS_WEIGHT_FILES),
                 required=False,
             )
         ]
@@ -285,7 +229,6 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
     PreflightReport
         Items, problems, metric plan, cache estimate, GPU; ``ready`` says whether the run can start.
     """
-    from regionaldiff.config import plain
     from regionaldiff.evaluation.suite import validate_eval_config
     from regionaldiff.validation import validate
 
@@ -313,9 +256,9 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
                 report.problems.append(f"bad dataset config: {one_line(str(err))}")
         if datamodule is not None and hasattr(datamodule, "required_files"):
             required.extend(datamodule.required_files())
-        required.extend(regionmap_required(plain(cfg.regionmap) or {}))
-        required.extend(ldm_required(plain(cfg.ldm) or {}))
-        required.extend(encoder_required(plain(cfg.encoder) or {}))
+        for group in ("regionmap", "encoder", "ldm"):
+            required.extend(declared_requirements(cfg.get(group), group))
+        required.extend(clip_loss_required(plain(cfg.ldm) or {}))
     report.items = [check_required(r) for r in required]
     try:
         aligned = cfg.get("encoder") is not None and cfg.encoder.get("align") is not None

@@ -10,25 +10,33 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from regionaldiff.errors import BadInputError, MissingFileError, one_line
 
 __all__ = [
+    "DIFFUSERS_WEIGHT_FILES",
     "SETUP_DOC",
+    "TRANSFORMERS_WEIGHT_FILES",
     "PreflightItem",
     "RequiredPath",
     "check_required",
     "describe",
+    "diffusers_part",
     "format_problem",
     "format_size",
+    "model_folder_check",
     "raise_if_missing",
 ]
 
 #: the guide that says where each dataset file and weight comes from
 SETUP_DOC = "docs/setup.md"
+#: weight files of a diffusers model folder (UNet, VAE) and of a transformers one (CLIP)
+DIFFUSERS_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+TRANSFORMERS_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass
@@ -176,3 +184,33 @@ def raise_if_missing(required: Iterable[RequiredPath], hint: str | None = None) 
         listing = "; ".join(describe(bad))
         cls = MissingFileError if all(item.status == "missing" for item in bad) else BadInputError
         raise cls(f"{listing}. See {SETUP_DOC} for where to get the files, then run `regionaldiff check`.", hint=hint)
+
+
+def model_folder_check(part: str, weight_files: tuple[str, ...]) -> Callable[[Path], str | None]:
+    """A :attr:`RequiredPath.check` for a saved model folder (diffusers / transformers): ``config.json`` that
+    parses, and one of ``weight_files``."""
+
+    def check(folder: Path) -> str | None:
+        config = folder / "config.json"
+        if not config.is_file():
+            return f"no config.json in the {part} folder"
+        problem = format_problem(config, "json")
+        if problem:
+            return f"{config.name}: {problem}"
+        if not any((folder / name).is_file() for name in weight_files):
+            return f"no weights file ({' or '.join(weight_files)})"
+        return None
+
+    return check
+
+
+def diffusers_part(what: str, part: str, node: Mapping[str, Any], key: str, default_subfolder: str) -> RequiredPath:
+    """The folder a diffusers model part reads (``node["pretrained"]`` / its ``subfolder``), with its check."""
+    sub = node.get("subfolder", default_subfolder) or ""
+    return RequiredPath(
+        what,
+        Path(str(node["pretrained"])) / sub,
+        f"{key}.pretrained, {key}.subfolder",
+        kind="folder",
+        check=model_folder_check(part, DIFFUSERS_WEIGHT_FILES),
+    )

@@ -9,6 +9,8 @@ saved LDM).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 
 from regionaldiff.errors import MissingFileError
 from regionaldiff.evaluation.backbones import WeightsUnavailable, load_clip_vision, normalize
+from regionaldiff.requirements import TRANSFORMERS_WEIGHT_FILES, RequiredPath, model_folder_check
 
 CLIP_HINT = (
     "Put a transformers save of openai/clip-vit-large-patch14 there (`huggingface-cli download "
@@ -31,6 +34,19 @@ class ClipImageEmbedder(nn.Module):
     The image side of DreamDiffusion's CLIP loss (``ldm.clip_loss``) and of the encoder's contrastive alignment
     (``encoder/align=clip``, the embedding zero-shot retrieval ranks images by).
     """
+
+    @classmethod
+    def required_files(cls, node: Mapping[str, Any], key: str) -> list[RequiredPath]:
+        """What it reads: a transformers CLIP folder (config and weights), for ``regionaldiff check``."""
+        return [
+            RequiredPath(
+                "image embedding model (CLIP)",
+                Path(str(node["path"])),
+                f"{key}.path",
+                kind="folder",
+                check=model_folder_check("CLIP", TRANSFORMERS_WEIGHT_FILES),
+            )
+        ]
 
     def __init__(self, path: str) -> None:
         super().__init__()

@@ -7,13 +7,16 @@ LDM code does not care which one is used. A new latent space is a subclass plus 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
+from regionaldiff.requirements import RequiredPath, diffusers_part
 
 
 class LatentCodec(nn.Module):
@@ -89,6 +92,11 @@ class VAECodec(LatentCodec):
     subfolder : str or None
         Subfolder holding the VAE, ``"vae"`` for a full Stable Diffusion checkpoint.
     """
+
+    @classmethod
+    def required_files(cls, node: Mapping[str, Any], key: str) -> list[RequiredPath]:
+        """What it reads: the VAE folder (config and weights), for ``regionaldiff check``."""
+        return [diffusers_part("SD-1.5 VAE", "VAE", node, key, default_subfolder="vae")]
 
     def __init__(self, pretrained: str, subfolder: str | None = "vae") -> None:
         super().__init__()

@@ -8,12 +8,14 @@ latent channels and the latent side from the latent codec at build time.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from diffusers import UNet2DConditionModel
 
 from regionaldiff.errors import BadInputError, MissingFileError
+from regionaldiff.requirements import RequiredPath, diffusers_part
 
 TUPLE_KEYS = ("down_block_types", "up_block_types", "block_out_channels")
 
@@ -81,3 +83,11 @@ def unet_from_pretrained(
             f"The UNet at {folder} (ldm.unet.pretrained) could not be loaded: {type(err).__name__}: "
             f"{str(err)[:300]}. Download Stable Diffusion 1.5 again (docs/setup.md)."
         ) from err
+
+
+def _unet_required_files(node: Mapping[str, Any], key: str) -> list[RequiredPath]:
+    """What :func:`unet_from_pretrained` reads: the UNet folder (config and weights)."""
+    return [diffusers_part("SD-1.5 UNet", "UNet", node, key, default_subfolder="unet")]
+
+
+unet_from_pretrained.required_files = _unet_required_files  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from regionaldiff.data.base import SPLITS, EEGDataModule
+from regionaldiff.requirements import RequiredPath
 
 
 @dataclass
@@ -67,6 +68,12 @@ class RegionMapGenerator:
     per_image = True
     produces_maps = True
     batch_size = 1
+
+    @classmethod
+    def required_files(cls, node: Mapping[str, Any], key: str) -> list[RequiredPath]:
+        """The files this generator reads (weights, checkpoints), from its config ``node`` at ``key``, checked by
+        ``regionaldiff check`` and before every run without building it; none by default."""
+        return []
 
     def segment(self, image: np.ndarray, label: int) -> np.ndarray:
         """Semantic map of one uint8 ``[H, W, 3]`` image whose class index is ``label``.

@@ -28,6 +28,7 @@ import torch
 from regionaldiff.config import resolve_device
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
 from regionaldiff.maps.semantic import ProposalRegionMap, Proposals, SemanticRule
+from regionaldiff.requirements import RequiredPath
 
 # model type -> (image-encoder width, depth, official checkpoint file) of the released SAM models
 SAM_MODELS = {
@@ -188,6 +189,28 @@ class SamRegionMap(ProposalRegionMap):
     """
 
     name = "sam"
+
+    @classmethod
+    def required_files(cls, node: Mapping[str, Any], key: str) -> list[RequiredPath]:
+        """What it reads: the SAM checkpoint, whose file name must match ``model_type`` (``regionaldiff check``)."""
+        model_type = str(node.get("model_type", ""))
+
+        def check(path: Path) -> str | None:
+            names = {spec[2]: name for name, spec in SAM_MODELS.items()}
+            found = names.get(path.name)
+            if found and model_type in SAM_MODELS and found != model_type:
+                return f"{path.name} is the {found} checkpoint but {key}.model_type={model_type}"
+            return None
+
+        return [
+            RequiredPath(
+                f"SAM checkpoint ({model_type})",
+                Path(str(node["checkpoint"])).expanduser(),
+                f"{key}.checkpoint",
+                fmt="torch",
+                check=check,
+            )
+        ]
 
     def __init__(
         self,
