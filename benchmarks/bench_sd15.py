@@ -74,8 +74,7 @@ def compose_ldm(weights: Path, size: int, cross_dim: int, *overrides: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from regionaldiff.cli import config_dir
-    from regionaldiff.config import register_configs
+    from regionaldiff.config import config_dir, register_configs
     from regionaldiff.validation import validate
 
     register_configs()

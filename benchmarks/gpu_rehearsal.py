@@ -170,8 +170,7 @@ def recipe(overrides: list[str]) -> dict[str, dict[str, int]]:
     """Epochs and batch sizes of the recipe a full run uses (the composed config without the rehearsal's limits)."""
     from hydra import compose, initialize_config_dir
 
-    from regionaldiff.cli import config_dir
-    from regionaldiff.config import register_configs
+    from regionaldiff.config import config_dir, register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

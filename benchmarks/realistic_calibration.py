@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from regionaldiff.cli import compose_config
+from regionaldiff.config import compose_config
 from regionaldiff.evaluation.retrieval import retrieval_scores
 from regionaldiff.pipeline import build_context
 from regionaldiff.steps.evaluate import zero_shot_retrieval

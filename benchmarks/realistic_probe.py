@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from regionaldiff.cli import compose_config
+from regionaldiff.config import compose_config
 from regionaldiff.data.synthetic.concept_world import ConceptWorldDataModule
 from regionaldiff.encoder.alignment import PixelImageEmbedder
 from regionaldiff.evaluation.retrieval import candidates_and_targets, retrieval_topk

@@ -12,8 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from regionaldiff.cli import config_dir
-from regionaldiff.config import register_configs
+from regionaldiff.config import config_dir, register_configs
 
 # A pipeline small enough for a test (seconds per step), still every step for real.
 TINY = [

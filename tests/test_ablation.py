@@ -58,7 +58,7 @@ def test_experiment_is_one_multirun_over_arms_and_seeds(compose_cfg):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from regionaldiff.cli import config_dir
+    from regionaldiff.config import config_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

@@ -12,8 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import TINY
-from regionaldiff.cli import config_dir
-from regionaldiff.config import register_configs
+from regionaldiff.config import config_dir, register_configs
 from regionaldiff.tracking.report import ReportSpec
 from regionaldiff.validation import validate
 

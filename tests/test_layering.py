@@ -24,7 +24,7 @@ BASE = {
 }
 #: the layers below the runner, and what none of them may import
 LOWER = ("data", "encoder", "ldm", "maps", "evaluation", "components", "validation", "tracking", "artifacts")
-UPPER = ("steps", "pipeline", "preflight", "cli", "reconstruct_command", "reconstruction", "__main__")
+UPPER = ("steps", "pipeline", "preflight", "cli", "commands", "reconstruction", "__main__")
 
 
 def module_graph(package_dir: Path, package: str) -> dict[str, set[str]]:

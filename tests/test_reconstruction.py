@@ -21,8 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import TINY, cli_env
-from regionaldiff.cli import config_dir
-from regionaldiff.config import register_configs
+from regionaldiff.config import config_dir, register_configs
 from regionaldiff.reconstruction import NoTrainedModelError, RegionalDiffPipeline
 
 pytestmark = pytest.mark.slow

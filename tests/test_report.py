@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
+from regionaldiff.commands.report import main
 from regionaldiff.tracking.mlflow_run import JobTracker
-from regionaldiff.tracking.report import ReportError, ReportSpec, build_report, load_sweep, main, parse_overrides
+from regionaldiff.tracking.report import ReportError, ReportSpec, build_report, load_sweep, parse_overrides
 
 
 def _fake_sweep(tmp_path: Path, fail: int | None = None) -> tuple[str, str]:

@@ -165,8 +165,7 @@ def test_optuna_preset_composes(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from regionaldiff.cli import config_dir
-    from regionaldiff.config import register_configs
+    from regionaldiff.config import config_dir, register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -33,8 +33,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from regionaldiff.config import config_dir, register_configs
-from regionaldiff.errors import EXIT_USER_ERROR, ConfigError, UserError, debug_enabled, format_user_error, one_line
+from regionaldiff.commands import run_command
+from regionaldiff.commands.evaluate import expand_evaluate_command
+from regionaldiff.config import compose_config, config_dir, register_configs
+from regionaldiff.errors import EXIT_USER_ERROR, UserError, debug_enabled, exit_on_user_error, one_line
 from regionaldiff.validation import validate
 
 log = logging.getLogger("regionaldiff")
@@ -161,16 +163,6 @@ def _failed_run(cfg: DictConfig, hc: Any, sweep_dir: str) -> Any:
         return None
 
 
-def exit_on_user_error(err: UserError) -> None:
-    """Print ``err`` as one line and exit with status 2; with ``REGIONALDIFF_DEBUG=1`` or ``HYDRA_FULL_ERROR=1``
-    re-raise it instead (full traceback)."""
-    if debug_enabled():
-        raise err
-    sys.stdout.flush()
-    print(format_user_error(err), file=sys.stderr, flush=True)
-    sys.exit(EXIT_USER_ERROR)
-
-
 def _job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
     from regionaldiff.pipeline import run_pipeline
     from regionaldiff.tracking.mlflow_run import JobTracker, dashboard_url, resolve_tracking_uri
@@ -217,80 +209,6 @@ def _job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
         lines.append(f"         or this run: {dashboard_url(uri, tracker.experiment_id, tracker.run_id)}")
     print("\n".join(lines), flush=True)
     return metrics.get("eval/recon_region_miou")
-
-
-EVALUATE_USAGE = """usage: regionaldiff evaluate GENERATED_DIR REFERENCE_DIR [overrides...]
-
-Score a folder of generated images against a folder of true images, matched by file name
-(`<stem>_s<k>.<ext>` = sample k of `<stem>`), with the metrics of `eval` (e.g. eval=imagenet,
-eval.metrics=[ssim,pixcorr,fid]). Writes metrics.json in the job folder and logs an MLflow run.
-Same as: regionaldiff pipeline.steps=[evaluate] eval.generated_dir=... eval.reference_dir=..."""
-
-
-def expand_evaluate_command(argv: list[str]) -> list[str]:
-    """``evaluate GEN REF [overrides]`` -> the equivalent Hydra overrides (other argument lists are returned as is)."""
-    if not argv or argv[0] != "evaluate":
-        return argv
-    rest = argv[1:]
-    if len(rest) < 2 or rest[0].startswith("-") or "=" in rest[0] or "=" in rest[1]:
-        raise SystemExit(EVALUATE_USAGE)
-    folders = []
-    for key, value in (("eval.generated_dir", rest[0]), ("eval.reference_dir", rest[1])):
-        path = Path(value).resolve()
-        if not path.is_dir():
-            raise SystemExit(
-                f"regionaldiff evaluate: {key.split('.')[1]} {value!r} is not a folder.\n\n{EVALUATE_USAGE}"
-            )
-        escaped = str(path).replace("\\", "\\\\").replace("'", "\\'")
-        folders.append(f"{key}='{escaped}'")
-    return ["pipeline.steps=[evaluate]", *folders, *rest[2:]]
-
-
-CHECK_USAGE = """usage: regionaldiff check [overrides...]
-
-Preflight of the run `regionaldiff [overrides...]` would start: lists every file and folder it reads (dataset
-files, images, splits, Stable Diffusion parts, SAM checkpoint, metric backbones) and whether each is there and
-in the expected format, the metrics that will be skipped and why, the disk the caches will take, and whether a GPU
-is visible. Exit status 0 when the run can start, 1 when it cannot, 2 on a bad override. See docs/setup.md."""
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The config ``regionaldiff OVERRIDES`` would run (Hydra's compose API); user errors for bad overrides."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        text = str(err)
-        if isinstance(err.__cause__, OmegaConfBaseException):
-            text += " " + str(err.__cause__)
-        text = text.split("Config search path:")[0]
-        raise ConfigError(one_line(text)) from err
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def check_command(args: list[str]) -> int:
-    """``regionaldiff check [overrides]``: print the preflight report; 0 = ready, 1 = not ready, 2 = bad override."""
-    from regionaldiff.preflight import format_report, preflight
-
-    if any(a in ("-h", "--help") for a in args):
-        print(CHECK_USAGE)
-        return 0
-    try:
-        cfg = compose_config(expand_evaluate_command(args))
-        report = preflight(cfg)
-    except UserError as err:
-        exit_on_user_error(err)
-        raise  # pragma: no cover
-    print(format_report(report, f"regionaldiff check {' '.join(args)}".rstrip()))
-    return 0 if report.ready else 1
 
 
 def _precheck_overrides(args: list[str]) -> None:
@@ -417,16 +335,9 @@ def hide_schemas(help_text: str) -> str:
 
 def main() -> None:
     """Console entrypoint."""
-    if sys.argv[1:2] == ["check"]:
-        sys.exit(check_command(sys.argv[2:]))
-    if sys.argv[1:2] == ["report"]:
-        from regionaldiff.tracking.report import main as report_main
-
-        sys.exit(report_main(sys.argv[2:]))
-    if sys.argv[1:2] == ["reconstruct"]:
-        from regionaldiff.reconstruct_command import main as reconstruct_main
-
-        sys.exit(reconstruct_main(sys.argv[2:]))
+    status = run_command(sys.argv[1:])
+    if status is not None:
+        sys.exit(status)
     sys.argv[1:] = expand_evaluate_command(sys.argv[1:])
     _precheck_overrides(sys.argv[1:])
     check_sweep(sys.argv[1:])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from regionaldiff.errors import ConfigError
+from regionaldiff.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -435,3 +435,25 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     for group, node in SCHEMAS.items():
         cs.store(group=group, name="schema", node=node)
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config ``regionaldiff OVERRIDES`` would run (Hydra's compose API); user errors for bad overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = str(err)
+        if isinstance(err.__cause__, OmegaConfBaseException):
+            text += " " + str(err.__cause__)
+        text = text.split("Config search path:")[0]
+        raise ConfigError(one_line(text)) from err
+    finally:
+        GlobalHydra.instance().clear()

@@ -15,6 +15,7 @@ Set ``REGIONALDIFF_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) to get the full
 from __future__ import annotations
 
 import os
+import sys
 
 __all__ = [
     "EXIT_USER_ERROR",
@@ -26,6 +27,7 @@ __all__ = [
     "UnsafeFileError",
     "UserError",
     "debug_enabled",
+    "exit_on_user_error",
     "format_user_error",
     "one_line",
 ]
@@ -91,3 +93,13 @@ def format_user_error(err: BaseException, prog: str = "regionaldiff") -> str:
     if hint:
         lines.append(f"{prog}: hint: {one_line(hint)}")
     return "\n".join(lines)
+
+
+def exit_on_user_error(err: UserError) -> None:
+    """Print ``err`` as one line and exit with status 2; with ``REGIONALDIFF_DEBUG=1`` or ``HYDRA_FULL_ERROR=1``
+    re-raise it instead (full traceback)."""
+    if debug_enabled():
+        raise err
+    sys.stdout.flush()
+    print(format_user_error(err), file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
