@@ -148,7 +148,7 @@ class EEGMaskedAutoencoder(EEGEncoder):
         mlp_ratio: float = 4.0,
         mask_ratio: float = 0.75,
         region_grid: int = 8,
-        dropout: float = 0.0,
+        dropout: float = 0.1,
     ) -> None:
         arch = {k: v for k, v in locals().items() if k not in ("self", "__class__", *self.DATA_ARGS)}
         self.check_config("encoder.net", **arch)

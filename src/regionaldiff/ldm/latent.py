@@ -61,14 +61,14 @@ class PixelUnshuffleCodec(LatentCodec):
     """
 
     @classmethod
-    def check_config(cls, key: str, factor: int = 2, scale: float = 1.0) -> None:
+    def check_config(cls, key: str, factor: int = 4, scale: float = 1.0) -> None:
         """Raise a ValueError naming ``key`` for a factor below 1 or a non-positive scale."""
         if factor < 1:
             raise ConfigError(f"{key}.factor must be >= 1; got {factor}.")
         if scale <= 0:
             raise ConfigError(f"{key}.scale must be > 0; got {scale}.")
 
-    def __init__(self, factor: int = 2, scale: float = 1.0) -> None:
+    def __init__(self, factor: int = 4, scale: float = 1.0) -> None:
         super().__init__()
         self.check_config("ldm.latent", factor=factor, scale=scale)
         self.factor, self.scale = factor, scale
