@@ -32,7 +32,7 @@ import torch
 
 from regionaldiff.config import compose_config
 from regionaldiff.evaluation.retrieval import retrieval_scores
-from regionaldiff.pipeline import build_context
+from regionaldiff.runner import build_context
 from regionaldiff.steps.evaluate import zero_shot_retrieval
 from regionaldiff.steps.prepare import prepare
 from regionaldiff.steps.pretrain import load_encoder, pretrain

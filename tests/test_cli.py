@@ -59,7 +59,7 @@ def test_out_of_range_value_fails_before_any_work(run_cli, tmp_path):
 
 
 def test_regional_ldm_without_maps_is_refused(compose_cfg):
-    from regionaldiff.pipeline import build_context
+    from regionaldiff.runner import build_context
     from regionaldiff.tracking.mlflow_run import JobTracker
 
     cfg = compose_cfg("regionmap=none", "ldm=regional")
@@ -75,7 +75,7 @@ def test_every_shipped_config_group_option_composes_and_validates(compose_cfg):
 
 
 def test_regional_ldm_with_an_untrained_region_head_is_refused(compose_cfg):
-    from regionaldiff.pipeline import build_context
+    from regionaldiff.runner import build_context
     from regionaldiff.tracking.mlflow_run import JobTracker
 
     cfg = compose_cfg("ldm=regional", "encoder.w_region=0")

@@ -20,7 +20,7 @@ from regionaldiff.data.base import EEGDataModule
 from regionaldiff.errors import ConfigError
 from regionaldiff.evaluation.suite import validate_eval_config
 from regionaldiff.maps.base import RegionMapGenerator
-from regionaldiff.pipeline import check_region_settings
+from regionaldiff.runner import check_region_settings
 from regionaldiff.validation import validate
 
 CONF = config_dir()

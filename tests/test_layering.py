@@ -24,7 +24,7 @@ BASE = {
 }
 #: the layers below the runner, and what none of them may import
 LOWER = ("data", "encoder", "ldm", "maps", "evaluation", "components", "validation", "tracking", "artifacts")
-UPPER = ("steps", "pipeline", "preflight", "cli", "commands", "reconstruction", "__main__")
+UPPER = ("steps", "runner", "preflight", "cli", "commands", "reconstruction", "__main__")
 
 
 def module_graph(package_dir: Path, package: str) -> dict[str, set[str]]:
@@ -97,7 +97,7 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_sees_the_package(graph):
     assert len(graph) > 60
-    assert "regionaldiff.validation" in graph["regionaldiff.pipeline"]
+    assert "regionaldiff.validation" in graph["regionaldiff.runner"]
     # an import inside a function counts: preflight's eval plan imports the backbones only when it runs
     assert "regionaldiff.evaluation.backbones" in graph["regionaldiff.preflight"]
 

@@ -164,7 +164,7 @@ def _failed_run(cfg: DictConfig, hc: Any, sweep_dir: str) -> Any:
 
 
 def _job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
-    from regionaldiff.pipeline import run_pipeline
+    from regionaldiff.runner import run_pipeline
     from regionaldiff.tracking.mlflow_run import JobTracker, dashboard_url, resolve_tracking_uri
 
     # every range check runs before anything is created (no MLflow run, no folder) on a bad config
@@ -235,7 +235,7 @@ RUN_ANYWAY = "hydra.callbacks.sweep.run_anyway=true"
 
 def check_sweep(args: list[str]) -> None:
     """Before a sweep starts (``-m``, or a config with ``hydra.mode: MULTIRUN``): compose every job's config and
-    check it as its run would (:func:`regionaldiff.pipeline.startup_problems`: values, files, weights, metrics).
+    check it as its run would (:func:`regionaldiff.runner.startup_problems`: values, files, weights, metrics).
     When a job cannot start, list the jobs and why and exit 2 before anything runs, unless
     ``hydra.callbacks.sweep.run_anyway=true`` (then those jobs fail and the others run). Skipped with other Hydra
     flags (``--cfg``, ``--help``...) and sweepers other than the basic one (Optuna picks its trials as it goes)."""
@@ -244,7 +244,7 @@ def check_sweep(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from regionaldiff.pipeline import startup_problems
+    from regionaldiff.runner import startup_problems
     from regionaldiff.tracking.sweep import enumerate_jobs
 
     flags = [a for a in args if a.startswith("-")]

@@ -1,4 +1,4 @@
-"""The EEG-RegionalDiff pipeline: prepare -> pretrain -> finetune -> generate -> evaluate (:mod:`regionaldiff.steps`).
+"""The step runner of EEG-RegionalDiff: prepare -> pretrain -> finetune -> generate -> evaluate (:mod:`regionaldiff.steps`).
 
 Each step's output is an artifact keyed by the config it depends on (:mod:`regionaldiff.artifacts`):
 
