@@ -218,3 +218,14 @@ def test_credentials_in_a_tracking_uri_never_reach_the_logged_params(tmp_path):
     assert params["logger.tracking_uri"] == "http://***@login01:5000"
     assert "s3cret" not in (tmp_path / "config_resolved.yaml").read_text()
     tracker.finish()
+
+
+def test_the_summary_keeps_a_quoted_override_whole():
+    from regionaldiff.tracking.sweep import JobOutcome, SweepOutcome
+
+    title = "report.title='The method, synthetic_imagenet preset'"
+    outcome = SweepOutcome(
+        [JobOutcome(0, f"seed=0 {title}", "FINISHED", run_id="a"), JobOutcome(1, f"seed=1 {title}", "FINISHED")]
+    )
+    assert outcome.swept() == (["seed"], [title])
+    assert f"Every job also had: `{title}`." in outcome.markdown()

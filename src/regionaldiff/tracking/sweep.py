@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -137,6 +138,12 @@ def read_job_statuses(sweep_dir: str | Path) -> dict[int, dict[str, Any]]:
     return found
 
 
+def override_tokens(overrides: str) -> list[str]:
+    """A job's overrides as Hydra read them: a quoted value with spaces (``report.title='A b'``) is one token,
+    quotes kept."""
+    return re.findall(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""", overrides) or overrides.split()
+
+
 @dataclass
 class JobOutcome:
     """One row of a sweep's summary."""
@@ -178,11 +185,13 @@ class SweepOutcome:
         """(override keys whose values differ between jobs, the overrides every job shares)."""
         values: dict[str, set[str]] = {}
         for j in self.jobs:
-            for token in j.overrides.split():
+            for token in override_tokens(j.overrides):
                 key, _, value = token.partition("=")
                 values.setdefault(key, set()).add(value)
         swept = [k for k, v in values.items() if len(v) > 1]
-        common = sorted({t for j in self.jobs for t in j.overrides.split() if t.partition("=")[0] not in swept})
+        common = sorted(
+            {t for j in self.jobs for t in override_tokens(j.overrides) if t.partition("=")[0] not in swept}
+        )
         return swept, common
 
     def markdown(self) -> str:
@@ -190,7 +199,7 @@ class SweepOutcome:
         swept, common = self.swept()
         lines = ["| job | overrides | status | reason | run id |", "| --- | --- | --- | --- | --- |"]
         for j in self.jobs:
-            shown = " ".join(t for t in j.overrides.split() if t.partition("=")[0] in swept) or j.overrides
+            shown = " ".join(t for t in override_tokens(j.overrides) if t.partition("=")[0] in swept) or j.overrides
             reason = j.reason.replace("|", "\\|")
             lines.append(f"| #{j.num} | `{shown or '(none)'}` | {j.status} | {reason} | {j.run_id} |")
         if common and swept:
