@@ -83,3 +83,6 @@ def test_layout_maps_paint_object_and_background(tmp_path):
     )
     assert dm.region_labels == "layout"
     assert [tuple(c) for c in dm.region_label_colours] == [(128, 128, 128), (245, 245, 245)]
+    # the generated (class-labelled) maps of the stimulus grid keep each concept's own colour
+    assert dm.class_map_colours.shape == (dm.num_classes + 1, 3)
+    assert [tuple(c) for c in dm.class_map_colours[1:]] == dm.class_colours

@@ -266,13 +266,10 @@ class EEGDataModule(L.LightningDataModule):
         return ["background", *self.class_names] if self.region_labels == "class" else ["background", "object"]
 
     @property
-    def region_label_colours(self) -> np.ndarray | None:
-        """uint8 ``[num_region_labels, 3]``: the colour figures paint each region-map label, so a map reads like
-        the scene (background grey; each class in its objects' own colour from :attr:`class_colours`, or white for
-        ``object`` in layouts). None when the dataset has no colours of its own (photographs): a categorical palette
-        is used then."""
-        if self.region_labels == "layout":
-            return np.array([BACKGROUND_COLOUR, LAYOUT_OBJECT_COLOUR], dtype=np.uint8)
+    def class_map_colours(self) -> np.ndarray | None:
+        """uint8 ``[num_classes + 1, 3]``: the colours figures paint a class-labelled map with (label 0 background
+        grey, label ``c + 1`` the colour of class ``c``'s objects from :attr:`class_colours`); None when the
+        dataset has no colours of its own (photographs: a categorical palette is used)."""
         colours = self.class_colours
         if colours is None:
             return None
@@ -281,6 +278,14 @@ class EEGDataModule(L.LightningDataModule):
                 f"{type(self).__name__}.class_colours has {len(colours)} colours for {self.num_classes} classes."
             )
         return np.array([BACKGROUND_COLOUR, *colours], dtype=np.uint8)
+
+    @property
+    def region_label_colours(self) -> np.ndarray | None:
+        """uint8 ``[num_region_labels, 3]``: the colours of the maps as models see them (:attr:`region_labels`):
+        layouts paint the background grey and ``object`` white; class maps use :attr:`class_map_colours`."""
+        if self.region_labels == "layout":
+            return np.array([BACKGROUND_COLOUR, LAYOUT_OBJECT_COLOUR], dtype=np.uint8)
+        return self.class_map_colours
 
     @property
     def has_region_maps(self) -> bool:

@@ -44,7 +44,7 @@ def prepare(ctx: PipelineContext, train: bool = True) -> None:
             ctx.output_dir / "stimuli.png",
             images[:n],
             [maps[i] for i in ids[:n]] if maps else None,
-            label_colours=dm.region_label_colours if dm.region_labels == "class" else None,
+            label_colours=dm.class_map_colours,  # the generated maps name the class, whatever models see
         )
         ctx.tracker.log_artifact(grid, "figures")
     log.info("prepare: %s", ", ".join(f"{k}={v}" for k, v in sizes.items()))
