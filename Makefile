@@ -29,18 +29,18 @@ sweep: $(STAMP)
 	$(VENV)/bin/regionaldiff -m ldm=global,regional $(ARGS)
 
 ## the region-awareness ablation (6 arms x 3 seeds, one multirun), then `regionaldiff report`: its table, paired
-## tests and figure in docs/ablation_regions.md (+ .csv, .png; also logged to the sweep's parent run; docs/ablation.md
+## tests and figure in docs/results/ablation_regions.md (+ .csv, .png; also logged to the sweep's parent run; docs/ablation.md
 ## is the curated summary). REPORT_ARGS adds e.g.
 ## --note-file NOTES.md; LAUNCHER=hydra/launcher=local_parallel runs jobs in parallel
 REPORT_ARGS ?=
 LAUNCHER ?=
 ablation: $(STAMP)
 	$(VENV)/bin/regionaldiff experiment=ablation_regions $(LAUNCHER) $(ARGS)
-	$(VENV)/bin/regionaldiff report --experiment ablation_regions --out docs --name ablation_regions $(REPORT_ARGS)
+	$(VENV)/bin/regionaldiff report --experiment ablation_regions --out docs/results --name ablation_regions $(REPORT_ARGS)
 
 ## speed/memory benchmarks (results: docs/benchmarks.md)
 benchmark: $(STAMP)
-	$(PY) benchmarks/bench_dataset_cache.py
+	$(PY) benchmarks/speed/bench_dataset_cache.py
 
 ## the test suite without the end-to-end runs of the real CLI (CPU, 2 cores: see README); what CI runs first
 test: $(STAMP)

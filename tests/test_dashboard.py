@@ -3,7 +3,7 @@ sweep, opened in headless Chromium (Debian's ``chromium``; skipped, with the rea
 
 Checks: the experiment opens in the model-training view with the sweep listed, a job's page shows its metrics,
 the reconstruction grid artifact is served, and a screenshot of the sweep's two jobs compared is written
-(``REGIONALDIFF_SCREENSHOT=path.png`` keeps it, e.g. for docs/dashboard.png).
+(``REGIONALDIFF_SCREENSHOT=path.png`` keeps it, e.g. for docs/images/dashboard.png).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The decoding-ceiling benchmark (``benchmarks/decoding_ceiling.py``) on tiny data."""
+"""The decoding-ceiling benchmark (``benchmarks/analyses/decoding_ceiling.py``) on tiny data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from regionaldiff.data.synthetic import SyntheticDataModule
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "decoding_ceiling.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "analyses" / "decoding_ceiling.py"
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,8 @@ true coarse 8x8 target itself (the best any 8x8 prediction can score), a probe a
 
 Usage::
 
-    python benchmarks/decoding_ceiling.py                # the full benchmark, docs/decoding_ceiling.{csv,json,png,md}
-    python benchmarks/decoding_ceiling.py --montages things17 --snrs 1.0 --n-train 2000 --out-dir /tmp/ceiling
+    python benchmarks/analyses/decoding_ceiling.py                # the full benchmark, docs/results/decoding_ceiling.{csv,json,png,md}
+    python benchmarks/analyses/decoding_ceiling.py --montages things17 --snrs 1.0 --n-train 2000 --out-dir /tmp/ceiling
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.evaluation.known_truth import upsample_prediction
 from regionaldiff.evaluation.region import mean_iou
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MONTAGES = ("things17", "things63", "biosemi128")
 SNRS = (0.25, 0.5, 1.0, 2.0)
 #: test ``eval/region_miou`` of the region head at the default condition (things17, snr 1, averaged), mean of 5 seeds
@@ -621,12 +621,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The generated part of ``docs/decoding_ceiling.md``: settings, results table, references."""
+    """The generated part of ``docs/results/decoding_ceiling.md``: settings, results table, references."""
     lines = [
         "# Decoding ceiling of the synthetic benchmark",
         "",
         "How much object location and class the simulated EEG carries, read by probes independent of the region",
-        "head (method: the docstring of `benchmarks/decoding_ceiling.py`). Map mIoU is `eval/region_miou` exactly",
+        "head (method: the docstring of `benchmarks/analyses/decoding_ceiling.py`). Map mIoU is `eval/region_miou` exactly",
         "(coarse 8x8 probabilities, bilinear upsampling to 32 px, argmax, dataset-level mIoU over the 5 foreground",
         "labels) on the test split; everything (ridge penalty, weight decay, probe, background offset) is chosen on",
         "the validation split. *Linear* / *MLP*: each probe's own probabilities (argmax, as the head is scored);",
@@ -729,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out-dir", default=str(ROOT / "docs"))
+    p.add_argument("--out-dir", default=str(ROOT / "docs" / "results"))
     p.add_argument(
         "--render-only", action="store_true", help="rewrite the csv, png and md from OUT_DIR/decoding_ceiling.json"
     )
@@ -748,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     wall = time.perf_counter() - t0
     shown = sys.argv[1:] if argv is None else list(argv)
     meta = {
-        "command": shlex.join(["python", "benchmarks/decoding_ceiling.py", *shown]),
+        "command": shlex.join(["python", "benchmarks/analyses/decoding_ceiling.py", *shown]),
         "machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), {args.threads} torch"
         f" thread(s), torch {torch.__version__}",
         "wall_time": f"{wall / 60:.1f} min",

@@ -8,7 +8,7 @@ evaluate steps on it; the generate step's wall time is read from MLflow (``time/
 
 Usage::
 
-    python benchmarks/bench_samplers.py --workdir /tmp/samplers     # about 25 minutes on a 2-core CPU
+    python benchmarks/speed/bench_samplers.py --workdir /tmp/samplers     # about 25 minutes on a 2-core CPU
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ Then, each in a fresh process (wall time and the child's peak resident memory, `
 
 Usage::
 
-    python benchmarks/bench_things_full.py                          # 2 subjects, prepare + one epoch
-    python benchmarks/bench_things_full.py --subjects 10 --prepare-only
-    python benchmarks/bench_things_full.py --workdir /big/disk --keep
+    python benchmarks/speed/bench_things_full.py                          # 2 subjects, prepare + one epoch
+    python benchmarks/speed/bench_things_full.py --subjects 10 --prepare-only
+    python benchmarks/speed/bench_things_full.py --workdir /big/disk --keep
 """
 
 from __future__ import annotations

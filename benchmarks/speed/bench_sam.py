@@ -8,8 +8,8 @@ filtering, NMS), so that the cost of precomputing maps (THINGS-EEG2: 16,740 imag
 
 Usage::
 
-    python benchmarks/bench_sam.py                              # ViT-B, CPU, 8 images, points_per_side 8
-    python benchmarks/bench_sam.py --model vit_h --device cuda --images 64 --batch-size 8   # on a GPU
+    python benchmarks/speed/bench_sam.py                              # ViT-B, CPU, 8 images, points_per_side 8
+    python benchmarks/speed/bench_sam.py --model vit_h --device cuda --images 64 --batch-size 8   # on a GPU
 """
 
 from __future__ import annotations

@@ -9,16 +9,16 @@
    (fp32, the SD VAE encodes the 512 px images and a CLIP ViT-L/14 runs at every step, every UNet weight requires
    grad while attn2/norm2 are stepped): the training-throughput ratio at full size;
 2. sampling: UNet (+ ControlNet) evaluations/s with classifier-free guidance, batch 8, DPM++ 2M 25 steps;
-3. region maps: SAM ViT-H map generation in images/s with the batched image encoder (``benchmarks/bench_sam.py``).
+3. region maps: SAM ViT-H map generation in images/s with the batched image encoder (``benchmarks/speed/bench_sam.py``).
 
 Results of one H100 and how to carry the packages a bare GPU machine lacks: ``docs/benchmarks.md`` ("The GPU
-check"), raw output in ``docs/gpu_sd15_h100.json``. Usage (on the GPU machine, in the repository, with the project
+check"), raw output in ``docs/results/gpu_sd15_h100.json``. Usage (on the GPU machine, in the repository, with the project
 installed, ``pip install -e .``, or ``src`` on ``PYTHONPATH``)::
 
-    python benchmarks/gpu_sd15.py --out gpu_sd15.json                       # the default recipe, all three parts
-    python benchmarks/gpu_sd15.py --no-checkpointing --batch 16 --recipes ours --skip-sam
-    python benchmarks/gpu_sd15.py --recipes dreamdiffusion --dreamdiffusion-attention plain
-    python benchmarks/gpu_sd15.py --device cpu --dry-run     # tiny shapes: checks the script itself on a CPU
+    python benchmarks/speed/gpu_sd15.py --out gpu_sd15.json                       # the default recipe, all three parts
+    python benchmarks/speed/gpu_sd15.py --no-checkpointing --batch 16 --recipes ours --skip-sam
+    python benchmarks/speed/gpu_sd15.py --recipes dreamdiffusion --dreamdiffusion-attention plain
+    python benchmarks/speed/gpu_sd15.py --device cpu --dry-run     # tiny shapes: checks the script itself on a CPU
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ The GPU machine needs the project's pure-Python dependencies it lacks (diffusers
 
 Usage::
 
-    python benchmarks/gpu_rehearsal.py --workdir /scratch/rehearsal          # one GPU
-    python benchmarks/gpu_rehearsal.py --dry-run                             # CPU, small shapes
+    python benchmarks/speed/gpu_rehearsal.py --workdir /scratch/rehearsal          # one GPU
+    python benchmarks/speed/gpu_rehearsal.py --dry-run                             # CPU, small shapes
 """
 
 from __future__ import annotations

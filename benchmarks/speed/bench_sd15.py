@@ -21,9 +21,9 @@ Measurements (each in a fresh subprocess, so peak memory is the step's own):
 
 Usage::
 
-    python benchmarks/bench_sd15.py                        # everything, narrow model (width 0.1), 512 px
-    python benchmarks/bench_sd15.py --only train sample --width 0.1 --size 256 --steps 5
-    python benchmarks/bench_sd15.py --only fullsize
+    python benchmarks/speed/bench_sd15.py                        # everything, narrow model (width 0.1), 512 px
+    python benchmarks/speed/bench_sd15.py --only train sample --width 0.1 --size 256 --steps 5
+    python benchmarks/speed/bench_sd15.py --only fullsize
 
 Results as JSON on stdout (and ``--out FILE``); docs/benchmarks.md records them with the command.
 """
@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLIP_DIM = 32  # the stand-in CLIP's projection width
 
 

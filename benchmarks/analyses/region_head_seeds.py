@@ -1,6 +1,6 @@
 """The region head's map on the test split, per seed: calibrated (the background bias fitted on the validation
 split, the default) against uncalibrated (the same network with bias 0: the head as it was before calibration),
-paired by seed, against the decoding ceiling of the same condition (``docs/decoding_ceiling.csv``).
+paired by seed, against the decoding ceiling of the same condition (``docs/results/decoding_ceiling.csv``).
 
 It reads the runs of an MLflow experiment that trained encoders (any ``pipeline.steps`` that include ``pretrain``),
 loads each run's encoder (tag ``checkpoint.encoder``) and dataset (the job's ``config_resolved.yaml``), and scores the
@@ -9,8 +9,8 @@ dataset-level mIoU over the object labels). One row per seed: runs that share an
 
 Usage (after e.g. ``regionaldiff -m seed=0,1,2,3,4 ablation=regional_predicted pipeline.steps=[prepare,pretrain]``)::
 
-    python benchmarks/region_head_seeds.py --tracking-uri sqlite:///outputs/mlflow.db --experiment regionaldiff \\
-        --out docs/region_head.md
+    python benchmarks/analyses/region_head_seeds.py --tracking-uri sqlite:///outputs/mlflow.db --experiment regionaldiff \\
+        --out docs/results/region_head.md
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def score_run(output_dir: Path, checkpoint: Path) -> dict[str, float]:
 
 
 def ceiling_of(csv_path: Path, montage: str, snr: float, averaged: bool) -> float | None:
-    """The decoding ceiling's test mIoU of a condition, from ``docs/decoding_ceiling.csv`` (None if absent)."""
+    """The decoding ceiling's test mIoU of a condition, from ``docs/results/decoding_ceiling.csv`` (None if absent)."""
     if not csv_path.is_file():
         return None
     with csv_path.open() as f:
@@ -81,7 +81,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tracking-uri", default="sqlite:///outputs/mlflow.db")
     p.add_argument("--experiment", required=True)
-    p.add_argument("--ceiling-csv", default=str(Path(__file__).resolve().parents[1] / "docs" / "decoding_ceiling.csv"))
+    p.add_argument(
+        "--ceiling-csv", default=str(Path(__file__).resolve().parents[2] / "docs" / "results" / "decoding_ceiling.csv")
+    )
     p.add_argument("--out", default=None, help="markdown file to write (printed either way)")
     args = p.parse_args()
 
@@ -142,7 +144,7 @@ def main() -> None:
         )
     if ceiling is not None:
         lines.append(
-            f"Decoding ceiling of this condition (docs/decoding_ceiling.md): {ceiling:.3f}; calibrated head = "
+            f"Decoding ceiling of this condition (docs/results/decoding_ceiling.md): {ceiling:.3f}; calibrated head = "
             f"{cal.mean() / ceiling:.0%} of it, uncalibrated {unc.mean() / ceiling:.0%}."
         )
     text = "\n".join(lines) + "\n"

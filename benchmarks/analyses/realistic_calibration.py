@@ -14,9 +14,9 @@ records the chosen levels. No reconstruction is made (``finetune`` / ``generate`
 
 Usage::
 
-    python benchmarks/realistic_calibration.py --preset synthetic_things --grid dataset.snr=0.1,0.2,0.3
-    python benchmarks/realistic_calibration.py --preset synthetic_imagenet --grid dataset.snr=0.05,0.1 \
-        --set dataset.category_weight=0.5 --out docs/realistic_calibration_imagenet.json
+    python benchmarks/analyses/realistic_calibration.py --preset synthetic_things --grid dataset.snr=0.1,0.2,0.3
+    python benchmarks/analyses/realistic_calibration.py --preset synthetic_imagenet --grid dataset.snr=0.05,0.1 \
+        --set dataset.category_weight=0.5 --out docs/results/realistic_calibration_imagenet.json
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from regionaldiff.steps.prepare import prepare
 from regionaldiff.steps.pretrain import load_encoder, pretrain
 from regionaldiff.tracking.mlflow_run import JobTracker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: the real bands (../shared/REFERENCE.md): THINGS-EEG2 200-way zero-shot, NICE (low) to UBP (high); 40-way single
 #: trials in a randomized design, "marginally above chance" (read here as chance to 4x chance)
 BANDS = {

@@ -16,7 +16,7 @@ training split; penalties chosen on the validation split.
 
 Usage::
 
-    python benchmarks/realistic_probe.py --preset synthetic_things --snrs 0.05 0.1 0.2
+    python benchmarks/analyses/realistic_probe.py --preset synthetic_things --snrs 0.05 0.1 0.2
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from regionaldiff.data.synthetic.concept_world import ConceptWorldDataModule
 from regionaldiff.encoder.alignment import PixelImageEmbedder
 from regionaldiff.evaluation.retrieval import candidates_and_targets, retrieval_topk
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIME_BIN = 4
 REPETITIONS = (1, 5, 10, 20, 80)
 

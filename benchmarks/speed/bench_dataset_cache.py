@@ -12,9 +12,9 @@ lightning: the "after imports" column subtracts the peak measured just before th
 
 Usage::
 
-    python benchmarks/bench_dataset_cache.py                     # full size (~3 GB file, needs ~8 GB RAM)
-    python benchmarks/bench_dataset_cache.py --trials 1000       # reduced size
-    python benchmarks/bench_dataset_cache.py --workdir /big/disk --keep
+    python benchmarks/speed/bench_dataset_cache.py                     # full size (~3 GB file, needs ~8 GB RAM)
+    python benchmarks/speed/bench_dataset_cache.py --trials 1000       # reduced size
+    python benchmarks/speed/bench_dataset_cache.py --workdir /big/disk --keep
 """
 
 from __future__ import annotations
