@@ -31,6 +31,9 @@ NOT_USER_GROUPS = {"hydra"}
 NESTED_PARENTS = {
     "regionmap/rule": ["regionmap=slic"],
     "ldm/conditioner": ["ldm=regional"],
+    "ldm/latent": ["ldm=regional"],
+    "ldm/unet": ["ldm=regional"],
+    "ldm/controlnet": ["ldm=regional"],
     "encoder/align": ["encoder=tiny"],
 }
 #: options that make a runnable config only with other choices (the default ldm=regional needs region maps)

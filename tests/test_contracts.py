@@ -83,7 +83,8 @@ def test_every_encoder_option_keeps_the_encoder_contract(compose_cfg, option, al
 
 
 class MeanPoolEncoder(EEGEncoder):
-    """A newcomer's encoder: per-window linear codes, linear heads; only what EEGEncoder asks for."""
+    """A newcomer's encoder: per-window linear codes, linear heads; only what EEGEncoder asks for
+    (``tests/test_newcomers.py`` adds this class, as a module of its own, to a copy of the project)."""
 
     def __init__(self, n_chans, n_times, sfreq, num_classes, num_region_labels=0, align_dim=0, window=10, grid=2):
         super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim)
@@ -91,7 +92,7 @@ class MeanPoolEncoder(EEGEncoder):
         self.proj = torch.nn.Linear(n_chans * window, 8)
         self.classes = torch.nn.Linear(8, num_classes)
         self.regions = torch.nn.Linear(8, self.num_region_labels * grid * grid)
-        self.align = torch.nn.Linear(8, max(align_dim, 1))
+        self.align = torch.nn.Linear(8, align_dim) if align_dim else None  # every parameter must learn
         self.recover = torch.nn.Linear(8, n_chans * window)
 
     def _windows(self, eeg):

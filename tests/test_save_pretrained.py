@@ -74,3 +74,18 @@ def test_save_pretrained_without_a_card_says_what_it_needs(tiny_pipeline, tmp_pa
     tiny_pipeline.card = None
     with pytest.raises(ValueError, match="model card"):
         tiny_pipeline.save_pretrained(tmp_path / "model")
+
+
+def test_keys_added_since_a_model_was_saved_get_the_value_it_used():
+    from regionaldiff.config import LDM_KEYS_ADDED, with_added_ldm_keys
+
+    saved = {"name": "regional", "sampling": {"num_steps": 10}}
+    filled = with_added_ldm_keys(saved)
+    assert filled["sampling"] == {"num_steps": 10, "map_temperature": 1.0, "controlnet_scale": 1.0}
+    assert saved == {"name": "regional", "sampling": {"num_steps": 10}}  # the card itself is left as saved
+    # a saved sampling node alone; what it states wins
+    assert with_added_ldm_keys({"map_temperature": 0.25}, under="sampling") == {
+        "map_temperature": 0.25,
+        "controlnet_scale": LDM_KEYS_ADDED["sampling.controlnet_scale"],
+    }
+    assert with_added_ldm_keys({"name": "x"}) == {"name": "x"}  # a missing parent stays missing: the schema names it

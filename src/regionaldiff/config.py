@@ -11,6 +11,7 @@ which the pipeline instantiates first.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -264,6 +265,31 @@ class ClipLossConfig:
 
     weight: float = MISSING
     pretrained: Optional[str] = MISSING
+
+
+#: ``ldm`` keys added after models were saved, by dotted path under ``ldm``, with the value those older models used:
+#: a saved ``pipeline.json`` without one loads with that value (:func:`with_added_ldm_keys`). Adding an ``ldm`` key is a
+#: field in its dataclass here, its value in ``conf/ldm/global.yaml`` (every other option inherits it), and, so that
+#: models saved before it keep loading, an entry here (``docs/extending.md``, "An ldm key").
+LDM_KEYS_ADDED: dict[str, Any] = {"sampling.map_temperature": 1.0, "sampling.controlnet_scale": 1.0}
+
+
+def with_added_ldm_keys(values: Any, under: str = "") -> dict[str, Any]:
+    """A copy of a saved ``ldm`` config (or of its node at dotted path ``under``, e.g. ``sampling``) with every key of
+    :data:`LDM_KEYS_ADDED` that it lacks set to the value models saved before that key used; a missing parent node
+    is left missing (the schema then names it)."""
+    out: dict[str, Any] = copy.deepcopy(dict(plain(values)))
+    prefix = f"{under}." if under else ""
+    for dotted, old_value in LDM_KEYS_ADDED.items():
+        if not dotted.startswith(prefix):
+            continue
+        *parents, leaf = dotted[len(prefix) :].split(".")
+        node: Any = out
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = old_value
+    return out
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from regionaldiff.components import build_codec, build_encoder, build_ldm
-from regionaldiff.config import LDMConfig, Sampler, SamplingConfig
+from regionaldiff.config import LDMConfig, Sampler, SamplingConfig, with_added_ldm_keys
 from regionaldiff.data.base import tensor_to_image
 from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
@@ -88,16 +88,11 @@ class RegionalDiffOutput:
     region_probs: np.ndarray | None
 
 
-#: sampling keys added after models were saved, with the value those models sampled with
-SAMPLING_ADDED: dict[str, Any] = {"map_temperature": 1.0, "controlnet_scale": 1.0}
-
-
 def sampling_from_dict(values: Mapping[str, Any]) -> SamplingConfig:
     """A :class:`SamplingConfig` from its plain form (``ldm.sampling``), checked by its schema."""
     from omegaconf import OmegaConf
 
-    plain_values: dict[str, Any] = {**SAMPLING_ADDED, **dict(values)}
-    node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), plain_values)
+    node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), with_added_ldm_keys(values, under="sampling"))
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, SamplingConfig)
     return obj
@@ -406,10 +401,8 @@ def ldm_config_from_dict(values: Mapping[str, Any]) -> LDMConfig:
     """The typed ``ldm`` config from its plain form (as saved in ``pipeline.json``), validated by its schema."""
     from omegaconf import OmegaConf
 
-    plain_values: dict[str, Any] = dict(values)
-    if isinstance(plain_values.get("sampling"), Mapping):  # saved before a sampling key existed: its old value
-        plain_values["sampling"] = {**SAMPLING_ADDED, **dict(plain_values["sampling"])}
-    node = OmegaConf.merge(OmegaConf.structured(LDMConfig), plain_values)
+    # keys added since the model was saved get the value it used
+    node = OmegaConf.merge(OmegaConf.structured(LDMConfig), with_added_ldm_keys(values))
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, LDMConfig)
     return obj

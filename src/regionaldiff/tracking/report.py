@@ -603,5 +603,5 @@ USAGE_EPILOG = """examples:
   regionaldiff report --experiment ablation_regions                 # the latest sweep of an experiment
   regionaldiff report --run-id PARENT_RUN_ID [--run-id ANOTHER]      # one sweep, or several merged
   regionaldiff report --sweep-dir outputs/multiruns/2026-11-25_10-00-00
-  regionaldiff report --experiment ablation_regions --out docs --name ablation --note-file NOTES.md
+  regionaldiff report --experiment ablation_regions --out docs/results --name ablation --note-file NOTES.md
 """
