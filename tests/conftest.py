@@ -26,6 +26,17 @@ TINY = [
     "trainer.log_every_n_steps=1",
 ]
 
+#: the zero-shot preset (dataset=synthetic_things) at test size: a few concepts and repetitions
+TINY_THINGS = [
+    "dataset=synthetic_things",
+    "dataset.n_concepts=16",
+    "dataset.n_val_concepts=4",
+    "dataset.n_test_concepts=8",
+    "dataset.images_per_concept=2",
+    "dataset.test_repetitions=6",
+    "eval.retrieval.repetitions=[1,6]",
+]
+
 
 @pytest.fixture
 def compose_cfg(tmp_path):

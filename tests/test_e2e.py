@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, cli_env, mlflow_runs
+from conftest import TINY, TINY_THINGS, cli_env, mlflow_runs
 
 pytestmark = pytest.mark.slow
 
@@ -230,13 +230,7 @@ def test_realistic_zero_shot_preset_runs_and_scores_retrieval_and_layouts(run_cl
     """dataset=synthetic_things at tiny sizes through the whole pipeline: the preset chooses the pixel alignment and
     the retrieval curve; class scores over its unseen concepts are skipped, the judge scores object / background."""
     proc = run_cli(
-        "dataset=synthetic_things",
-        "dataset.n_concepts=16",
-        "dataset.n_val_concepts=4",
-        "dataset.n_test_concepts=8",
-        "dataset.images_per_concept=2",
-        "dataset.test_repetitions=6",
-        "eval.retrieval.repetitions=[1,6]",
+        *TINY_THINGS,
         *TINY[3:],
     )
     metrics = json.loads((_job_dir(proc.stdout) / "metrics.json").read_text())

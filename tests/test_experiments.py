@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from conftest import TINY
+from conftest import TINY, TINY_THINGS
 from regionaldiff.config import config_dir, register_configs
 from regionaldiff.tracking.report import ReportSpec
 from regionaldiff.validation import validate
@@ -106,6 +106,15 @@ def test_component_ablation_arms(compose_cfg):
 # shrink the synthetic experiments to one epoch of each model and two sampling steps
 SYNTHETIC_SMALL = [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampling.num_steps=2"]
 
+# shrink the zero-shot preset (dataset=synthetic_things) to a few concepts and repetitions
+THINGS_PRESET_SMALL = [
+    *TINY_THINGS[1:],  # the experiment picks the dataset
+    "encoder.max_epochs=1",
+    "ldm.max_epochs=1",
+    "ldm.sampling.num_steps=2",
+    "trainer.enable_progress_bar=false",
+]
+
 # shrink the real-data protocols to a step or two on the fixtures (tiny models, CPU, metrics without weights)
 REAL_SMALL = [
     "encoder=tiny",
@@ -176,6 +185,12 @@ ONE_JOB = {
         ["seed=0", "ablation=regional_predicted_mixed"],
         None,
         SYNTHETIC_SMALL,
+    ),
+    "region_claims_things": (["seed=0", "ablation=regional_predicted_mixed"], None, THINGS_PRESET_SMALL),
+    "location_curve": (
+        ["seed=0", "dataset.location_weight=0.3", "ablation=regional_predicted_mixed"],
+        None,
+        THINGS_PRESET_SMALL,
     ),
     "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
     "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
