@@ -192,6 +192,16 @@ ONE_JOB = {
         None,
         THINGS_PRESET_SMALL,
     ),
+    "sampling_selection_things": (
+        [
+            "seed=0",
+            "ldm.sampling.guidance_scale=1.5",
+            "ldm.sampling.controlnet_scale=1.5",
+            "ldm.sampling.map_temperature=0.25",
+        ],
+        None,
+        THINGS_PRESET_SMALL,
+    ),
     "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
     "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
     "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
