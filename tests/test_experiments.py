@@ -202,6 +202,7 @@ ONE_JOB = {
         None,
         THINGS_PRESET_SMALL,
     ),
+    "train_maps_selection_things": (["seed=0", "ablation=regional_predicted"], None, THINGS_PRESET_SMALL),
     "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
     "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
     "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
