@@ -26,9 +26,8 @@ TINY = [
     "trainer.log_every_n_steps=1",
 ]
 
-#: the zero-shot preset (dataset=synthetic_things) at test size: a few concepts and repetitions
+#: the zero-shot preset (dataset=synthetic_things, chosen by the caller) at test size: a few concepts and repetitions
 TINY_THINGS = [
-    "dataset=synthetic_things",
     "dataset.n_concepts=16",
     "dataset.n_val_concepts=4",
     "dataset.n_test_concepts=8",

@@ -230,6 +230,7 @@ def test_realistic_zero_shot_preset_runs_and_scores_retrieval_and_layouts(run_cl
     """dataset=synthetic_things at tiny sizes through the whole pipeline: the preset chooses the pixel alignment and
     the retrieval curve; class scores over its unseen concepts are skipped, the judge scores object / background."""
     proc = run_cli(
+        "dataset=synthetic_things",
         *TINY_THINGS,
         *TINY[3:],
     )

@@ -108,7 +108,7 @@ SYNTHETIC_SMALL = [*TINY, "encoder.max_epochs=1", "ldm.max_epochs=1", "ldm.sampl
 
 # shrink the zero-shot preset (dataset=synthetic_things) to a few concepts and repetitions
 THINGS_PRESET_SMALL = [
-    *TINY_THINGS[1:],  # the experiment picks the dataset
+    *TINY_THINGS,  # the experiment picks the dataset
     "encoder.max_epochs=1",
     "ldm.max_epochs=1",
     "ldm.sampling.num_steps=2",
