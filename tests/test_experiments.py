@@ -203,6 +203,11 @@ ONE_JOB = {
         THINGS_PRESET_SMALL,
     ),
     "train_maps_selection_things": (["seed=0", "ablation=regional_predicted"], None, THINGS_PRESET_SMALL),
+    "encoder_epochs_selection_things": (
+        ["encoder.max_epochs=1", "seed=0"],
+        None,
+        [p for p in THINGS_PRESET_SMALL if not p.startswith("encoder.max_epochs=")],  # its job sets the swept length
+    ),
     "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
     "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
     "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
