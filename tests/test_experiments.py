@@ -114,6 +114,16 @@ THINGS_PRESET_SMALL = [
     "ldm.sampling.num_steps=2",
     "trainer.enable_progress_bar=false",
 ]
+IMAGENET_PRESET_SMALL = [
+    "dataset.n_concepts=4",
+    "dataset.images_per_concept=4",
+    "dataset.val_images_per_concept=2",
+    "dataset.test_images_per_concept=2",
+    "encoder.max_epochs=1",
+    "ldm.max_epochs=1",
+    "ldm.sampling.num_steps=2",
+    "trainer.enable_progress_bar=false",
+]
 
 # shrink the real-data protocols to a step or two on the fixtures (tiny models, CPU, metrics without weights)
 REAL_SMALL = [
@@ -203,6 +213,16 @@ ONE_JOB = {
         THINGS_PRESET_SMALL,
     ),
     "train_maps_selection_things": (["seed=0", "ablation=regional_predicted"], None, THINGS_PRESET_SMALL),
+    "sampling_selection_imagenet": (
+        [
+            "seed=0",
+            "ldm.sampling.guidance_scale=1.5",
+            "ldm.sampling.controlnet_scale=1.5",
+            "ldm.sampling.map_temperature=0.25",
+        ],
+        None,
+        IMAGENET_PRESET_SMALL,
+    ),
     "encoder_epochs_selection_things": (
         ["encoder.max_epochs=1", "seed=0"],
         None,

@@ -37,9 +37,18 @@ References: the per-cell majority label of the training maps (the prior), a rand
 true coarse 8x8 target itself (the best any 8x8 prediction can score), a probe at ``snr=0`` and a noise-free probe
 (``--noise-free-snr``, averaged) per montage.
 
+The realistic presets (``--preset synthetic_things synthetic_imagenet``): the same features and probes on each
+preset's own data (``conf/dataset/<preset>.yaml``: its sizes, repetitions and region labels, one
+``generate_arrays`` at ``snr=0`` for the noise of every repetition and ``simulate_signal`` on the same scenes for the
+signal), in the conditions: the preset as the pipeline reads it (training and validation repetitions averaged, the
+test EEG averaged over all its repetitions), a single test repetition, ``--images-factor`` times the training
+images, no signal, and noise-free; the region head's own test mIoU on the preset stands beside them. The zero-shot
+preset has no class probe (its test concepts are unseen). Outputs: ``decoding_ceiling_presets.{csv,json,png,md}``.
+
 Usage::
 
     python benchmarks/analyses/decoding_ceiling.py                # the full benchmark, docs/results/decoding_ceiling.{csv,json,png,md}
+    python benchmarks/analyses/decoding_ceiling.py --preset synthetic_things synthetic_imagenet   # the presets
     python benchmarks/analyses/decoding_ceiling.py --montages things17 --snrs 1.0 --n-train 2000 --out-dir /tmp/ceiling
 """
 
@@ -54,7 +63,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,9 +201,9 @@ def condition_eeg(components: Components, snr: float, averaged: bool) -> np.ndar
     return (np.float32(snr) * components.signal + noise).astype(np.float32)
 
 
-def soft_targets(maps: np.ndarray) -> torch.Tensor:
-    """Soft coarse targets ``[N, K+1, 8, 8]`` (the region head's training target)."""
-    return coarse_region_target(torch.from_numpy(maps.astype(np.int64)), N_LABELS, GRID)
+def soft_targets(maps: np.ndarray, n_labels: int = N_LABELS) -> torch.Tensor:
+    """Soft coarse targets ``[N, L, 8, 8]`` (the region head's training target; ``L`` labels, background 0)."""
+    return coarse_region_target(torch.from_numpy(maps.astype(np.int64)), n_labels, GRID)
 
 
 def ridge_features(
@@ -349,12 +358,12 @@ def logistic_regression(eeg: np.ndarray, labels: torch.Tensor, n_train: int, l2:
         return x[n_train:] @ weight + bias
 
 
-def map_miou(logits: torch.Tensor, maps: np.ndarray, offset: float = 0.0) -> float:
-    """``eval/region_miou`` of coarse logits ``[N, K+1, g, g]``: background log-probability lowered by ``offset``."""
+def map_miou(logits: torch.Tensor, maps: np.ndarray, offset: float = 0.0, n_labels: int = N_LABELS) -> float:
+    """``eval/region_miou`` of coarse logits ``[N, L, g, g]``: background log-probability lowered by ``offset``."""
     logp = logits.float().log_softmax(1).clone()
     logp[:, 0] -= offset
     pred = upsample_prediction(logp.softmax(1).numpy(), maps.shape[-1])
-    return mean_iou(pred, maps.astype(np.int64), N_LABELS)
+    return mean_iou(pred, maps.astype(np.int64), n_labels)
 
 
 def select(scores: dict[Any, tuple[float, float]]) -> tuple[Any, float, float]:
@@ -372,6 +381,8 @@ def evaluate_condition(
     hidden: int = 256,
     epochs: int = 40,
     batch_size: int = 512,
+    n_labels: int = N_LABELS,
+    n_classes: int | None = N_CLASSES,
 ) -> dict[str, Any]:
     """Fit every probe on one condition's EEG; validation-selected test scores (a row of the results).
 
@@ -387,6 +398,11 @@ def evaluate_condition(
         Split sizes.
     pca_dim, hidden, epochs, batch_size
         Feature dimension, MLP hidden units, training epochs and batch size of every probe.
+    n_labels : int
+        Labels of the maps, background (0) included.
+    n_classes : int or None
+        Scene classes the class probes choose from; None skips them (zero-shot: the test concepts are unseen) and
+        leaves ``class_top1`` NaN.
 
     Returns
     -------
@@ -394,7 +410,7 @@ def evaluate_condition(
         The ``CSV_FIELDS`` scores of the condition (without its description).
     """
     t0 = time.perf_counter()
-    targets = soft_targets(maps)
+    targets = soft_targets(maps, n_labels)
     features, row = ridge_features(eeg, targets, splits, pca_dim)
     n, n_val = splits.n_train, splits.n_val
     val_maps, test_maps = maps[splits.val], maps[splits.test]
@@ -405,7 +421,7 @@ def evaluate_condition(
                 features,
                 targets,
                 n,
-                N_LABELS * GRID * GRID,
+                n_labels * GRID * GRID,
                 hidden=width,
                 weight_decay=wd,
                 epochs=epochs,
@@ -414,7 +430,7 @@ def evaluate_condition(
     choices: dict[str, tuple[float, float]] = {}
     for probe, runs in held_out.items():
         scores = {
-            (wd, b): (map_miou(out[:n_val], val_maps, b), map_miou(out[n_val:], test_maps, b))
+            (wd, b): (map_miou(out[:n_val], val_maps, b, n_labels), map_miou(out[n_val:], test_maps, b, n_labels))
             for wd, out in runs.items()
             for b in OFFSETS
         }
@@ -426,9 +442,12 @@ def evaluate_condition(
         choices[f"{probe}+offset"] = (val, test)
     row["ceiling_plain_miou"] = select({k: choices[k] for k in ("linear", "mlp")})[2]
     row["ceiling_probe"], _, row["ceiling_miou"] = select(choices)
+    if n_classes is None:
+        row.update(class_top1=float("nan"), class_probe="", class_wd="", seconds=time.perf_counter() - t0)
+        return row
     y = torch.from_numpy(labels.astype(np.int64))
     class_logits = {
-        ("features", wd): train_probe(features, y, n, N_CLASSES, weight_decay=wd, epochs=epochs, batch_size=batch_size)
+        ("features", wd): train_probe(features, y, n, n_classes, weight_decay=wd, epochs=epochs, batch_size=batch_size)
         for wd in CLASS_WDS
     }
     class_logits.update({("eeg", l2): logistic_regression(eeg, y, n, l2) for l2 in CLASS_L2S})
@@ -444,7 +463,14 @@ def evaluate_condition(
     return row
 
 
-def reference_rows(maps: np.ndarray, labels: np.ndarray, splits: Splits, seed: int = 0) -> list[dict[str, Any]]:
+def reference_rows(
+    maps: np.ndarray,
+    labels: np.ndarray,
+    splits: Splits,
+    seed: int = 0,
+    n_labels: int = N_LABELS,
+    n_classes: int | None = N_CLASSES,
+) -> list[dict[str, Any]]:
     """Scores that need no EEG: the training prior's per-cell majority label, a random training map, the 8x8 oracle.
 
     Parameters
@@ -455,6 +481,8 @@ def reference_rows(maps: np.ndarray, labels: np.ndarray, splits: Splits, seed: i
         Split sizes.
     seed : int
         Seed of the random map draw.
+    n_labels, n_classes
+        As in :func:`evaluate_condition` (``n_classes`` None: no class references, ``class_top1`` NaN).
 
     Returns
     -------
@@ -463,18 +491,21 @@ def reference_rows(maps: np.ndarray, labels: np.ndarray, splits: Splits, seed: i
     """
     n = splits.n_train
     test_maps = maps[splits.test].astype(np.int64)
-    targets = soft_targets(maps)
+    targets = soft_targets(maps, n_labels)
     prior = targets[:n].mean(0, keepdim=True).expand(splits.n_test, -1, -1, -1).numpy()
-    majority_class = np.bincount(labels[:n], minlength=N_CLASSES).argmax()
-    majority_top1 = float((labels[splits.test] == majority_class).mean())
+    majority_top1 = random_top1 = float("nan")
+    if n_classes is not None:
+        majority_class = np.bincount(labels[:n], minlength=n_classes).argmax()
+        majority_top1, random_top1 = float((labels[splits.test] == majority_class).mean()), 1.0 / n_classes
+    size = maps.shape[-1]
     random_maps = maps[np.random.default_rng(seed).integers(0, n, splits.n_test)].astype(np.int64)
     oracle = targets[splits.test].numpy()
     return [
-        {"kind": kind, "ceiling_miou": mean_iou(pred, test_maps, N_LABELS), "class_top1": top1}
+        {"kind": kind, "ceiling_miou": mean_iou(pred, test_maps, n_labels), "class_top1": top1}
         for kind, pred, top1 in (
-            ("chance_prior_majority", upsample_prediction(prior, IMAGE_SIZE), majority_top1),
-            ("chance_random_train_map", random_maps, 1.0 / N_CLASSES),
-            ("oracle_true_coarse_8x8", upsample_prediction(oracle, IMAGE_SIZE), float("nan")),
+            ("chance_prior_majority", upsample_prediction(prior, size), majority_top1),
+            ("chance_random_train_map", random_maps, random_top1),
+            ("oracle_true_coarse_8x8", upsample_prediction(oracle, size), float("nan")),
         )
     ]
 
@@ -694,22 +725,309 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def write_outputs(rows: Sequence[dict[str, Any]], meta: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """Write ``decoding_ceiling.{csv,json,png,md}`` into ``out_dir``; returns the paths by suffix."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out_dir / f"decoding_ceiling.{ext}" for ext in ("csv", "json", "png", "md")}
+    return write_files(rows, meta, out_dir / "decoding_ceiling", CSV_FIELDS, plot, markdown)
+
+
+def write_files(
+    rows: Sequence[dict[str, Any]],
+    meta: dict[str, Any],
+    stem: Path,
+    fields: Sequence[str],
+    plot_to: Callable[[Sequence[dict[str, Any]], Path], None],
+    markdown_of: Callable[[Sequence[dict[str, Any]], dict[str, Any]], str],
+) -> dict[str, Path]:
+    """Write ``<stem>.{csv,json,png,md}``: the ``fields`` of every row, rows and meta, the plot, the markdown (a
+    hand-written reading of an earlier run, from :data:`READING` on, is kept); returns the paths by suffix."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {ext: stem.with_name(f"{stem.name}.{ext}") for ext in ("csv", "json", "png", "md")}
     with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items() if k in CSV_FIELDS})
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items() if k in fields})
     clean = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows]
     paths["json"].write_text(json.dumps({"meta": meta, "rows": clean}, indent=1) + "\n")
-    plot(rows, paths["png"])
-    text = markdown(rows, meta)
+    plot_to(rows, paths["png"])
+    text = markdown_of(rows, meta)
     old = paths["md"].read_text() if paths["md"].is_file() else ""
     if READING in old:  # keep the hand-written reading of an earlier run
         text += old[old.index(READING) :]
     paths["md"].write_text(text)
     return paths
+
+
+# -- the realistic presets ----------------------------------------------------------------------------------------
+#: the realistic presets of the synthetic benchmark (conf/dataset/<preset>.yaml)
+PRESETS = ("synthetic_things", "synthetic_imagenet")
+#: test ``eval/region_miou`` of the region head on each preset as ``regionaldiff dataset=<preset>`` trains it (the
+#: method's arm of the paired claims, mean of 5 seeds; docs/realistic.md)
+PRESET_HEAD_MIOU = {"synthetic_things": 0.506, "synthetic_imagenet": 0.008}
+PRESET_CSV_FIELDS = ("preset", "condition", "n_labels") + CSV_FIELDS[1:]
+PRESET_CONDITIONS = {
+    "preset": "the preset as the pipeline reads it",
+    "single_test_trial": "test EEG one repetition (training as the preset)",
+    "more_training_images": "{factor}x the training images per concept",
+    "snr0": "no signal (snr 0)",
+    "noise_free": "noise-free (snr {snr:g})",
+}
+
+
+@dataclass
+class PresetWorld:
+    """A realistic preset's data split into noise-free signal and per-repetition noise (one subject).
+
+    Attributes
+    ----------
+    signal : np.ndarray
+        float32 ``[N, C, T']``: the binned EEG at ``snr=1`` without noise, train, validation and test images in order.
+    noise : dict
+        split -> float32 ``[n, R, C, T']``, the noise of each of the split's ``R`` repetitions.
+    maps : np.ndarray
+        ``[N, S, S]`` region maps in the labels the pipeline scores (object / background layouts, or classes).
+    labels : np.ndarray
+        int64 ``[N]`` the concept (class) of each image.
+    splits : Splits
+        Images per split.
+    snr : float
+        The preset's ``dataset.snr``.
+    n_labels : int
+        Map labels, background included (``num_region_labels``).
+    n_classes : int or None
+        Classes of the closed set; None for a zero-shot preset (no class probe: its test concepts are unseen).
+    """
+
+    signal: np.ndarray
+    noise: dict[str, np.ndarray]
+    maps: np.ndarray
+    labels: np.ndarray
+    splits: Splits
+    snr: float
+    n_labels: int
+    n_classes: int | None
+
+    def eeg(self, snr: float, test_repetitions: int | None = None) -> np.ndarray:
+        """``[N, C, T']``: ``snr * signal`` plus each split's noise averaged over its repetitions, as the pipeline
+        reads the preset (``test_repetitions``: average only the first ones of the test split)."""
+        noise = [
+            self.noise[split][:, :test_repetitions].mean(axis=1) if split == "test" else self.noise[split].mean(axis=1)
+            for split in ("train", "val", "test")
+        ]
+        return (np.float32(snr) * self.signal + np.concatenate(noise)).astype(np.float32)
+
+
+def simulate_preset(
+    preset: str, overrides: Sequence[str] = (), images_factor: int = 1, time_bin: int = 4, verbose: bool = True
+) -> PresetWorld:
+    """The preset's data (``regionaldiff dataset=<preset> <overrides>``) as signal and noise, from one
+    :meth:`~regionaldiff.data.synthetic.concept_world.ConceptWorldDataModule.generate_arrays` at ``snr=0`` (the
+    noise, every repetition kept) and its ``simulate_signal`` on the same scenes.
+
+    Parameters
+    ----------
+    preset : str
+        ``synthetic_things`` or ``synthetic_imagenet``.
+    overrides : sequence of str
+        Hydra overrides of the dataset (``dataset.KEY=VALUE``), e.g. smaller sizes in tests.
+    images_factor : int
+        Training images per concept multiplied by this (more data than the preset; other scenes are drawn).
+    time_bin, verbose
+        Samples per time bin (:func:`bin_time`), and print the generation time.
+
+    Returns
+    -------
+    PresetWorld
+    """
+    import hydra
+
+    from regionaldiff.config import compose_config
+
+    t0 = time.perf_counter()
+    cfg = compose_config([f"paths.root_dir={ROOT}", f"dataset={preset}", *overrides])
+    if cfg.dataset.n_subjects != 1:
+        raise ValueError(f"--preset reads one subject; dataset.n_subjects is {cfg.dataset.n_subjects}.")
+    images = int(cfg.dataset.images_per_concept) * images_factor
+    dm = hydra.utils.instantiate(
+        cfg.dataset, snr=0.0, average_repetitions=False, images_per_concept=images, cache_dir=None
+    )
+    arrays = dm.generate_arrays()
+    splits = Splits(*(len(arrays[f"{s}_labels"]) for s in ("train", "val", "test")))
+    maps = np.concatenate([arrays[f"{s}_maps"] for s in ("train", "val", "test")])
+    signal = bin_time(dm.simulate_signal(maps, dm.head_model(0)), time_bin)
+    noise = {s: bin_time(arrays[f"{s}_eeg_s0"], time_bin).astype(np.float32) for s in ("train", "val", "test")}
+    layout = dm.region_labels == "layout"
+    if verbose:
+        print(f"[{preset}] generated {len(maps)} images in {time.perf_counter() - t0:.0f} s", flush=True)
+    return PresetWorld(
+        signal=signal.astype(np.float32),
+        noise=noise,
+        maps=(maps > 0).astype(np.int64) if layout else maps.astype(np.int64),
+        labels=np.concatenate([arrays[f"{s}_labels"] for s in ("train", "val", "test")]).astype(np.int64),
+        splits=splits,
+        snr=float(cfg.dataset.snr),
+        n_labels=dm.num_region_labels,
+        n_classes=None if cfg.dataset.protocol == "zero_shot" else dm.num_classes,
+    )
+
+
+def run_preset(
+    preset: str,
+    overrides: Sequence[str] = (),
+    images_factor: int = 4,
+    noise_free_snr: float = 1000.0,
+    time_bin: int = 4,
+    **probe: Any,
+) -> list[dict[str, Any]]:
+    """The preset's conditions (:data:`PRESET_CONDITIONS`) and its EEG-free references.
+
+    Parameters
+    ----------
+    preset, overrides
+        As in :func:`simulate_preset`.
+    images_factor : int
+        Training images per concept of the ``more_training_images`` condition, as a multiple of the preset's.
+    noise_free_snr : float
+        SNR of the noise-free reference.
+    time_bin : int
+        Samples per time bin.
+    **probe
+        ``pca_dim``, ``hidden``, ``epochs``, ``batch_size`` of :func:`evaluate_condition`.
+
+    Returns
+    -------
+    list of dict
+        One row per condition and reference (``PRESET_CSV_FIELDS``).
+    """
+    world = simulate_preset(preset, overrides, 1, time_bin)
+    rows = [
+        {"preset": preset, "condition": r["kind"], "n_labels": world.n_labels, **r}
+        for r in reference_rows(world.maps, world.labels, world.splits, 0, world.n_labels, world.n_classes)
+    ]
+    conditions: list[tuple[str, PresetWorld, float, int | None]] = [("preset", world, world.snr, None)]
+    if world.noise["test"].shape[1] > 1:
+        conditions.append(("single_test_trial", world, world.snr, 1))
+    if images_factor > 1:
+        conditions.append(
+            ("more_training_images", simulate_preset(preset, overrides, images_factor, time_bin), world.snr, None)
+        )
+    conditions += [("snr0", world, 0.0, None), ("noise_free", world, noise_free_snr, None)]
+    for condition, data, snr, test_reps in conditions:
+        eeg = data.eeg(snr, test_reps)
+        row: dict[str, Any] = {"preset": preset, "condition": condition, "kind": condition, "n_labels": data.n_labels}
+        row.update({"snr": snr, "averaged": test_reps != 1, "n_train": data.splits.n_train})
+        row.update({"n_val": data.splits.n_val, "n_test": data.splits.n_test})
+        row.update(
+            evaluate_condition(
+                eeg, data.maps, data.labels, data.splits, n_labels=data.n_labels, n_classes=data.n_classes, **probe
+            )
+        )
+        rows.append(row)
+        print(
+            f"[{preset}] {condition}: ceiling {row['ceiling_miou']:.3f} [{row['ceiling_probe']}], class top-1 "
+            f"{row['class_top1']:.3f} ({row['seconds']:.0f} s)",
+            flush=True,
+        )
+    return rows
+
+
+def plot_presets(rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
+    """Ceiling map mIoU of every condition per preset, beside the region head and the EEG-free references."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    presets = list(dict.fromkeys(r["preset"] for r in rows))
+    fig, axes = plt.subplots(1, len(presets), figsize=(6 * len(presets), 4), squeeze=False)
+    for ax, preset in zip(axes[0], presets):
+        mine = [r for r in rows if r["preset"] == preset and r["condition"] in PRESET_CONDITIONS]
+        names = [condition_title(r, meta) for r in mine]
+        ax.barh(range(len(mine)), [r["ceiling_miou"] for r in mine], color="C0")
+        ax.set_yticks(range(len(mine)), names, fontsize=8)
+        ax.invert_yaxis()
+        head = PRESET_HEAD_MIOU.get(preset)
+        if head is not None:
+            ax.axvline(head, color="k", lw=1.2, label=f"region head ({head:.3f})")
+        refs = {r["condition"]: r["ceiling_miou"] for r in rows if r["preset"] == preset}
+        for key, style, title in (
+            ("chance_prior_majority", "-.", "prior"),
+            ("oracle_true_coarse_8x8", ":", "true 8x8"),
+        ):
+            if key in refs:
+                ax.axvline(refs[key], color="grey", ls=style, lw=1, label=f"{title} ({refs[key]:.3f})")
+        ax.set(xlabel="map mIoU (eval/region_miou, test)", xlim=(0, 1), title=preset)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def condition_title(row: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The condition's description for tables and plots."""
+    return PRESET_CONDITIONS[row["condition"]].format(factor=meta.get("images_factor", ""), snr=row["snr"])
+
+
+def markdown_presets(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The generated part of ``docs/results/decoding_ceiling_presets.md``."""
+    lines = [
+        "# Decoding ceiling of the realistic presets",
+        "",
+        "How much of the region map (and, on the closed set, of the class) the EEG of each realistic preset carries,",
+        "read by the probes of `benchmarks/analyses/decoding_ceiling.py` (its docstring has the method) on the preset's",
+        "own data: its sizes, its repetitions, its region labels (object / background layouts on `synthetic_things`,",
+        "41 labels on `synthetic_imagenet`), scored exactly as `eval/region_miou` (dataset-level mIoU over the",
+        "foreground labels, test split). Everything is chosen on the validation split. *Ceiling*: the test score of",
+        "the validation-best of the linear and MLP probes, each with and without a background offset.",
+        "",
+        f"- Command: `{meta['command']}`",
+        f"- Machine: {meta['machine']}",
+        f"- Wall time: {meta['wall_time']} ({meta['date']})",
+        f"- Features: {meta['time_bin']}-sample time bins, ridge to the soft 8x8 target, PCA to {meta['pca_dim']}"
+        f" dims; MLP with {meta['hidden']} hidden units; {meta['epochs']} epochs, batch {meta['batch_size']}.",
+        "",
+    ]
+    for preset in dict.fromkeys(r["preset"] for r in rows):
+        mine = [r for r in rows if r["preset"] == preset]
+        head = PRESET_HEAD_MIOU.get(preset)
+        lines += [
+            f"## `{preset}`",
+            "",
+            "| condition | SNR | train / val / test images | linear | MLP | **ceiling mIoU** | best probe | class top-1 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in mine:
+            if r["condition"] not in PRESET_CONDITIONS:
+                continue
+            lines.append(
+                f"| {condition_title(r, meta)} | {r['snr']:g} | {r['n_train']} / {r['n_val']} / {r['n_test']} | "
+                f"{_fmt(r['linear_miou'])} | {_fmt(r['mlp_miou'])} | **{_fmt(r['ceiling_miou'])}** | "
+                f"{r['ceiling_probe']} | {_fmt(r['class_top1'])} |"
+            )
+        names = {
+            "chance_prior_majority": "per-cell majority label of the training maps (prior)",
+            "chance_random_train_map": "a random training image's true map",
+            "oracle_true_coarse_8x8": "the true coarse 8x8 map, upsampled",
+        }
+        lines += ["", "| reference (no EEG) | map mIoU | class top-1 |", "| --- | --- | --- |"]
+        lines += [
+            f"| {names[r['condition']]} | {_fmt(r['ceiling_miou'])} | {_fmt(r['class_top1'])} |"
+            for r in mine
+            if r["condition"] in names
+        ]
+        if head is not None:
+            lines += ["", f"The region head on this preset (test `eval/region_miou`, 5 seeds): {head:.3f}."]
+        lines.append("")
+    lines += ["![decoding ceiling of the presets](decoding_ceiling_presets.png)", ""]
+    return "\n".join(lines)
+
+
+def write_preset_outputs(rows: Sequence[dict[str, Any]], meta: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write ``decoding_ceiling_presets.{csv,json,png,md}`` into ``out_dir``; returns the paths by suffix."""
+    stem = out_dir / "decoding_ceiling_presets"
+    return write_files(
+        rows, meta, stem, PRESET_CSV_FIELDS, lambda r, path: plot_presets(r, meta, path), markdown_presets
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
@@ -733,7 +1051,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     p.add_argument(
         "--render-only", action="store_true", help="rewrite the csv, png and md from OUT_DIR/decoding_ceiling.json"
     )
+    p.add_argument(
+        "--preset", nargs="+", choices=PRESETS, help="run on these realistic presets' own data instead (see above)"
+    )
+    p.add_argument(
+        "--preset-overrides",
+        nargs="*",
+        default=[],
+        metavar="dataset.KEY=VALUE",
+        help="with --preset: dataset overrides",
+    )
+    p.add_argument("--images-factor", type=int, default=4, help="with --preset: training images of the more-data row")
     args = p.parse_args(argv)
+    if args.preset:
+        return main_presets(args, sys.argv[1:] if argv is None else list(argv))
     if args.render_only:
         saved = json.loads((Path(args.out_dir) / "decoding_ceiling.json").read_text())
         rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in saved["rows"]]  # NaN scores
@@ -759,6 +1090,43 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         **{k: getattr(args, k) for k in ("pca_dim", "hidden", "epochs", "batch_size", "noise_free_snr")},
     }
     paths = write_outputs(rows, meta, Path(args.out_dir))
+    print(f"wall time {wall / 60:.1f} min; wrote {', '.join(str(p) for p in paths.values())}")
+    return paths
+
+
+def main_presets(args: argparse.Namespace, shown: Sequence[str]) -> dict[str, Path]:
+    """``--preset``: run (or, with ``--render-only``, re-render) the presets' ceilings."""
+    out_dir = Path(args.out_dir)
+    if args.render_only:
+        saved = json.loads((out_dir / "decoding_ceiling_presets.json").read_text())
+        rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in saved["rows"]]
+        return write_preset_outputs(rows, saved["meta"], out_dir)
+    torch.set_num_threads(args.threads)
+    probe = {k: getattr(args, k) for k in ("pca_dim", "hidden", "epochs", "batch_size")}
+    t0 = time.perf_counter()
+    rows = [
+        row
+        for preset in args.preset
+        for row in run_preset(
+            preset, args.preset_overrides, args.images_factor, args.noise_free_snr, args.time_bin, **probe
+        )
+    ]
+    wall = time.perf_counter() - t0
+    meta = {
+        "command": shlex.join(["python", "benchmarks/analyses/decoding_ceiling.py", *shown]),
+        "machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), {args.threads} torch thread(s), torch {torch.__version__}",
+        "wall_time": f"{wall / 60:.1f} min",
+        "wall_seconds": round(wall, 1),
+        "date": dt.date.today().isoformat(),
+        "presets": list(args.preset),
+        "preset_overrides": list(args.preset_overrides),
+        "head_miou": {p: PRESET_HEAD_MIOU.get(p) for p in args.preset},
+        "images_factor": args.images_factor,
+        "time_bin": args.time_bin,
+        "noise_free_snr": args.noise_free_snr,
+        **probe,
+    }
+    paths = write_preset_outputs(rows, meta, out_dir)
     print(f"wall time {wall / 60:.1f} min; wrote {', '.join(str(p) for p in paths.values())}")
     return paths
 
