@@ -82,7 +82,7 @@ def test_preset_world_equals_what_the_pipeline_reads(ceiling, preset):
 
     from regionaldiff.config import compose_config
 
-    overrides = [*TINY_PRESET[preset], "dataset.test_repetitions=3"]
+    overrides = [*TINY_PRESET[preset], "dataset.test_repetitions=3"]  # the closed set too: several test repetitions
     world = ceiling.simulate_preset(preset, overrides, time_bin=1, verbose=False)
     cfg = compose_config([f"dataset={preset}", *overrides])
     direct = hydra.utils.instantiate(cfg.dataset, cache_dir=None).generate_arrays()
@@ -97,13 +97,14 @@ def test_preset_world_equals_what_the_pipeline_reads(ceiling, preset):
 
 
 def test_preset_ceilings_read_the_map_without_noise_and_not_at_zero(ceiling, tmp_path):
-    overrides = [*TINY_PRESET["synthetic_imagenet"], "dataset.n_concepts=4"]
-    argv = ["--preset", "synthetic_imagenet", "--preset-overrides", *overrides, "--images-factor", "2"]
+    argv = ["--preset", "synthetic_imagenet", "--preset-overrides", *TINY_PRESET["synthetic_imagenet"]]
+    argv += ["--images-factor", "2"]
     argv += ["--epochs", "15", "--batch-size", "64", "--hidden", "64", "--pca-dim", "32", "--out-dir", str(tmp_path)]
     paths = ceiling.main(argv)
     for ext in ("csv", "json", "png", "md"):
         assert paths[ext] == tmp_path / f"decoding_ceiling_presets.{ext}" and paths[ext].stat().st_size > 0
     rows = {r["condition"]: r for r in csv.DictReader(paths["csv"].open())}
+    # single trials (one test repetition): no single_test_trial row
     assert set(rows) == {
         "preset",
         "more_training_images",
@@ -112,7 +113,7 @@ def test_preset_ceilings_read_the_map_without_noise_and_not_at_zero(ceiling, tmp
         "chance_prior_majority",
         "chance_random_train_map",
         "oracle_true_coarse_8x8",
-    }  # fmt: skip  (single trials: no single_test_trial row)
+    }
     assert int(rows["more_training_images"]["n_train"]) == 2 * int(rows["preset"]["n_train"]) == 240
     noise_free, zero = float(rows["noise_free"]["ceiling_miou"]), float(rows["snr0"]["ceiling_miou"])
     assert noise_free > zero + 0.1, (noise_free, zero)
