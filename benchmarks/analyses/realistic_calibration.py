@@ -6,7 +6,8 @@ reuses the encoder), then scores the test split with the pipeline's own function
 
 - zero-shot presets: ``eval/retrieval_top1`` / ``top5`` (200-way, the 80 test repetitions averaged) and the curve
   over 1, 5, 10, 20 and 80 averaged repetitions (:func:`regionaldiff.steps.evaluate.zero_shot_retrieval`);
-- closed-set presets: the classification head's top-1 on the single test trials (``eval/eeg_top1``);
+- closed-set presets: the classification head's top-1 on the single test trials (``eval/eeg_top1``), and on the
+  validation trials (``val_eeg_top1``, to choose an encoder setting by: ``--grid encoder.max_epochs=40,80,160``);
 - every preset: the region head's calibrated map mIoU on the validation split (``pretrain/val_region_miou``).
 
 The bands to land in (``../shared/REFERENCE.md``, "Real EEG decoding") are printed beside each point; docs/realistic.md
@@ -54,12 +55,12 @@ def compose_cfg(overrides: list[str]):
     return compose_config([*paths, *overrides])
 
 
-def test_top1(ctx) -> float:
-    """The classification head's top-1 on the test trials, as ``eval/eeg_top1``."""
+def head_top1(ctx, split: str = "test") -> float:
+    """The classification head's top-1 on ``split``'s trials (on the test split: ``eval/eeg_top1``)."""
     encoder = load_encoder(ctx).to(ctx.device)
     hits, total = 0, 0
     with torch.no_grad():
-        for batch in ctx.datamodule.loader("test", False):
+        for batch in ctx.datamodule.loader(split, False):
             logits = encoder(batch["eeg"].to(ctx.device))["class_logits"]
             hits += int((logits.argmax(-1).cpu() == batch["label"]).sum())
             total += len(batch["label"])
@@ -88,7 +89,8 @@ def calibrate_point(overrides: list[str]) -> dict[str, float]:
         out.update({k.removeprefix("eval/"): v for k, v in {**scores, **curve}.items()})
         out["chance"] = 1.0 / len(inputs["image_embeddings"])
     else:
-        out["eeg_top1"] = test_top1(ctx)
+        out["eeg_top1"] = head_top1(ctx, "test")
+        out["val_eeg_top1"] = head_top1(ctx, "val")  # for choices made on the validation split
         out["chance"] = 1.0 / ctx.datamodule.num_classes
     return out
 
