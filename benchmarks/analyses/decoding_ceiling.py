@@ -899,7 +899,7 @@ def run_preset(
     """
     world = simulate_preset(preset, overrides, 1, time_bin)
     rows = [
-        {"preset": preset, "condition": r["kind"], "n_labels": world.n_labels, **r}
+        {"preset": preset, "condition": r.pop("kind"), "n_labels": world.n_labels, **r}
         for r in reference_rows(world.maps, world.labels, world.splits, 0, world.n_labels, world.n_classes)
     ]
     conditions: list[tuple[str, PresetWorld, float, int | None]] = [("preset", world, world.snr, None)]
@@ -912,7 +912,7 @@ def run_preset(
     conditions += [("snr0", world, 0.0, None), ("noise_free", world, noise_free_snr, None)]
     for condition, data, snr, test_reps in conditions:
         eeg = data.eeg(snr, test_reps)
-        row: dict[str, Any] = {"preset": preset, "condition": condition, "kind": condition, "n_labels": data.n_labels}
+        row: dict[str, Any] = {"preset": preset, "condition": condition, "n_labels": data.n_labels}
         row.update({"snr": snr, "averaged": test_reps != 1, "n_train": data.splits.n_train})
         row.update({"n_val": data.splits.n_val, "n_test": data.splits.n_test})
         row.update(
@@ -1030,6 +1030,24 @@ def write_preset_outputs(rows: Sequence[dict[str, Any]], meta: dict[str, Any], o
     )
 
 
+def read_saved(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows (``None`` scores back to NaN) and meta of a results JSON, for ``--render-only``."""
+    saved = json.loads(path.read_text())
+    rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in saved["rows"]]
+    return rows, saved["meta"]
+
+
+def run_meta(shown: Sequence[str], threads: int, wall: float) -> dict[str, Any]:
+    """The command, machine, wall time and date every results file records."""
+    return {
+        "command": shlex.join(["python", "benchmarks/analyses/decoding_ceiling.py", *shown]),
+        "machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), {threads} torch thread(s), torch {torch.__version__}",
+        "wall_time": f"{wall / 60:.1f} min",
+        "wall_seconds": round(wall, 1),
+        "date": dt.date.today().isoformat(),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Command line: run the benchmark and write its outputs (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1063,12 +1081,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     )
     p.add_argument("--images-factor", type=int, default=4, help="with --preset: training images of the more-data row")
     args = p.parse_args(argv)
+    if args.images_factor < 1:
+        p.error(
+            f"--images-factor must be >= 1 (training images of the more-data row, as a multiple); got {args.images_factor}"
+        )
     if args.preset:
         return main_presets(args, sys.argv[1:] if argv is None else list(argv))
     if args.render_only:
-        saved = json.loads((Path(args.out_dir) / "decoding_ceiling.json").read_text())
-        rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in saved["rows"]]  # NaN scores
-        return write_outputs(rows, saved["meta"], Path(args.out_dir))
+        return write_outputs(*read_saved(Path(args.out_dir) / "decoding_ceiling.json"), Path(args.out_dir))
     torch.set_num_threads(args.threads)
     splits = Splits(args.n_train, args.n_val, args.n_test)
     t0 = time.perf_counter()
@@ -1079,12 +1099,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     wall = time.perf_counter() - t0
     shown = sys.argv[1:] if argv is None else list(argv)
     meta = {
-        "command": shlex.join(["python", "benchmarks/analyses/decoding_ceiling.py", *shown]),
-        "machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), {args.threads} torch"
-        f" thread(s), torch {torch.__version__}",
-        "wall_time": f"{wall / 60:.1f} min",
-        "wall_seconds": round(wall, 1),
-        "date": dt.date.today().isoformat(),
+        **run_meta(shown, args.threads, wall),
         "head_miou": HEAD_MIOU,
         **{k: getattr(args, k) for k in ("n_train", "n_val", "n_test", "n_repetitions", "seed", "time_bin")},
         **{k: getattr(args, k) for k in ("pca_dim", "hidden", "epochs", "batch_size", "noise_free_snr")},
@@ -1098,9 +1113,7 @@ def main_presets(args: argparse.Namespace, shown: Sequence[str]) -> dict[str, Pa
     """``--preset``: run (or, with ``--render-only``, re-render) the presets' ceilings."""
     out_dir = Path(args.out_dir)
     if args.render_only:
-        saved = json.loads((out_dir / "decoding_ceiling_presets.json").read_text())
-        rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in saved["rows"]]
-        return write_preset_outputs(rows, saved["meta"], out_dir)
+        return write_preset_outputs(*read_saved(out_dir / "decoding_ceiling_presets.json"), out_dir)
     torch.set_num_threads(args.threads)
     probe = {k: getattr(args, k) for k in ("pca_dim", "hidden", "epochs", "batch_size")}
     t0 = time.perf_counter()
@@ -1113,11 +1126,7 @@ def main_presets(args: argparse.Namespace, shown: Sequence[str]) -> dict[str, Pa
     ]
     wall = time.perf_counter() - t0
     meta = {
-        "command": shlex.join(["python", "benchmarks/analyses/decoding_ceiling.py", *shown]),
-        "machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), {args.threads} torch thread(s), torch {torch.__version__}",
-        "wall_time": f"{wall / 60:.1f} min",
-        "wall_seconds": round(wall, 1),
-        "date": dt.date.today().isoformat(),
+        **run_meta(shown, args.threads, wall),
         "presets": list(args.preset),
         "preset_overrides": list(args.preset_overrides),
         "head_miou": {p: PRESET_HEAD_MIOU.get(p) for p in args.preset},

@@ -55,9 +55,8 @@ def compose_cfg(overrides: list[str]):
     return compose_config([*paths, *overrides])
 
 
-def head_top1(ctx, split: str = "test") -> float:
+def head_top1(ctx, encoder, split: str = "test") -> float:
     """The classification head's top-1 on ``split``'s trials (on the test split: ``eval/eeg_top1``)."""
-    encoder = load_encoder(ctx).to(ctx.device)
     hits, total = 0, 0
     with torch.no_grad():
         for batch in ctx.datamodule.loader(split, False):
@@ -89,8 +88,9 @@ def calibrate_point(overrides: list[str]) -> dict[str, float]:
         out.update({k.removeprefix("eval/"): v for k, v in {**scores, **curve}.items()})
         out["chance"] = 1.0 / len(inputs["image_embeddings"])
     else:
-        out["eeg_top1"] = head_top1(ctx, "test")
-        out["val_eeg_top1"] = head_top1(ctx, "val")  # for choices made on the validation split
+        encoder = load_encoder(ctx).to(ctx.device)
+        out["eeg_top1"] = head_top1(ctx, encoder, "test")
+        out["val_eeg_top1"] = head_top1(ctx, encoder, "val")  # for choices made on the validation split
         out["chance"] = 1.0 / ctx.datamodule.num_classes
     return out
 
