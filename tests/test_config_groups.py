@@ -35,6 +35,7 @@ NESTED_PARENTS = {
     "ldm/unet": ["ldm=regional"],
     "ldm/controlnet": ["ldm=regional"],
     "encoder/align": ["encoder=tiny"],
+    "encoder/recipe": ["encoder=tiny"],
 }
 #: options that make a runnable config only with other choices (the default ldm=regional needs region maps)
 COMPANIONS = {("regionmap", "none"): ["ldm=global"]}

@@ -10,6 +10,7 @@ node                built by                                 arguments added at 
 ``encoder.net``     :func:`build_encoder`                    ``n_chans, n_times, sfreq, num_classes,
                                                              num_region_labels, align_dim``
 ``encoder.align``   :func:`build_image_embedder`             (none: its ``image_embedder`` node)
+``encoder.augment``  :func:`build_augmentations`             (none: one node per augmentation)
 ``ldm.latent``      :func:`build_codec`                      (none)
 ``ldm.unet``        :func:`build_ldm`                        ``in_channels, latent_size``
 ``ldm.conditioner``  :func:`build_ldm`                       ``code_len, code_dim, num_classes,
@@ -37,6 +38,7 @@ from regionaldiff.errors import ConfigError
 
 if TYPE_CHECKING:
     from diffusers import DDPMScheduler
+    from torch.nn import Module
 
     from regionaldiff.config import LDMConfig, TypedConfig
     from regionaldiff.encoder.alignment import ImageEmbedder
@@ -128,6 +130,8 @@ def check_components(typed: TypedConfig) -> None:
     }
     if typed.encoder.align is not None:
         nodes["encoder.align.image_embedder"] = typed.encoder.align.image_embedder
+    for name, node in (typed.encoder.augment or {}).items():
+        nodes[f"encoder.augment.{name}"] = node
     if typed.ldm.controlnet is not None:
         nodes["ldm.controlnet"] = typed.ldm.controlnet
     for key, node in nodes.items():
@@ -173,6 +177,12 @@ def build_encoder(
         **extra,
     )
     return check_encoder(encoder)
+
+
+def build_augmentations(nodes: Mapping[str, Any] | None) -> list[Module]:
+    """The EEG augmentations of ``encoder.augment`` (name -> ``_target_`` node), in their order: modules that take a
+    batch ``[B, C, T]`` and return it transformed (braindecode.augmentation's transforms, called without labels)."""
+    return [instantiate(node, f"encoder.augment.{name}") for name, node in (nodes or {}).items()]
 
 
 def build_image_embedder(node: Mapping[str, Any]) -> ImageEmbedder:

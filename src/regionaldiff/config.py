@@ -177,14 +177,25 @@ class EncoderConfig:
     w_mae: float = MISSING
     w_cls: float = MISSING
     w_region: float = MISSING
+    calibrate_background: bool = MISSING
+    # the training recipe (conf/encoder/recipe, `# @package encoder`: its keys sit here)
     lr: float = MISSING
     weight_decay: float = MISSING
     max_epochs: int = MISSING
-    calibrate_background: bool = MISSING
+    batch_size: Optional[int] = MISSING  # None: the dataset's batch_size
+    learn_temperature: bool = MISSING
+    early_stopping_patience: int = MISSING  # 0: off
+    augment: Any = MISSING  # name -> `_target_` node of a batch augmentation (braindecode.augmentation)
     align: Optional[AlignConfig] = None
 
     def __post_init__(self) -> None:
         _positive("encoder", lr=self.lr, max_epochs=self.max_epochs)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"encoder.batch_size must be >= 1 or null (the dataset's); got {self.batch_size}.")
+        if self.early_stopping_patience < 0:
+            raise ValueError(
+                f"encoder.early_stopping_patience must be >= 0 (0 = off); got {self.early_stopping_patience}."
+            )
         for key in ("w_mae", "w_cls", "w_region"):
             if getattr(self, key) < 0:
                 raise ValueError(f"encoder.{key} must be >= 0 (0 turns the term off); got {getattr(self, key)}.")

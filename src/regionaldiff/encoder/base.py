@@ -131,7 +131,10 @@ class EEGEncoder(nn.Module):
 
     def forward(self, eeg: torch.Tensor) -> dict[str, torch.Tensor]:
         """Codes, class logits and (when those heads exist) region logits and the aligned embedding of ``eeg``."""
-        codes = self.forward_features(eeg)
+        return self.heads(self.forward_features(eeg))
+
+    def heads(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What :meth:`forward` returns, from codes already computed."""
         out = {"codes": codes, "class_logits": self.classify(codes)}
         if self.region_grid > 0:
             out["region_logits"] = self.predict_regions(codes)

@@ -8,7 +8,7 @@ import logging
 import lightning as L
 import torch
 
-from regionaldiff.components import build_encoder, build_image_embedder
+from regionaldiff.components import build_augmentations, build_encoder, build_image_embedder
 from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS
 from regionaldiff.encoder.alignment import ImageEmbeddings, compute_image_embeddings
@@ -88,12 +88,14 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
                 w_align=e.align.weight if e.align is not None else 0.0,
                 align_temperature=e.align.temperature if e.align is not None else 0.07,
                 image_embeddings=embeddings,
+                learn_temperature=e.learn_temperature,
+                augmentations=build_augmentations(e.augment),
             )
-            trainer = make_trainer(ctx, slot, e.max_epochs)
+            trainer = make_trainer(ctx, slot, e.max_epochs, callbacks=early_stopping(e.early_stopping_patience))
             dm = ctx.datamodule
             trainer.fit(
                 module,
-                train_dataloaders=dm.train_dataloader(),
+                train_dataloaders=dm.loader("train", True, batch_size=e.batch_size),
                 val_dataloaders=dm.val_dataloader(),
                 ckpt_path=resume_path(slot),
             )
@@ -108,6 +110,15 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
         else:
             log.info("pretrain: reusing encoder %s", slot.path)
     ctx.tracker.set_tags({"checkpoint.encoder": str(slot.path / ENCODER_WEIGHTS)})
+
+
+def early_stopping(patience: int) -> list[L.Callback]:
+    """Lightning's early stopping on the validation loss (``pretrain/val_loss``), or nothing when ``patience`` is 0."""
+    if patience <= 0:
+        return []
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return [EarlyStopping(monitor="pretrain/val_loss", patience=patience, mode="min")]
 
 
 def calibrate(ctx: PipelineContext, model: EEGEncoder) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +131,9 @@ def training_limits(ctx: PipelineContext) -> dict[str, int]:
     return {} if limit is None else {"limit_train_batches": int(limit)}
 
 
-def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer:
-    """A Lightning trainer from the ``trainer`` group, checkpointing into ``slot`` every epoch."""
+def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """A Lightning trainer from the ``trainer`` group, checkpointing into ``slot`` every epoch (``callbacks`` added
+    before the checkpoint's)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     quiet_known_warnings()
@@ -156,6 +158,7 @@ def make_trainer(ctx: PipelineContext, slot: Slot, max_epochs: int) -> L.Trainer
         callbacks=[
             StopOnNonFiniteLoss(slot.path.parent.name, slot.path / "checkpoints" / "last.ckpt"),
             RandomStateInCheckpoint(),
+            *callbacks,
             ModelCheckpoint(
                 dirpath=str(slot.path / "checkpoints"),
                 filename="last",
