@@ -170,6 +170,7 @@ def add_encoder(root: Path) -> None:
         """
         defaults:
           - schema
+          - recipe: field
           - _self_
 
         net:
@@ -179,9 +180,6 @@ def add_encoder(root: Path) -> None:
         w_mae: 1.0
         w_cls: 1.0
         w_region: 1.0
-        lr: 1.0e-3
-        weight_decay: 0.0
-        max_epochs: 10
         calibrate_background: true
         """,
     )

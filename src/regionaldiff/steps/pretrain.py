@@ -3,7 +3,10 @@ embedding aligned to an image embedding), or its artifact."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -93,6 +96,7 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
             )
             trainer = make_trainer(ctx, slot, e.max_epochs, callbacks=early_stopping(e.early_stopping_patience))
             dm = ctx.datamodule
+            start = time.perf_counter()
             trainer.fit(
                 module,
                 train_dataloaders=dm.loader("train", True, batch_size=e.batch_size),
@@ -100,6 +104,14 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
                 ckpt_path=resume_path(slot),
             )
             metrics = final_metrics(trainer)
+            # what an encoder comparison reports beside the scores (the seconds of this run's training; a resumed
+            # run counts only what it trained)
+            metrics["pretrain/parameters"] = float(sum(p.numel() for p in model.parameters()))
+            metrics["pretrain/train_seconds"] = round(time.perf_counter() - start, 1)
+            metrics["pretrain/epochs_trained"] = float(trainer.current_epoch)
+            ctx.tracker.log_metrics(
+                {k: metrics[k] for k in ("pretrain/parameters", "pretrain/train_seconds", "pretrain/epochs_trained")}
+            )
             if e.calibrate_background and model.region_grid > 0 and dm.has_region_maps and e.w_region > 0:
                 metrics.update(calibrate(ctx, model))
             if embeddings is not None:
@@ -109,7 +121,29 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
             log.info("pretrain: encoder saved to %s", slot.path / ENCODER_WEIGHTS)
         else:
             log.info("pretrain: reusing encoder %s", slot.path)
+            # the reused encoder's validation scores, size and training time go into this run too (a sweep's
+            # report reads them from every job, also from those that reuse the encoder)
+            ctx.tracker.log_metrics(saved_metrics(slot.path / "DONE"))
     ctx.tracker.set_tags({"checkpoint.encoder": str(slot.path / ENCODER_WEIGHTS)})
+
+
+def saved_metrics(done: Path) -> dict[str, float]:
+    """The ``pretrain/*`` numbers an encoder artifact's completion marker kept (none if it is unreadable)."""
+    try:
+        info = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(info, dict):
+        return {}
+    return {
+        k: float(v)
+        for k, v in info.items()
+        if k.startswith("pretrain/") and isinstance(v, (int, float)) and k not in SKIP
+    }
+
+
+#: the training curves' last values are the training run's own, not the reusing run's
+SKIP = frozenset({"pretrain/train_loss", "pretrain/val_loss"})
 
 
 def early_stopping(patience: int) -> list[L.Callback]:
