@@ -8,6 +8,7 @@ this option is built.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
@@ -22,7 +23,9 @@ __all__ = ["BraindecodeEncoder", "braindecode_model"]
 def braindecode_model(name: str) -> type[nn.Module]:
     """The class ``braindecode.models.<name>``; a ConfigError naming the key and the choices otherwise."""
     try:
-        import braindecode.models as models
+        with warnings.catch_warnings():  # braindecode 1.8.1's import warns of an MNE montage rename, not ours to fix
+            warnings.simplefilter("ignore", FutureWarning)
+            import braindecode.models as models
     except ImportError as err:  # pragma: no cover - braindecode is a dependency
         raise ConfigError(f"encoder.net.model={name} needs braindecode: pip install braindecode ({err}).") from err
     model = getattr(models, name, None)
