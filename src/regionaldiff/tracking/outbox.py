@@ -130,6 +130,7 @@ class Outbox:
         self.delay = 0.0
         self.next_try = 0.0
         self.away_since: float | None = None
+        self.journal_failed = False
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             self._write_state()
@@ -149,7 +150,7 @@ class Outbox:
         records = read_journal(folder)
         box.sent = min(int(state.get("sent", 0)), len(records))
         box.pending = records[box.sent :]
-        box.delay, box.next_try, box.away_since = 0.0, 0.0, None
+        box.delay, box.next_try, box.away_since, box.journal_failed = 0.0, 0.0, None, False
         return box
 
     @property
@@ -160,8 +161,15 @@ class Outbox:
     def put(self, record: Record) -> None:
         """Journal ``record`` and send the queue (unless the server is away and its next try is not due)."""
         if self.folder is not None:
-            with open(self.folder / JOURNAL, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.folder / JOURNAL, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as err:  # e.g. a full disk: the record still goes out, from memory
+                if not self.journal_failed:
+                    log.warning(
+                        "tracking: could not write the journal %s (%s); records kept in memory", self.folder, err
+                    )
+                self.journal_failed = True
         self.pending.append(record)
         self.flush()
 
@@ -227,8 +235,11 @@ class Outbox:
             return
         state = {"run_id": self.run_id, "tracking_uri": self.tracking_uri, "sent": self.sent}
         tmp = self.folder / f".{STATE}.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.folder / STATE)
+        try:
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.folder / STATE)
+        except OSError as err:  # a full disk must not stop the job from the tracking side
+            log.debug("tracking: could not write %s: %s", self.folder / STATE, err)
 
 
 def read_journal(folder: Path) -> list[Record]:
