@@ -327,3 +327,17 @@ def test_a_full_disk_while_saving_the_encoder_is_one_line_and_the_rerun_resumes(
     with caplog.at_level(logging.INFO):
         run_pipeline(cfg, JobTracker(False, "sqlite://", "x", Path("."), "x"))
     assert "resuming from" in caplog.text and (slots[0] / "DONE").is_file()
+
+
+def test_a_sweep_whose_server_is_away_at_its_end_still_gets_its_summary_and_exit_status(tmp_path, monkeypatch):
+    from regionaldiff.tracking.sweep import finish_sweep, write_job_status
+
+    for name, value in HTTP_SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    sweep_dir = tmp_path / "sweep"
+    write_job_status(sweep_dir, 0, status="FINISHED", overrides=["seed=0"], run_id="a")
+    write_job_status(sweep_dir, 1, status="FAILED", reason="boom", overrides=["seed=1"], run_id="b")
+    outcome = finish_sweep(f"http://127.0.0.1:{free_port()}", "exp", str(sweep_dir), [["seed=0"], ["seed=1"]])
+    assert [o.status for o in outcome.jobs] == ["FINISHED", "FAILED"] and len(outcome.failed) == 1
+    assert "1 of 2 failed" in (sweep_dir / "summary.md").read_text()
