@@ -124,7 +124,8 @@ def test_a_server_that_is_not_there_at_the_start_is_one_line_naming_the_uri():
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingUnavailableError) as caught:
         require_tracking_server(uri, timeout=5)
-    line = format_user_error(caught.value).splitlines()[0]
+    line = format_user_error(caught.value)
+    assert "\n" not in line
     assert line.startswith(f"regionaldiff: error: the MLflow tracking server {uri} does not answer")
     assert "logger=none" in line and "sqlite" in line
     require_tracking_server("sqlite:///somewhere.db")  # a local store is always there

@@ -174,8 +174,6 @@ def unreachable_error(uri: str, err: BaseException | str) -> TrackingUnavailable
         f"the MLflow tracking server {redact(uri)} does not answer ({one_line(str(err))[:200]}); nothing was run. "
         "Start it (mlflow server ...), or run without tracking (logger=none), or log to a local store "
         "(MLFLOW_TRACKING_URI=sqlite:///outputs/mlflow.db or logger.tracking_uri=sqlite:///...).",
-        hint="once a run has started, the server may go away: the run goes on and sends its records when it is "
-        "back (docs/failures.md).",
     )
 
 
@@ -511,7 +509,9 @@ class JobTracker:
         if self.outbox is None:
             return True
         self.outbox.put({"op": "terminated", "status": status, "end_time": int(time.time() * 1000)})
-        if self.outbox.flush(wait=end_wait_seconds() if self.outbox.away else 0.0):
+        # a job stopped by hand (KILLED) does not wait for the server: its records stay in the journal for sync
+        wait = end_wait_seconds() if self.outbox.away and status != "KILLED" else 0.0
+        if self.outbox.flush(wait=wait):
             return True
         folder = self.outbox.folder
         where = (
