@@ -115,13 +115,18 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
 
 def disk_full(ctx: PipelineContext, step: Step, err: OSError) -> UserError | None:
     """A step's full disk (``ENOSPC`` anywhere in ``err``'s chain) as one line naming the folder it was writing (the
-    file's, else the step's artifact folder) and the free space; None for any other error. Nothing half-written is
+    file's, else the step's artifact folder, the cache folder or the job folder) and the free space; None for any other error. Nothing half-written is
     marked complete (:meth:`regionaldiff.artifacts.Slot.mark_done` comes last), so the same command resumes."""
     if isinstance(err, UserError) or not is_disk_full(err):
         return None
     filename = getattr(err, "filename", None)
     slot = ctx.slots.get(step.value)
-    folder = Path(filename).parent if filename else slot.path if slot is not None else ctx.output_dir
+    if filename:
+        folder = Path(filename).parent
+    elif slot is not None:
+        folder = slot.path
+    else:  # prepare writes the dataset and region-map caches; evaluate the job folder
+        folder = Path(ctx.cfg.paths.cache_dir) if step == Step.prepare else ctx.output_dir
     return disk_full_error(folder, f"the {step.value} step's output")
 
 

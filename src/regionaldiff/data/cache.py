@@ -292,7 +292,7 @@ class ArrayCache:
             file = self.path / f"{name}.npy"
             damage = self._check_array_file(file, spec)
             if damage:
-                self.reason, self.damaged = damage, True
+                self.reason, self.damaged = f"array {name} unreadable ({damage})", True
                 return None
             try:
                 array = np.load(file, mmap_mode="r" if int(np.prod(spec["shape"])) else None, allow_pickle=False)

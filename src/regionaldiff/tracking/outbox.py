@@ -53,7 +53,7 @@ def bound_http_retries() -> None:
 
 
 def end_wait_seconds() -> float:
-    """How long the end of a job waits for an away server to take the queued records (``REGIONALDIFF_TRACKING_WAIT``)."""
+    """Seconds the end of a job waits for an away server to take the queued records (REGIONALDIFF_TRACKING_WAIT)."""
     try:
         return max(0.0, float(os.environ.get("REGIONALDIFF_TRACKING_WAIT", "60")))
     except ValueError:
@@ -107,7 +107,8 @@ class Outbox:
     tracking_uri : str
         Where they go (in the state file and the messages).
     folder : Path, optional
-        ``<job folder>/tracking/<run id>`` (one per run: a requeued job starts a new run in the same folder); None keeps the queue in memory (nothing survives the process).
+        ``<job folder>/tracking/<run id>`` (one per run: a requeued job starts a new run in the same folder); None
+        keeps the queue in memory (nothing survives the process).
     clock : callable
         Monotonic seconds (tests pass a fake one).
     """
@@ -139,18 +140,11 @@ class Outbox:
     def resume(cls, folder: Path, client: Any) -> Outbox:
         """The outbox of a journal left by a job: its unsent records queued, bound to the run the state names."""
         state = read_state(folder)
-        box = cls.__new__(cls)
-        box.client, box.run_id, box.tracking_uri, box.folder = (
-            client,
-            str(state["run_id"]),
-            state["tracking_uri"],
-            folder,
-        )
-        box.clock = time.monotonic
+        box = cls(client, str(state["run_id"]), str(state["tracking_uri"]), None)
+        box.folder = folder
         records = read_journal(folder)
         box.sent = min(int(state.get("sent", 0)), len(records))
         box.pending = records[box.sent :]
-        box.delay, box.next_try, box.away_since, box.journal_failed = 0.0, 0.0, None, False
         return box
 
     @property
