@@ -84,7 +84,12 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
     result). Any error (a user error, a crash, out of memory, a NaN loss) ends this job only: its MLflow run ends
     FAILED with the one-line reason (tag ``regionaldiff.failure``; a traceback in ``failure.txt``), the job writes
     its status file for the sweep's summary and returns NaN (Optuna marks such a trial failed)."""
-    from regionaldiff.tracking.mlflow_run import finished_attempt, process_rank, resolve_tracking_uri
+    from regionaldiff.tracking.mlflow_run import (
+        finished_attempt,
+        process_rank,
+        require_tracking_server,
+        resolve_tracking_uri,
+    )
     from regionaldiff.tracking.sweep import write_job_status
 
     if process_rank() != 0:  # the other ranks of a multi-GPU job: rank 0 reports the job
@@ -100,6 +105,7 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
     try:
         if cfg.logger.get("enabled", False):
             uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"), cfg.paths.output_root)
+            require_tracking_server(uri)
             earlier = finished_attempt(uri, str(cfg.logger.experiment_name), sweep_dir, overrides)
             if earlier is not None:
                 where = earlier.data.tags.get("output_dir", "")
@@ -155,6 +161,7 @@ def _failed_run(cfg: DictConfig, hc: Any, sweep_dir: str) -> Any:
             run_name=f"#{hc.job.num} {' '.join(overrides) or 'default'}",
             sweep_dir=sweep_dir,
             system_metrics=False,
+            job_dir=Path(cfg.paths.output_dir),
         )
         tracker.set_tags({"overrides": " ".join(overrides) or "(none)"})
         return tracker
@@ -165,7 +172,12 @@ def _failed_run(cfg: DictConfig, hc: Any, sweep_dir: str) -> Any:
 
 def _job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
     from regionaldiff.runner import run_pipeline
-    from regionaldiff.tracking.mlflow_run import JobTracker, dashboard_url, resolve_tracking_uri
+    from regionaldiff.tracking.mlflow_run import (
+        JobTracker,
+        dashboard_url,
+        require_tracking_server,
+        resolve_tracking_uri,
+    )
 
     # every range check runs before anything is created (no MLflow run, no folder) on a bad config
     validate(cfg)
@@ -173,6 +185,8 @@ def _job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     uri = resolve_tracking_uri(cfg.logger.tracking_uri, cfg.paths.output_root)
+    if cfg.logger.enabled:
+        require_tracking_server(uri)  # a server that is not there at the start: one line, before any work
     run_name = " ".join(overrides) or "default"
     tracker = JobTracker(
         enabled=bool(cfg.logger.enabled),
@@ -181,6 +195,7 @@ def _job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
         artifact_root=Path(cfg.paths.output_root) / "mlartifacts",
         run_name=run_name if not multirun else f"#{hc.job.num} {run_name}",
         sweep_dir=str(Path(hc.sweep.dir).resolve()) if multirun else None,
+        job_dir=Path(cfg.paths.output_dir),
     )
     if state is not None:
         state["tracker"] = tracker
@@ -231,6 +246,24 @@ def _precheck_overrides(args: list[str]) -> None:
 
 
 RUN_ANYWAY = "hydra.callbacks.sweep.run_anyway=true"
+
+
+def require_tracking_server_of(cfg: DictConfig) -> None:
+    """Exit with one line (status 2) when ``cfg`` logs to a tracking server (``logger.tracking_uri`` or
+    ``$MLFLOW_TRACKING_URI``, http/https) that does not answer: a sweep checks it before its first job starts."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from regionaldiff.tracking.mlflow_run import require_tracking_server
+
+    if not OmegaConf.select(cfg, "logger.enabled", default=False):
+        return
+    uri = OmegaConf.select(cfg, "logger.tracking_uri", default=None) or os.environ.get("MLFLOW_TRACKING_URI", "")
+    try:
+        require_tracking_server(str(uri))
+    except UserError as err:
+        exit_on_user_error(err)
 
 
 def check_sweep(args: list[str]) -> None:
@@ -284,6 +317,7 @@ def check_sweep(args: list[str]) -> None:
             jobs = enumerate_jobs(task, OmegaConf.select(base, "hydra.sweeper"))
             if not jobs:
                 return
+            require_tracking_server_of(base)
             run_anyway = bool(OmegaConf.select(base, "hydra.callbacks.sweep.run_anyway", default=False))
             for num, job in enumerate(jobs):
                 try:

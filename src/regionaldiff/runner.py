@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from regionaldiff.artifacts import ArtifactStore
+from regionaldiff.artifacts import ArtifactStore, disk_full_error, is_disk_full
 from regionaldiff.config import Step, TypedConfig
 from regionaldiff.data.base import EEGDataModule
-from regionaldiff.errors import ConfigError, one_line
+from regionaldiff.errors import ConfigError, UserError, one_line
 from regionaldiff.maps.base import RegionMapGenerator
 from regionaldiff.preflight import format_report, instantiate, require_ready
 from regionaldiff.steps.context import PipelineContext
@@ -113,6 +113,23 @@ def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
     return PipelineContext(cfg, typed, datamodule, regionmap, tracker, store, output_dir)
 
 
+def disk_full(ctx: PipelineContext, step: Step, err: OSError) -> UserError | None:
+    """A step's full disk (``ENOSPC`` anywhere in ``err``'s chain) as one line naming the folder it was writing (the
+    file's, else the step's artifact folder, the cache folder or the job folder) and the free space; None for any other error. Nothing half-written is
+    marked complete (:meth:`regionaldiff.artifacts.Slot.mark_done` comes last), so the same command resumes."""
+    if isinstance(err, UserError) or not is_disk_full(err):
+        return None
+    filename = getattr(err, "filename", None)
+    slot = ctx.slots.get(step.value)
+    if filename:
+        folder = Path(filename).parent
+    elif slot is not None:
+        folder = slot.path
+    else:  # prepare writes the dataset and region-map caches; evaluate the job folder
+        folder = Path(ctx.cfg.paths.cache_dir) if step == Step.prepare else ctx.output_dir
+    return disk_full_error(folder, f"the {step.value} step's output")
+
+
 def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
     """Run ``cfg.pipeline.steps`` in order; return the final metrics."""
     ctx = build_context(cfg, tracker)
@@ -142,6 +159,12 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
         # later steps need the artifacts of earlier ones: load them (trained only when asked for)
         if run_this or any(s in wanted for s in order[order.index(step) + 1 :]):
             start = time.perf_counter()
-            fn(ctx, run_this)
+            try:
+                fn(ctx, run_this)
+            except OSError as err:  # a full disk: one line naming the folder (anything else keeps its traceback)
+                full = disk_full(ctx, step, err)
+                if full is None:
+                    raise
+                raise full from err
             tracker.log_metrics({f"time/{step.value}_s": time.perf_counter() - start})
     return ctx.metrics

@@ -9,9 +9,11 @@ command         what it does                                     module
 ``report``      a sweep's tables, paired tests and figures        :mod:`regionaldiff.commands.report`
 ``reconstruct`` images from new EEG with a trained model         :mod:`regionaldiff.commands.reconstruct`
 ``evaluate``    score a folder of images against another          :mod:`regionaldiff.commands.evaluate`
+``sync``        send a job's tracking records kept while its      :mod:`regionaldiff.commands.sync`
+                MLflow server was away
 ==============  ===============================================  =========================================
 
-``check``, ``report`` and ``reconstruct`` have a ``main(args) -> exit status``; ``evaluate`` expands into the
+``check``, ``report``, ``reconstruct`` and ``sync`` have a ``main(args) -> exit status``; ``evaluate`` expands into the
 overrides of an evaluate-only run, which Hydra then runs. A new subcommand is a module here with a ``main`` and an
 entry in :data:`COMMANDS`.
 """
@@ -27,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "check": "regionaldiff.commands.check",
     "report": "regionaldiff.commands.report",
     "reconstruct": "regionaldiff.commands.reconstruct",
+    "sync": "regionaldiff.commands.sync",
 }
 
 

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from regionaldiff.artifacts import disk_guard
+
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
@@ -86,6 +88,15 @@ def stat_fingerprint(path: Path) -> list[int] | None:
     except FileNotFoundError:
         return None
     return [st.st_size, st.st_mtime_ns]
+
+
+def array_checksum(path: Path) -> dict[str, Any]:
+    """What a cache's manifest records of an array file it wrote: size, sample and full SHA-256 (an empty array
+    kept in memory has no file: nothing)."""
+    if not path.is_file():
+        return {}
+    size = path.stat().st_size
+    return {"size": size, "sample_sha256": sample_digest(path, size), "sha256": full_digest(path)}
 
 
 def config_key(name: str, config: Mapping[str, Any]) -> str:
@@ -242,11 +253,13 @@ class ArrayCache:
         self.key = config_key(name, self.config)
         self.path = self.root / self.key
         self.reason = ""  # why the last load() did not reuse the entry
+        self.damaged = False  # whether that was a damaged file (warned about) rather than a changed config or source
 
     # -- reuse ------------------------------------------------------------------------------
     def load(self) -> CacheEntry | None:
         """The entry, when complete and up to date; otherwise None (``self.reason`` says why)."""
         manifest_file = self.path / "manifest.json"
+        self.damaged = False
         if not manifest_file.is_file():
             self.reason = "no cache entry yet"
             return None
@@ -277,10 +290,14 @@ class ArrayCache:
         arrays = {}
         for name, spec in manifest.get("arrays", {}).items():
             file = self.path / f"{name}.npy"
+            damage = self._check_array_file(file, spec)
+            if damage:
+                self.reason, self.damaged = f"array {name} unreadable ({damage})", True
+                return None
             try:
                 array = np.load(file, mmap_mode="r" if int(np.prod(spec["shape"])) else None, allow_pickle=False)
             except (OSError, ValueError) as err:
-                self.reason = f"array {name} unreadable ({err})"
+                self.reason, self.damaged = f"array {name} unreadable ({err})", True
                 return None
             if list(array.shape) != spec["shape"] or array.dtype.str != spec["dtype"]:
                 self.reason = f"array {name} has shape {array.shape} {array.dtype}, manifest says {spec}"
@@ -290,6 +307,23 @@ class ArrayCache:
             self._write_manifest(self.path, manifest)
         self.reason = ""
         return CacheEntry(self.path, arrays, manifest.get("meta", {}), "hit", manifest)
+
+    def _check_array_file(self, file: Path, spec: Mapping[str, Any]) -> str:
+        """Why an array file does not match the checksum its manifest recorded (empty: it does, or the entry predates
+        checksums): the size always, a sample SHA-256 (3 MiB) always, the full SHA-256 with ``verify="full"``."""
+        if "size" not in spec:
+            return ""
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            return f"{file} is missing"
+        if size != spec["size"]:
+            return f"{file} has {size} bytes, {spec['size']} were written"
+        if sample_digest(file, size) != spec.get("sample_sha256"):
+            return f"{file} changed since it was written (SHA-256 of its samples differs)"
+        if self.verify == "full" and full_digest(file) != spec.get("sha256"):
+            return f"{file} changed since it was written (SHA-256 differs)"
+        return ""
 
     def _check_hashed(self, recorded: dict[str, Any], path: Path) -> tuple[bool, bool]:
         """(matches, manifest updated) for one hashed source."""
@@ -320,7 +354,9 @@ class ArrayCache:
             stat_sources = {role: stat_fingerprint(path) for role, path in self.stat_sources.items()}
             writer = CacheWriter(tmp)
             start = time.perf_counter()
-            meta = dict(fill(writer) or {})
+            with disk_guard(self.root, f"the dataset cache {self.name}"):
+                meta = dict(fill(writer) or {})
+                specs = writer.finish()
             manifest = {
                 "format": CACHE_FORMAT,
                 "name": self.name,
@@ -328,12 +364,13 @@ class ArrayCache:
                 "config": self.config,
                 "sources": sources,
                 "stat_sources": stat_sources,
-                "arrays": writer.finish(),
+                "arrays": {name: {**spec, **array_checksum(tmp / f"{name}.npy")} for name, spec in specs.items()},
                 "meta": meta,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "build_seconds": round(time.perf_counter() - start, 3),
             }
-            self._write_manifest(tmp, manifest)
+            with disk_guard(self.root, f"the dataset cache {self.name}"):
+                self._write_manifest(tmp, manifest)
             if self.path.exists():
                 old = self.root / f".{self.key}.old-{uuid.uuid4().hex[:8]}"
                 os.replace(self.path, old)
@@ -361,7 +398,10 @@ class ArrayCache:
             entry = self.load()  # another process may have built it meanwhile
             if entry is not None:
                 return entry
-            log.info("%s: building the cache %s (%s)", self.name, self.path, self.reason)
+            if self.damaged:
+                log.warning("%s: the cache %s is damaged (%s); building it again", self.name, self.path, self.reason)
+            else:
+                log.info("%s: building the cache %s (%s)", self.name, self.path, self.reason)
             return self.build(fill)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -378,3 +418,93 @@ class ArrayCache:
         """Leftovers of interrupted builds of this key (callers hold the key's lock or build alone)."""
         for stale in list(self.root.glob(f".{self.key}.tmp-*")) + list(self.root.glob(f".{self.key}.old-*")):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+# -- single-file caches (the synthetic benchmarks) -------------------------------------------------
+def cached_npz(
+    cache_dir: Path | None,
+    stem: str,
+    config: Mapping[str, Any],
+    generate: Callable[[], dict[str, np.ndarray]],
+    needed_bytes: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays of ``cache_dir/<stem>.npz`` when it is there and intact, else ``generate()`` saved there.
+
+    ``<stem>.json`` beside it is the marker that the file is complete: the generating ``config`` and the file's size
+    and SHA-256 (``file``), written after the file was moved into place. Reuse checks both (hashing the default
+    synthetic cache takes milliseconds, docs/failures.md); a file cut short, changed, or unreadable is generated
+    again with a one-line warning naming it. A cache written before checksums existed (its ``.json`` holds the bare
+    config) is trusted when it loads, and its checksum is recorded then. The file is written to a temporary name
+    and moved into place (``os.replace``), so an interrupted or full-disk write never leaves a cache that looks
+    complete; a full disk is one line naming the folder and the space needed (``needed_bytes``, else the
+    arrays' size).
+    ``cache_dir=None`` generates every time.
+    """
+    from regionaldiff.artifacts import file_checksum, write_atomic
+
+    path = cache_dir / f"{stem}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        arrays = _read_npz(path)
+        if arrays is not None:
+            log.info("synthetic benchmark read from cache %s", path)
+            return arrays
+    log.info("generating the synthetic benchmark (%s)", stem)
+    arrays = generate()
+    if path is None:
+        return arrays
+    # one temporary file per process: parallel jobs of a sweep may build the same dataset at once
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    try:
+        needed = needed_bytes or sum(int(np.asarray(a).nbytes) for a in arrays.values())
+        with disk_guard(path.parent, f"the dataset cache {path.name}", needed):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, allow_pickle=True, **arrays)  # the default, named so that **arrays cannot bind it
+            checksum = file_checksum(tmp)
+            tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache
+            marker = {"config": dict(config), "file": {"name": path.name, **checksum}}
+            write_atomic(path.with_suffix(".json"), json.dumps(marker, indent=2, default=str))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return arrays
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file that passes its marker's check, else None (with a warning naming the file)."""
+    import zipfile
+
+    from regionaldiff.artifacts import file_checksum, write_atomic
+
+    marker_path = path.with_suffix(".json")
+    try:
+        marker = json.loads(marker_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        marker = None
+    recorded = marker.get("file") if isinstance(marker, dict) and isinstance(marker.get("file"), dict) else None
+    if recorded is not None:
+        size = path.stat().st_size
+        if size != recorded.get("size"):
+            log.warning(
+                "dataset cache %s has %d bytes, %s were written; generating it again", path, size, recorded.get("size")
+            )
+            return None
+        if file_checksum(path)["sha256"] != recorded.get("sha256"):
+            log.warning("dataset cache %s changed since it was written (SHA-256 differs); generating it again", path)
+            return None
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        log.warning("dataset cache %s is unreadable (%s); generating it again", path, err)
+        return None
+    if recorded is None:  # written before checksums existed: it loads, so record its checksum now
+        try:
+            config = marker if isinstance(marker, dict) else {}
+            write_atomic(
+                marker_path,
+                json.dumps(
+                    {"config": config, "file": {"name": path.name, **file_checksum(path)}}, indent=2, default=str
+                ),
+            )
+        except OSError as err:
+            log.debug("could not record the checksum of %s: %s", path, err)
+    return arrays

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,7 +30,18 @@ from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from regionaldiff.config import TRACKING_URI_SCHEMES
-from regionaldiff.errors import ConfigError
+from regionaldiff.errors import ConfigError, UserError
+from regionaldiff.tracking.outbox import (
+    FOLDER as OUTBOX_FOLDER,
+)
+from regionaldiff.tracking.outbox import (
+    JOURNAL,
+    Outbox,
+    batch_record,
+    bound_http_retries,
+    end_wait_seconds,
+    is_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +155,48 @@ def resolve_tracking_uri(configured: str | None, output_root: str | Path) -> str
     root = Path(output_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+class TrackingUnavailableError(UserError, ConnectionError):
+    """The tracking server does not answer when a job starts (nothing has run yet)."""
+
+
+def is_server(uri: str) -> bool:
+    """True for a tracking server's URI (http, https), which can go away; a local sqlite store cannot."""
+    return uri.startswith(("http://", "https://"))
+
+
+def unreachable_error(uri: str, err: BaseException | str) -> TrackingUnavailableError:
+    """The one-line error for a tracking server that does not answer at the start of a run."""
+    from regionaldiff.errors import one_line
+
+    return TrackingUnavailableError(
+        f"the MLflow tracking server {redact(uri)} does not answer ({one_line(str(err))[:200]}); nothing was run. "
+        "Start it (mlflow server ...), or run without tracking (logger=none), or log to a local store "
+        "(MLFLOW_TRACKING_URI=sqlite:///outputs/mlflow.db or logger.tracking_uri=sqlite:///...).",
+    )
+
+
+def require_tracking_server(uri: str, timeout: float = 10.0) -> None:
+    """Raise :class:`TrackingUnavailableError` when ``uri`` is a tracking server that does not answer its health
+    check within ``timeout`` seconds (any HTTP answer, even 401, means it is there). Local stores pass."""
+    if not is_server(uri):
+        return
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(health, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (OSError, ValueError) as err:
+        raise unreachable_error(uri, getattr(err, "reason", err)) from None
 
 
 def mlflow_key(name: str) -> str:
@@ -305,6 +359,13 @@ class JobTracker:
     system_metrics : bool
         Log CPU/GPU memory and utilisation (``system/...``) while the job runs, when ``psutil`` is installed
         (GPU metrics need ``nvidia-ml-py``). Off with ``REGIONALDIFF_SYSTEM_METRICS=0``.
+    job_dir : Path, optional
+        The job folder: every record is journaled in ``job_dir/tracking/<run id>/`` before it is sent, so that a
+        tracking server away for a while costs nothing (:mod:`regionaldiff.tracking.outbox`; ``regionaldiff sync``
+        sends what is left). None: records wait in memory only.
+
+    Once the run exists, no logging call raises because the server is away: records are queued and retried.
+    Creating the run does need the server: :class:`TrackingUnavailableError` (one line naming the URI) otherwise.
     """
 
     def __init__(
@@ -316,6 +377,7 @@ class JobTracker:
         run_name: str,
         sweep_dir: str | None = None,
         system_metrics: bool = True,
+        job_dir: Path | None = None,
     ) -> None:
         # several ranks of one job (SLURM tasks, DDP processes): only rank 0 logs
         self.enabled = enabled and process_rank() == 0
@@ -323,27 +385,37 @@ class JobTracker:
         self.run_id: str | None = None
         self.parent_run_id: str | None = None
         self._monitor: Any = None
+        self.outbox: Outbox | None = None
         if not self.enabled:
             return
         from mlflow.tracking import MlflowClient
 
+        if is_server(tracking_uri):
+            bound_http_retries()
         self.client = MlflowClient(tracking_uri)
         tags: dict[str, str] = {}
         commit = git_commit()
         if commit:
             tags["regionaldiff.git_commit"] = commit
         tags.update(hydra_job_tags())
-        if sweep_dir:
-            # jobs of one sweep may start at the same time (joblib, submitit): one creates, the others find
-            with sweep_lock(sweep_dir):
+        try:
+            if sweep_dir:
+                # jobs of one sweep may start at the same time (joblib, submitit): one creates, the others find
+                with sweep_lock(sweep_dir):
+                    self.experiment_id = ensure_experiment(self.client, experiment_name, artifact_root)
+                    self.parent_run_id = self._parent_run(sweep_dir)
+                tags["mlflow.parentRunId"] = self.parent_run_id
+                tags[SWEEP_TAG] = sweep_dir
+            else:
                 self.experiment_id = ensure_experiment(self.client, experiment_name, artifact_root)
-                self.parent_run_id = self._parent_run(sweep_dir)
-            tags["mlflow.parentRunId"] = self.parent_run_id
-            tags[SWEEP_TAG] = sweep_dir
-        else:
-            self.experiment_id = ensure_experiment(self.client, experiment_name, artifact_root)
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        except Exception as err:
+            if is_server(tracking_uri) and not is_refusal(err):
+                raise unreachable_error(tracking_uri, err) from err
+            raise
         self.run_id = run.info.run_id
+        folder = Path(job_dir) / OUTBOX_FOLDER / self.run_id if job_dir is not None else None
+        self.outbox = Outbox(self.client, self.run_id, tracking_uri, folder)
         if system_metrics and os.environ.get("REGIONALDIFF_SYSTEM_METRICS", "1") != "0":
             self._monitor = _start_system_metrics(self.run_id, tracking_uri)
 
@@ -359,73 +431,102 @@ class JobTracker:
         return run.info.run_id
 
     # -- logging ------------------------------------------------------------------------------
+    # every call below is journaled and queued (:class:`~regionaldiff.tracking.outbox.Outbox`): none raises because
+    # the tracking server is away
     def log_config(self, cfg: DictConfig, output_dir: Path) -> None:
         """The resolved config as params (flattened) and as a YAML artifact."""
         # a DictConfig's container is a dict (string keys in these configs)
         resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         path = output_dir / "config_resolved.yaml"
         path.write_text(redact(OmegaConf.to_yaml(OmegaConf.create(resolved))))
-        if not self.enabled:
+        if self.outbox is None:
             return
         import torch
-        from mlflow.entities import Param
 
         self.set_tags({"regionaldiff.torch_threads": torch.get_num_threads()})
-        params = [Param(mlflow_key(k), redact(str(v))[:6000]) for k, v in flatten(resolved).items()]
+        params = [(mlflow_key(k), redact(str(v))[:6000]) for k, v in flatten(resolved).items()]
         for start in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[start : start + 100])
-        self.client.log_artifact(self.run_id, str(path))
+            self.outbox.put(batch_record(params=params[start : start + 100]))
+        self.log_artifact(path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        if self.enabled and tags:
-            for key, value in tags.items():
-                self.client.set_tag(self.run_id, key, str(value)[:5000])
+        if self.outbox is not None and tags:
+            self.outbox.put(batch_record(tags=[(key, str(value)[:5000]) for key, value in tags.items()]))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if not self.enabled:
+        if self.outbox is None:
             return
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         batch = [
-            Metric(k, float(v), now, step or 0)
-            for k, v in metrics.items()
-            if v is not None and math.isfinite(float(v))
+            (k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
         ]
         for start in range(0, len(batch), 500):
-            self.client.log_batch(self.run_id, metrics=batch[start : start + 500])
+            self.outbox.put(batch_record(metrics=batch[start : start + 500]))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.enabled and Path(path).exists():
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        if self.outbox is not None and Path(path).exists():
+            self.outbox.put({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
+
+    def log_text(self, text: str, name: str) -> None:
+        """``text`` as the artifact ``name``: written into the journal's folder first (sent from there)."""
+        if self.outbox is None:
+            return
+        if self.outbox.folder is None:
+            self.client.log_text(self.run_id, text, name)
+            return
+        folder = self.outbox.folder / "texts"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+        self.log_artifact(folder / name)
 
     def lightning_logger(self):
-        """A Lightning ``MLFlowLogger`` writing into this job's run (None when disabled)."""
-        if not self.enabled:
+        """A Lightning ``MLFlowLogger`` writing into this job's run through its queue (None when disabled)."""
+        if self.outbox is None:
             return None
-        return RunBoundMLFlowLogger(tracking_uri=self.tracking_uri, run_id=self.run_id, log_model=False)
+        return RunBoundMLFlowLogger(self)
 
     def fail(self, reason: str, details: str | None = None, status: str = "FAILED") -> None:
         """End the run ``status`` (FAILED, or KILLED) with its one-line ``reason`` as the tag
         ``regionaldiff.failure`` and ``details`` (e.g. a traceback) as the artifact ``failure.txt``."""
-        if self.enabled and self.run_id:
+        if self.outbox is not None:
             try:
                 self.set_tags({FAILURE_TAG: reason})
                 if details:
-                    self.client.log_text(self.run_id, details, "failure.txt")
+                    self.log_text(details, "failure.txt")
             except Exception as err:  # noqa: BLE001 - the status below matters more than the tag
                 log.warning("could not record the failure in MLflow: %s", err)
         self.finish(status)
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = "FINISHED") -> bool:
+        """End the run ``status``; give queued records a last chance (``REGIONALDIFF_TRACKING_WAIT`` seconds when the
+        server is away). False, with a warning naming the journal and ``regionaldiff sync``, when some are left."""
         if self._monitor is not None:
             try:
                 self._monitor.finish()
             except Exception as err:  # noqa: BLE001 - system metrics are best effort
                 log.warning("system metrics monitor did not stop cleanly: %s", err)
             self._monitor = None
-        if self.enabled and self.run_id:
-            self.client.set_terminated(self.run_id, status)
+        if self.outbox is None:
+            return True
+        self.outbox.put({"op": "terminated", "status": status, "end_time": int(time.time() * 1000)})
+        # a job stopped by hand (KILLED) does not wait for the server: its records stay in the journal for sync
+        wait = end_wait_seconds() if self.outbox.away and status != "KILLED" else 0.0
+        if self.outbox.flush(wait=wait):
+            return True
+        folder = self.outbox.folder
+        where = (
+            f"they are kept in {folder / JOURNAL}; send them with `regionaldiff sync {folder.parent.parent}` once it "
+            "is back"
+            if folder is not None
+            else "they are lost (no job folder)"
+        )
+        message = (
+            f"regionaldiff: warning: the MLflow tracking server {redact(self.tracking_uri)} did not take "
+            f"{len(self.outbox.pending)} record(s) of run {self.run_id}; {where}. The job's results are in its folder."
+        )
+        log.warning(message)
+        print(message, file=sys.stderr, flush=True)
+        return False
 
 
 def _start_system_metrics(run_id: str, tracking_uri: str) -> Any:
@@ -443,8 +544,46 @@ def _start_system_metrics(run_id: str, tracking_uri: str) -> Any:
     return monitor
 
 
+class _QueuedClient:
+    """The part of ``MlflowClient`` Lightning's ``MLFlowLogger`` calls, sending through a job's queue."""
+
+    def __init__(self, tracker: JobTracker) -> None:
+        self.tracker = tracker
+
+    def log_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = (), **_: Any) -> None:
+        if self.tracker.outbox is None:
+            return
+        self.tracker.outbox.put(
+            batch_record(
+                metrics=[(m.key, float(m.value), int(m.timestamp), int(m.step)) for m in metrics],
+                params=[(p.key, str(p.value)) for p in params],
+                tags=[(t.key, str(t.value)) for t in tags],
+            )
+        )
+
+
 class RunBoundMLFlowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger writing into an existing run, left open when training ends (more steps follow)."""
+    """Lightning's MLFlowLogger writing into the job's existing run through its queue (so that a tracking server
+    away for a while never stops training), left open when training ends (more steps follow). Lightning's own key
+    and param handling is kept: only the client it calls is replaced."""
+
+    def __init__(self, tracker: JobTracker) -> None:
+        super().__init__(tracking_uri=tracker.tracking_uri, run_id=tracker.run_id, log_model=False)
+        self._tracker = tracker
+        self._experiment_id = getattr(tracker, "experiment_id", None)
+        self._initialized = True
+
+    @property
+    def experiment(self) -> Any:
+        return _QueuedClient(self._tracker)
+
+    @property
+    def run_id(self) -> str | None:
+        return self._tracker.run_id
+
+    @property
+    def experiment_id(self) -> str | None:
+        return self._experiment_id
 
     def finalize(self, status: str = "success") -> None:
         return None

@@ -256,7 +256,7 @@ def finish_sweep(
     ``<sweep dir>/summary.md``, and (``tracking_uri`` set) the parent run: tags, the summary as its description
     and artifact, FINISHED when every job finished (or was reused), else FAILED with "k of n failed". A child
     still RUNNING (its job was killed) is ended FAILED."""
-    from regionaldiff.tracking.mlflow_run import FAILURE_TAG, find_sweep_parent, sweep_children
+    from regionaldiff.tracking.mlflow_run import find_sweep_parent, sweep_children
 
     statuses = read_job_statuses(sweep_dir)
     client = parent = None
@@ -264,12 +264,25 @@ def finish_sweep(
     if tracking_uri:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri)
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is not None:
-            parent = find_sweep_parent(client, experiment.experiment_id, sweep_dir)
-            if parent is not None:
-                children = sweep_children(client, parent)
+        from regionaldiff.tracking.outbox import bound_http_retries
+
+        bound_http_retries()  # a server away at the end: seconds, not MLflow's minutes of retries
+        try:
+            client = MlflowClient(tracking_uri)
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is not None:
+                parent = find_sweep_parent(client, experiment.experiment_id, sweep_dir)
+                if parent is not None:
+                    children = sweep_children(client, parent)
+        except Exception as err:  # noqa: BLE001 - the server is away: the summary comes from the status files
+            log.warning(
+                "the MLflow tracking server %s did not answer at the end of the sweep (%s): the summary comes from "
+                "the jobs' status files and the parent run was not updated",
+                tracking_uri,
+                " ".join(str(err).split())[:300],
+            )
+            client = parent = None
+            children = []
     outcome = SweepOutcome(collect_outcomes(jobs, statuses, children), parent.info.run_id if parent else None)
     outcome.sweep_dir = sweep_dir
     text = f"Sweep {sweep_dir}: {outcome.headline}.\n\n{outcome.markdown()}\n"
@@ -277,27 +290,37 @@ def finish_sweep(
     if folder.is_dir():
         (folder / "summary.md").write_text(text)
     if client is not None and parent is not None:
-        run_id = parent.info.run_id
-        stale = {o.run_id for o in outcome.jobs if o.reason == NO_REPORT}
-        latest = {o.run_id for o in outcome.jobs}
-        for child in children:
-            if child.info.status != "RUNNING":
-                continue
-            if child.info.run_id in stale:
-                client.set_tag(child.info.run_id, FAILURE_TAG, NO_REPORT)
-                client.set_terminated(child.info.run_id, "FAILED")
-            elif child.info.run_id not in latest:  # an attempt killed without a word (e.g. preempted), run again
-                client.set_tag(child.info.run_id, FAILURE_TAG, "interrupted; the job ran again in a later attempt")
-                client.set_terminated(child.info.run_id, "KILLED")
-        counts = outcome.counts()
-        for key in ("FINISHED", "REUSED", "FAILED", "RUNNING", "KILLED"):
-            client.set_tag(run_id, f"regionaldiff.children.{key}", str(counts.get(key, 0)))
-        client.set_tag(run_id, "regionaldiff.children", str(len(outcome.jobs)))
-        client.set_tag(run_id, "regionaldiff.failed", f"{len(outcome.failed)} of {len(outcome.jobs)} failed")
-        client.set_tag(run_id, "mlflow.note.content", text[:5000])
-        client.log_text(run_id, text, "summary.md")
-        client.set_terminated(run_id, outcome.status)
+        try:
+            _end_parent(client, parent, children, outcome, text)
+        except Exception as err:  # noqa: BLE001 - the server went away: the summary is in the sweep folder
+            log.warning("could not end the sweep's parent run in MLflow (%s); its summary is in %s", err, folder)
     return outcome
+
+
+def _end_parent(client: Any, parent: Any, children: list[Any], outcome: SweepOutcome, text: str) -> None:
+    """End a sweep's parent run with its outcome, and its children left RUNNING by killed jobs."""
+    from regionaldiff.tracking.mlflow_run import FAILURE_TAG
+
+    run_id = parent.info.run_id
+    stale = {o.run_id for o in outcome.jobs if o.reason == NO_REPORT}
+    latest = {o.run_id for o in outcome.jobs}
+    for child in children:
+        if child.info.status != "RUNNING":
+            continue
+        if child.info.run_id in stale:
+            client.set_tag(child.info.run_id, FAILURE_TAG, NO_REPORT)
+            client.set_terminated(child.info.run_id, "FAILED")
+        elif child.info.run_id not in latest:  # an attempt killed without a word (e.g. preempted), run again
+            client.set_tag(child.info.run_id, FAILURE_TAG, "interrupted; the job ran again in a later attempt")
+            client.set_terminated(child.info.run_id, "KILLED")
+    counts = outcome.counts()
+    for key in ("FINISHED", "REUSED", "FAILED", "RUNNING", "KILLED"):
+        client.set_tag(run_id, f"regionaldiff.children.{key}", str(counts.get(key, 0)))
+    client.set_tag(run_id, "regionaldiff.children", str(len(outcome.jobs)))
+    client.set_tag(run_id, "regionaldiff.failed", f"{len(outcome.failed)} of {len(outcome.jobs)} failed")
+    client.set_tag(run_id, "mlflow.note.content", text[:5000])
+    client.log_text(run_id, text, "summary.md")
+    client.set_terminated(run_id, outcome.status)
 
 
 def _open_parent(

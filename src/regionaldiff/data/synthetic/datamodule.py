@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -106,24 +105,12 @@ def simulate_noise(head: HeadModel, n_trials: int, times: np.ndarray, rng: np.ra
 def cached_arrays(
     cache_dir: Path | None, stem: str, config: Mapping[str, Any], generate: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
-    """The arrays of ``cache_dir/<stem>.npz`` when present, else ``generate()`` saved there (with ``config`` beside
-    them as ``<stem>.json``); ``cache_dir=None`` generates every time."""
-    path = cache_dir / f"{stem}.npz" if cache_dir else None
-    if path is not None and path.is_file():
-        with np.load(path) as data:
-            arrays = {key: data[key] for key in data.files}
-        log.info("synthetic benchmark read from cache %s", path)
-        return arrays
-    log.info("generating the synthetic benchmark (%s)", stem)
-    arrays = generate()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # one temporary file per process: parallel jobs of a sweep may build the same dataset at once
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
-        np.savez(tmp, allow_pickle=True, **arrays)  # the default, named so that **arrays cannot bind it
-        tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache
-        path.with_suffix(".json").write_text(json.dumps(dict(config), indent=2))
-    return arrays
+    """The arrays of ``cache_dir/<stem>.npz`` when present and intact, else ``generate()`` saved there (with
+    ``config`` and the file's checksum beside them as ``<stem>.json``: :func:`regionaldiff.data.cache.cached_npz`);
+    ``cache_dir=None`` generates every time."""
+    from regionaldiff.data.cache import cached_npz
+
+    return cached_npz(cache_dir, stem, config, generate)
 
 
 class GeneratedBenchmark:
