@@ -140,6 +140,12 @@ def test_background_calibration_finds_the_bias_that_reveals_objects():
     logits = model(torch.randn(2, 5, 40))["region_logits"]
     assert (logits.argmax(1) == 1).all()
     assert logits[:, 0].sub(2.0 - 2.25).abs().max() < 1e-5
+    # map_miou scores the head as it stands: the calibrated score, and the uncalibrated one once the bias is gone
+    from regionaldiff.encoder.calibration import map_miou
+
+    assert map_miou(model, batches, class_fused=False) == pytest.approx(fit.miou_after)
+    model.region_background_bias.zero_()
+    assert map_miou(model, batches, class_fused=False) == pytest.approx(fit.miou_before)
 
 
 def test_background_calibration_never_lowers_the_validation_score():

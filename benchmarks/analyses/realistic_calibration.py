@@ -8,7 +8,8 @@ reuses the encoder), then scores the test split with the pipeline's own function
   over 1, 5, 10, 20 and 80 averaged repetitions (:func:`regionaldiff.steps.evaluate.zero_shot_retrieval`);
 - closed-set presets: the classification head's top-1 on the single test trials (``eval/eeg_top1``), and on the
   validation trials (``val_eeg_top1``, to choose an encoder setting by: ``--grid encoder.max_epochs=40,80,160``);
-- every preset: the region head's calibrated map mIoU on the validation split (``pretrain/val_region_miou``).
+- every preset: the region head's calibrated map mIoU on the validation split (``pretrain/val_region_miou``) and on
+  the test split (``region_miou``, scored as ``eval/region_miou`` is, without the LDM).
 
 The bands to land in (``../shared/REFERENCE.md``, "Real EEG decoding") are printed beside each point; docs/realistic.md
 records the chosen levels. No reconstruction is made (``finetune`` / ``generate`` are not needed to decode).
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from regionaldiff.config import compose_config
+from regionaldiff.encoder.calibration import map_miou
 from regionaldiff.evaluation.retrieval import retrieval_scores
 from regionaldiff.runner import build_context
 from regionaldiff.steps.evaluate import zero_shot_retrieval
@@ -87,8 +89,11 @@ def calibrate_point(overrides: list[str]) -> dict[str, float]:
         )
         out.update({k.removeprefix("eval/"): v for k, v in {**scores, **curve}.items()})
         out["chance"] = 1.0 / len(inputs["image_embeddings"])
-    else:
-        encoder = load_encoder(ctx).to(ctx.device)
+    encoder = load_encoder(ctx).to(ctx.device)
+    if encoder.region_grid > 0 and ctx.datamodule.has_region_maps:
+        # the region head's map on the test split, calibrated and class-fused as the LDM is conditioned on it
+        out["region_miou"] = map_miou(encoder, ctx.datamodule.loader("test", False), class_fused=cfg.encoder.w_cls > 0)
+    if "retrieval" not in list(cfg.eval.metrics):
         out["eeg_top1"] = head_top1(ctx, encoder, "test")
         out["val_eeg_top1"] = head_top1(ctx, encoder, "val")  # for choices made on the validation split
         out["chance"] = 1.0 / ctx.datamodule.num_classes

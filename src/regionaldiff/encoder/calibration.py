@@ -39,6 +39,39 @@ class Calibration:
 
 
 @torch.no_grad()
+def region_logits(model: EEGEncoder, batches: Iterable[dict], class_fused: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """The region head's log-probabilities ``[N, L, g, g]`` (class-fused when ``class_fused`` and the labels are
+    classes) on ``batches``, and their reference maps ``[N, H, W]``."""
+    from regionaldiff.ldm.conditioning import fuse_class_into_map
+
+    logits, maps = [], []
+    for batch in batches:
+        if "region_map" not in batch:
+            raise ValueError("scoring the region head needs batches with region maps ('region_map').")
+        out = model(batch["eeg"].to(model.region_background_bias.device))
+        region = out["region_logits"]
+        if class_fused and model.region_labels_are_classes:
+            region = fuse_class_into_map(region.softmax(dim=1), out["class_logits"].softmax(dim=-1)).clamp_min(1e-8)
+            region = region.log()
+        logits.append(region.cpu())
+        maps.append(batch["region_map"].cpu().numpy().astype(np.int64))
+    if not logits:
+        raise ValueError("scoring the region head: the split is empty.")
+    return torch.cat(logits), np.concatenate(maps)
+
+
+@torch.no_grad()
+def map_miou(model: EEGEncoder, batches: Iterable[dict], class_fused: bool) -> float:
+    """The map mIoU of ``model``'s region head as it stands (its calibrated bias applied) on ``batches``: how
+    :mod:`regionaldiff.evaluation.known_truth` scores ``eval/region_miou``, without the LDM."""
+    was_training = model.training
+    model.eval()
+    logits, maps = region_logits(model, batches, class_fused)
+    model.train(was_training)
+    return mean_iou(upsample_prediction(logits.softmax(dim=1).numpy(), maps.shape[-1]), maps, logits.shape[1])
+
+
+@torch.no_grad()
 def fit_background_bias(
     model: EEGEncoder,
     batches: Iterable[dict],
@@ -59,8 +92,6 @@ def fit_background_bias(
     grid : tuple of float
         Biases tried; 0 must be among them, so calibration never lowers the validation score.
     """
-    from regionaldiff.ldm.conditioning import fuse_class_into_map
-
     if model.region_grid <= 0:
         raise ValueError("fit_background_bias needs an encoder with a region head (encoder.net.region_grid > 0).")
     if 0.0 not in grid:
@@ -68,21 +99,7 @@ def fit_background_bias(
     was_training = model.training
     model.eval()
     model.region_background_bias.zero_()
-    logits, maps = [], []
-    for batch in batches:
-        if "region_map" not in batch:
-            raise ValueError("fit_background_bias needs validation batches with region maps ('region_map').")
-        eeg = batch["eeg"].to(model.region_background_bias.device)
-        out = model(eeg)
-        region = out["region_logits"]
-        if class_fused and model.region_labels_are_classes:
-            region = fuse_class_into_map(region.softmax(dim=1), out["class_logits"].softmax(dim=-1)).clamp_min(1e-8)
-            region = region.log()
-        logits.append(region.cpu())
-        maps.append(batch["region_map"].cpu().numpy().astype(np.int64))
-    if not logits:
-        raise ValueError("fit_background_bias: the validation split is empty.")
-    all_logits, all_maps = torch.cat(logits), np.concatenate(maps)
+    all_logits, all_maps = region_logits(model, batches, class_fused)
     num_labels = all_logits.shape[1]
     size = all_maps.shape[-1]
     scores = {}
