@@ -171,6 +171,7 @@ def add_encoder(root: Path) -> None:
         defaults:
           - schema
           - recipe: field
+          - align: null
           - _self_
 
         net:
@@ -181,6 +182,27 @@ def add_encoder(root: Path) -> None:
         w_cls: 1.0
         w_region: 1.0
         calibrate_background: true
+        """,
+    )
+
+
+def add_recipe(root: Path) -> None:
+    _write(
+        root,
+        "conf/encoder/recipe/short_noisy.yaml",
+        """
+        # @package encoder
+        # the field's recipe, shorter, with Gaussian noise on every training batch
+        defaults:
+          - field
+          - _self_
+
+        max_epochs: 7
+        augment:
+          noise:
+            _target_: braindecode.augmentation.GaussianNoise
+            probability: 1.0
+            std: 0.1
         """,
     )
 
@@ -410,6 +432,12 @@ NEWCOMERS = {
             "test_every_encoder_option_keeps_the_encoder_contract[0-meanpool]",
             "test_option_composes_and_validates[encoder=meanpool]",
         ),
+    ),
+    "encoder recipe": Newcomer(
+        "**An encoder training recipe**",
+        "short_noisy",
+        add_recipe,
+        ("test_option_composes_and_validates[encoder/recipe=short_noisy]",),
     ),
     "dataset": Newcomer(
         "**A dataset**",

@@ -49,6 +49,8 @@ class BraindecodeEncoder(FeatureEncoder):
     (the others: :class:`~regionaldiff.encoder.feature.FeatureEncoder`)
     """
 
+    READS_TIME_COURSE = True
+
     @classmethod
     def check_config(cls, key: str, **arch: Any) -> None:
         super().check_config(key, **arch)

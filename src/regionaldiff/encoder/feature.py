@@ -18,7 +18,8 @@ build the backbone.
     semantic tokens followed by the region tokens; the class and alignment heads read the first, the region head the
     second.
 - **Input transform** (``input_transform``): ``null`` (the signal) or ``bandpower`` (:class:`BandPower`, the
-  log band power per channel that EEG-ImageNet's best decoders read).
+  log band power per channel that EEG-ImageNet's best decoders read), for backbones that do not read a time course
+  (``mlp``, ``linear``).
 - **Masked recovery**: a generic masked-input objective (random time patches zeroed, the whole signal recovered
   linearly from the codes), so ``encoder.w_mae > 0`` means the same thing for every encoder; the field's encoders
   train without it (their options set ``w_mae: 0``).
@@ -118,6 +119,9 @@ class FeatureEncoder(EEGEncoder):
         Length of one masked time patch, in seconds.
     """
 
+    #: whether the backbone reads a time course (convolutions or pooling over time), so band powers cannot feed it
+    READS_TIME_COURSE = False
+
     @classmethod
     def check_config(cls, key: str, **arch: Any) -> None:
         """Check the architecture's own arguments (those not given take the constructor's defaults); a ConfigError
@@ -132,6 +136,11 @@ class FeatureEncoder(EEGEncoder):
             raise ConfigError(f"{key}.projector must be one of {', '.join(PROJECTORS)}; got {a['projector']!r}.")
         if a["input_transform"] not in INPUT_TRANSFORMS:
             raise ConfigError(f"{key}.input_transform must be null or bandpower; got {a['input_transform']!r}.")
+        if a["input_transform"] == "bandpower" and cls.READS_TIME_COURSE:
+            raise ConfigError(
+                f"{key}.input_transform=bandpower leaves 5 band values per channel, not a time course, and "
+                f"{cls.__name__} convolves or pools over time: use it with encoder=mlp or encoder=linear."
+            )
         if not 0.0 <= a["dropout"] < 1.0:
             raise ConfigError(f"{key}.dropout must be in [0, 1); got {a['dropout']}.")
         if not 0.0 < a["mask_ratio"] < 1.0:

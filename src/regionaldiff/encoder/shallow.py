@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from regionaldiff.encoder.feature import FeatureEncoder
+from regionaldiff.encoder.feature import BandPower, FeatureEncoder
 from regionaldiff.errors import ConfigError
 
 __all__ = ["ATMEncoder", "LinearEncoder", "MLPEncoder", "ShallowEncoder", "TSConv"]
@@ -80,7 +80,8 @@ class LinearEncoder(FeatureEncoder):
         super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **_base(arch))
 
     def make_backbone(self, n_chans: int, n_times: int) -> tuple[nn.Module, int]:
-        bin_size = min(self.bin, n_times)
+        # band powers (the transform's output) are not a time course: each band is its own feature
+        bin_size = 1 if isinstance(self.transform, BandPower) else min(self.bin, n_times)
         pool = nn.AvgPool1d(bin_size, bin_size, ceil_mode=True)
         return nn.Sequential(pool, nn.Flatten(1)), n_chans * -(-n_times // bin_size)
 
@@ -189,6 +190,8 @@ class ShallowEncoder(FeatureEncoder):
     (the others: :class:`~regionaldiff.encoder.feature.FeatureEncoder`)
     """
 
+    READS_TIME_COURSE = True
+
     @classmethod
     def check_config(cls, key: str, **arch: Any) -> None:
         super().check_config(key, **arch)
@@ -258,8 +261,9 @@ class ATMEncoder(ShallowEncoder):
     @classmethod
     def check_config(cls, key: str, **arch: Any) -> None:
         super().check_config(key, **arch)
-        if cls.arch_args(arch)["attention_heads"] < 1:
-            raise ConfigError(f"{key}.attention_heads must be >= 1; got {arch['attention_heads']}.")
+        heads = cls.arch_args(arch)["attention_heads"]
+        if heads < 1:
+            raise ConfigError(f"{key}.attention_heads must be >= 1; got {heads}.")
 
     def __init__(
         self,
@@ -284,12 +288,9 @@ class ATMEncoder(ShallowEncoder):
         mask_ratio: float = 0.5,
         mask_patch_s: float = 0.1,
     ) -> None:
-        self.attention_heads = int(attention_heads)
         arch = _arch(locals(), self.DATA_ARGS)
-        arch.pop("attention_heads")
-        # ATMEncoder's own argument is checked here, the rest by ShallowEncoder
-        if self.attention_heads < 1:
-            raise ConfigError(f"encoder.net.attention_heads must be >= 1; got {attention_heads}.")
+        self.check_config("encoder.net", **arch)  # with attention_heads, which ShallowEncoder's check cannot see
+        self.attention_heads = int(arch.pop("attention_heads"))
         super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **arch)
 
     def make_backbone(self, n_chans: int, n_times: int) -> tuple[nn.Module, int]:

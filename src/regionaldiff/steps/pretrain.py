@@ -128,22 +128,25 @@ def pretrain(ctx: PipelineContext, train: bool = True) -> None:
 
 
 def saved_metrics(done: Path) -> dict[str, float]:
-    """The ``pretrain/*`` numbers an encoder artifact's completion marker kept (none if it is unreadable)."""
+    """The encoder's validation scores, size and training time that its artifact's completion marker kept (none if
+    the marker is unreadable); the training curves' last values belong to the run that trained it and are left."""
     try:
         info = json.loads(done.read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(info, dict):
         return {}
-    return {
-        k: float(v)
-        for k, v in info.items()
-        if k.startswith("pretrain/") and isinstance(v, (int, float)) and k not in SKIP
-    }
+    return {k: float(v) for k, v in info.items() if k.startswith(REUSED_METRICS) and isinstance(v, (int, float))}
 
 
-#: the training curves' last values are the training run's own, not the reusing run's
-SKIP = frozenset({"pretrain/train_loss", "pretrain/val_loss"})
+#: what a run that reuses an encoder logs of it (prefixes of the completion marker's keys)
+REUSED_METRICS = (
+    "pretrain/val_",
+    "pretrain/parameters",
+    "pretrain/train_seconds",
+    "pretrain/epochs_trained",
+    "pretrain/region_background_bias",
+)
 
 
 def early_stopping(patience: int) -> list[L.Callback]:
