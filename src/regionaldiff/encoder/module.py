@@ -123,7 +123,7 @@ class EncoderPretrainModule(L.LightningModule):
 def gradient_cosines(codes: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The cosine between the gradients of each pair of ``losses`` at ``codes`` (the representation their heads
     share), as ``grad_cos_<a>_<b>``; 0 where a loss sends no gradient into the codes (a detached or separate path).
-    Only the heads are differentiated again, not the encoder, so this costs a fraction of a training step."""
+    Only the heads are differentiated again, not the encoder."""
     if len(losses) < 2 or not codes.requires_grad:
         return {}
     grads = {
