@@ -13,8 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from regionaldiff.encoder.feature import FeatureEncoder
-from regionaldiff.encoder.shallow import _arch, _base
+from regionaldiff.encoder.feature import FeatureEncoder, base_args, own_args
 from regionaldiff.errors import ConfigError
 
 __all__ = ["BraindecodeEncoder", "braindecode_model"]
@@ -80,11 +79,11 @@ class BraindecodeEncoder(FeatureEncoder):
         mask_ratio: float = 0.5,
         mask_patch_s: float = 0.1,
     ) -> None:
-        arch = _arch(locals(), self.DATA_ARGS)
+        arch = own_args(locals(), self.DATA_ARGS)
         self.check_config("encoder.net", **arch)
         self.model_name, self.features = str(model), int(features)
         self.model_kwargs = dict(model_kwargs or {})
-        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **_base(arch))
+        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **base_args(arch))
 
     def make_backbone(self, n_chans: int, n_times: int) -> tuple[nn.Module, int]:
         model_class = braindecode_model(self.model_name)

@@ -37,7 +37,7 @@ from torch import nn
 from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.errors import ConfigError
 
-__all__ = ["BandPower", "FeatureEncoder", "ResidualProjector", "REGION_PATHS"]
+__all__ = ["BandPower", "FeatureEncoder", "ResidualProjector", "REGION_PATHS", "base_args", "own_args"]
 
 REGION_PATHS = ("shared", "detached", "separate")
 PROJECTORS = ("residual", "linear")
@@ -269,3 +269,13 @@ class FeatureEncoder(EEGEncoder):
         recovered = self.recovery(codes.flatten(1)).reshape_as(eeg)
         mask = mask.expand_as(eeg)
         return (F.mse_loss(recovered, eeg, reduction="none") * mask).sum() / mask.sum()
+
+
+def own_args(values: dict[str, Any], data_args: tuple[str, ...]) -> dict[str, Any]:
+    """A constructor's own arguments from its ``locals()`` (the data's sizes and ``self`` left out)."""
+    return {k: v for k, v in values.items() if k not in ("self", "__class__", *data_args)}
+
+
+def base_args(arch: dict[str, Any]) -> dict[str, Any]:
+    """The arguments :class:`FeatureEncoder` takes, out of a subclass's."""
+    return {k: arch[k] for k in FeatureEncoder.arch_args({})}

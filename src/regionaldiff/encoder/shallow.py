@@ -23,20 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from regionaldiff.encoder.feature import BandPower, FeatureEncoder
+from regionaldiff.encoder.feature import BandPower, FeatureEncoder, base_args, own_args
 from regionaldiff.errors import ConfigError
 
 __all__ = ["ATMEncoder", "LinearEncoder", "MLPEncoder", "ShallowEncoder", "TSConv"]
-
-
-def _arch(values: dict[str, Any], data_args: Sequence[str]) -> dict[str, Any]:
-    """A constructor's own arguments from its ``locals()`` (the data's sizes and ``self`` left out)."""
-    return {k: v for k, v in values.items() if k not in ("self", "__class__", *data_args)}
-
-
-def _base(arch: dict[str, Any]) -> dict[str, Any]:
-    """The arguments :class:`FeatureEncoder` takes, out of a subclass's."""
-    return {k: arch[k] for k in FeatureEncoder.arch_args({})}
 
 
 class LinearEncoder(FeatureEncoder):
@@ -74,10 +64,10 @@ class LinearEncoder(FeatureEncoder):
         mask_ratio: float = 0.5,
         mask_patch_s: float = 0.1,
     ) -> None:
-        arch = _arch(locals(), self.DATA_ARGS)
+        arch = own_args(locals(), self.DATA_ARGS)
         self.check_config("encoder.net", **arch)
         self.bin = max(1, round(bin_s * sfreq))
-        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **_base(arch))
+        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **base_args(arch))
 
     def make_backbone(self, n_chans: int, n_times: int) -> tuple[nn.Module, int]:
         # band powers (the transform's output) are not a time course: each band is its own feature
@@ -133,7 +123,7 @@ class MLPEncoder(FeatureEncoder):
         mask_ratio: float = 0.5,
         mask_patch_s: float = 0.1,
     ) -> None:
-        arch = _arch(locals(), self.DATA_ARGS)
+        arch = own_args(locals(), self.DATA_ARGS)
         self.check_config("encoder.net", **arch)
         if channels is not None and max(channels) >= n_chans:
             raise ConfigError(
@@ -141,7 +131,7 @@ class MLPEncoder(FeatureEncoder):
                 "channels (0-based indices)."
             )
         self.channels = None if channels is None else [int(c) for c in channels]
-        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **_base(arch))
+        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **base_args(arch))
 
     def make_backbone(self, n_chans: int, n_times: int) -> tuple[nn.Module, int]:
         read = n_chans if self.channels is None else len(self.channels)
@@ -222,11 +212,11 @@ class ShallowEncoder(FeatureEncoder):
         mask_ratio: float = 0.5,
         mask_patch_s: float = 0.1,
     ) -> None:
-        arch = _arch(locals(), self.DATA_ARGS)
+        arch = own_args(locals(), self.DATA_ARGS)
         self.check_config("encoder.net", **arch)
         self.n_filters = int(n_filters)
         self.tsconv_samples = [max(1, round(s * sfreq)) for s in (kernel_s, pool_s, pool_stride_s)]
-        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **_base(arch))
+        super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **base_args(arch))
 
     def make_backbone(self, n_chans: int, n_times: int) -> tuple[nn.Module, int]:
         kernel, pool, stride = self.tsconv_samples
@@ -288,7 +278,7 @@ class ATMEncoder(ShallowEncoder):
         mask_ratio: float = 0.5,
         mask_patch_s: float = 0.1,
     ) -> None:
-        arch = _arch(locals(), self.DATA_ARGS)
+        arch = own_args(locals(), self.DATA_ARGS)
         self.check_config("encoder.net", **arch)  # with attention_heads, which ShallowEncoder's check cannot see
         self.attention_heads = int(arch.pop("attention_heads"))
         super().__init__(n_chans, n_times, sfreq, num_classes, num_region_labels, align_dim, **arch)
