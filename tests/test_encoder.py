@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_encoder as make
-from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.encoder.module import EncoderPretrainModule
 
 
@@ -54,15 +53,6 @@ def test_masked_loss_depends_on_reconstruction():
     loss.backward()
     assert model.decoder_pred.weight.grad.abs().sum() > 0
     assert model.patch_embed.weight.grad.abs().sum() > 0
-
-
-def test_coarse_target_is_area_fraction():
-    region = torch.zeros(1, 4, 4, dtype=torch.long)
-    region[0, :2, :2] = 2  # top-left quarter is label 2
-    target = coarse_region_target(region, num_labels=3, grid=2)
-    assert target.shape == (1, 3, 2, 2)
-    assert target[0, 2, 0, 0] == 1.0 and target[0, 0, 0, 0] == 0.0
-    assert torch.allclose(target.sum(1), torch.ones(1, 2, 2))
 
 
 @pytest.mark.parametrize(
@@ -182,7 +172,7 @@ def test_background_calibration_needs_maps_and_a_head():
 
 def test_uncalibrated_undoes_the_background_bias_of_class_fused_maps():
     from regionaldiff.evaluation.known_truth import uncalibrated
-    from regionaldiff.ldm.conditioning import fuse_class_into_map
+    from regionaldiff.regions import fuse_class_into_map
 
     torch.manual_seed(0)
     logits, class_probs = torch.randn(3, 4, 4, 4), torch.randn(3, 3).softmax(-1)

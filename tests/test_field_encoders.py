@@ -36,7 +36,7 @@ def batch(n: int = 6) -> dict:
 def region_grads(encoder) -> dict[str, float]:
     """The summed |gradient| of the region loss alone on each top-level part of ``encoder``."""
     b = batch()
-    from regionaldiff.encoder.mae import coarse_region_target
+    from regionaldiff.regions import coarse_region_target
 
     out = encoder(b["eeg"])
     target = coarse_region_target(b["region_map"], encoder.num_region_labels, encoder.region_grid)

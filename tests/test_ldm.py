@@ -343,21 +343,9 @@ def test_clipped_sampling_stays_in_the_image_range():
     assert out.abs().max() <= 1.0 + 1e-5
 
 
-def test_class_fusion_by_hand():
-    from regionaldiff.ldm.conditioning import fuse_class_into_map
-
-    region = torch.tensor([0.2, 0.4, 0.4]).reshape(1, 3, 1, 1)  # background, class 0, class 1
-    fused = fuse_class_into_map(region, torch.tensor([[0.9, 0.1]]))
-    # object mass 0.8 kept, split 0.4*0.9 : 0.4*0.1 = 9 : 1
-    assert torch.allclose(fused.flatten(), torch.tensor([0.2, 0.72, 0.08]))
-    assert torch.allclose(fused.sum(1), torch.ones(1, 1, 1))
-    with pytest.raises(ValueError, match="K \\+ 1"):
-        fuse_class_into_map(region, torch.tensor([[1.0, 0.0, 0.0]]))
-
-
 def test_mixed_training_maps_draw_reference_or_predicted_per_sample():
-    from regionaldiff.encoder.mae import coarse_region_target
     from regionaldiff.ldm.module import LDMFinetuneModule
+    from regionaldiff.regions import coarse_region_target
 
     torch.manual_seed(0)
     encoder = tiny_encoder()
@@ -380,19 +368,3 @@ def test_mixed_training_maps_draw_reference_or_predicted_per_sample():
         module.conditions({"eeg": batch["eeg"]}, "mixed")
     with pytest.raises(ValueError, match="'reference', 'predicted' or 'mixed'"):
         LDMFinetuneModule(encoder, build(True), PixelUnshuffleCodec(2), lr=1e-2, weight_decay=0.0, train_maps="true")
-
-
-def test_sharpen_map_keeps_the_argmax_and_reaches_one_hot():
-    from regionaldiff.ldm.conditioning import sharpen_map
-
-    torch.manual_seed(0)
-    probs = torch.randn(2, 4, 3, 3).softmax(dim=1)
-    assert sharpen_map(probs, 1.0) is probs
-    half = sharpen_map(probs, 0.5)
-    assert torch.allclose(half.sum(dim=1), torch.ones(2, 3, 3))
-    assert torch.equal(half.argmax(dim=1), probs.argmax(dim=1))
-    assert (half.amax(dim=1) >= probs.amax(dim=1) - 1e-6).all()  # more peaked
-    one_hot = sharpen_map(probs, 0.0)
-    assert torch.equal(one_hot.argmax(dim=1), probs.argmax(dim=1)) and set(one_hot.unique().tolist()) == {0.0, 1.0}
-    with pytest.raises(ValueError, match=">= 0"):
-        sharpen_map(probs, -1.0)

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from regionaldiff.data.base import EEGDataModule, EEGSplit
-from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.evaluation.region import mean_iou
 from regionaldiff.maps.base import NoRegionMap, OracleRegionMap, RegionMapGenerator
 from regionaldiff.maps.cache import cache_folder, generate_cached
 from regionaldiff.maps.semantic import Proposals, SemanticRule, proposals_to_regions, saliency_map
 from regionaldiff.maps.slic import SuperpixelRegionMap
+from regionaldiff.regions import coarse_region_target
 
 K = 5
 

@@ -6,7 +6,7 @@ import pytest
 from regionaldiff.artifacts import ArtifactStore
 from regionaldiff.data.base import EEGDataModule, EEGSplit
 from regionaldiff.evaluation.image_metrics import pixcorr, ssim
-from regionaldiff.evaluation.known_truth import dominant_class, region_and_class_metrics, upsample_prediction
+from regionaldiff.evaluation.known_truth import dominant_class, region_and_class_metrics
 from regionaldiff.evaluation.region import mean_iou
 from regionaldiff.evaluation.suite import evaluate_images
 
@@ -51,13 +51,9 @@ def test_suite_averages_samples_and_skips_unknown_metrics_with_reason():
     assert "eval/fid" in result.skipped and "eval/fid" not in result.metrics
 
 
-def test_dominant_class_and_upsampling():
+def test_dominant_class():
     maps = np.array([[[0, 2, 2], [1, 0, 0]], [[0, 0, 0], [0, 0, 0]]])
     assert dominant_class(maps, num_classes=2).tolist() == [1, -1]
-    probs = np.zeros((1, 3, 2, 2))
-    probs[0, 2, 0, 0] = probs[0, 0, 0, 1] = probs[0, 0, 1, 0] = probs[0, 0, 1, 1] = 1
-    up = upsample_prediction(probs, 4)
-    assert up[0, 0, 0] == 2 and up[0, 3, 3] == 0
 
 
 def test_eeg_top1_is_scored_only_for_a_trained_class_head():

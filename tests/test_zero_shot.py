@@ -16,7 +16,6 @@ from regionaldiff.encoder.alignment import (
     compute_image_embeddings,
     contrastive_loss,
 )
-from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.encoder.module import EncoderPretrainModule
 from regionaldiff.evaluation.retrieval import (
     candidates_and_targets,
@@ -25,29 +24,6 @@ from regionaldiff.evaluation.retrieval import (
     split_retrieval,
     two_way_accuracy,
 )
-
-
-def _one_hot_target(region_map: torch.Tensor, num_labels: int, grid: int) -> torch.Tensor:
-    """The definition: the full one-hot map, average-pooled (what coarse_region_target must equal)."""
-    one_hot = F.one_hot(region_map.long(), num_labels).permute(0, 3, 1, 2).float()
-    return F.adaptive_avg_pool2d(one_hot, grid)
-
-
-@pytest.mark.parametrize("num_labels, size, grid", [(6, 32, 8), (1855, 24, 8), (7, 30, 4)])
-def test_coarse_region_target_equals_the_one_hot_definition(num_labels, size, grid):
-    gen = torch.Generator().manual_seed(0)
-    maps = torch.randint(0, num_labels, (3, size, size), generator=gen)
-    maps[0] = 0  # an empty map
-    maps[1, :, : size // 2] = num_labels - 1  # the last label
-    target = coarse_region_target(maps, num_labels, grid)
-    assert target.shape == (3, num_labels, grid, grid)
-    torch.testing.assert_close(target, _one_hot_target(maps, num_labels, grid))
-    torch.testing.assert_close(target.sum(1), torch.ones(3, grid, grid))
-
-
-def test_coarse_region_target_rejects_labels_out_of_range():
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
-        coarse_region_target(torch.full((1, 8, 8), 3), 3, 4)
 
 
 def test_layout_maps_keep_object_and_background_only():

@@ -3,7 +3,7 @@
 Independent of our region head, probes read the coarse 8x8 region map (``[K+1, 8, 8]`` label probabilities) and the
 scene's class from the simulated EEG of :class:`~regionaldiff.data.synthetic.SyntheticDataModule`, for each montage,
 SNR and single-trial / averaged EEG, with far more training images than the default run. Maps are scored exactly as
-``eval/region_miou`` (:func:`~regionaldiff.evaluation.known_truth.upsample_prediction` to 32 px, then
+``eval/region_miou`` (:func:`~regionaldiff.regions.upsample_prediction` to 32 px, then
 :func:`~regionaldiff.evaluation.region.mean_iou` over the foreground labels); the ceiling of a condition is the test
 mIoU of the probe (and its weight decay and decision offset) that is best on the validation split.
 
@@ -73,9 +73,8 @@ import torch
 import torch.nn.functional as F
 
 from regionaldiff.data.synthetic import SyntheticDataModule
-from regionaldiff.encoder.mae import coarse_region_target
-from regionaldiff.evaluation.known_truth import upsample_prediction
 from regionaldiff.evaluation.region import mean_iou
+from regionaldiff.regions import coarse_region_target, upsample_prediction
 
 ROOT = Path(__file__).resolve().parents[2]
 MONTAGES = ("things17", "things63", "biosemi128")

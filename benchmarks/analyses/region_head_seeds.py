@@ -27,9 +27,8 @@ from scipy import stats
 
 from regionaldiff.components import build_encoder, instantiate
 from regionaldiff.encoder.mae import EEGMaskedAutoencoder
-from regionaldiff.evaluation.known_truth import upsample_prediction
 from regionaldiff.evaluation.region import mean_iou
-from regionaldiff.ldm.conditioning import fuse_class_into_map
+from regionaldiff.regions import fuse_class_into_map, upsample_prediction
 
 
 @torch.no_grad()

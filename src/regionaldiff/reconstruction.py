@@ -36,10 +36,10 @@ from regionaldiff.config import LDMConfig, Sampler, SamplingConfig, with_added_l
 from regionaldiff.data.base import tensor_to_image
 from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
-from regionaldiff.ldm.conditioning import fuse_class_into_map, sharpen_map
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.model import RegionalLDM
 from regionaldiff.ldm.sampling import denoise, make_sampler
+from regionaldiff.regions import fuse_class_into_map, sharpen_map
 
 # The files of a trained-model folder, in one place: what save_pretrained (and the finetune step) writes and
 # from_pretrained reads.

@@ -118,8 +118,8 @@ def reconstruct(args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
     from regionaldiff.config import resolve_device
-    from regionaldiff.evaluation.known_truth import upsample_prediction
     from regionaldiff.reconstruction import RegionalDiffPipeline
+    from regionaldiff.regions import upsample_prediction
     from regionaldiff.steps.generate import save_samples
 
     eeg, file_sfreq, ids = load_eeg_file(Path(args.eeg_file))

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from regionaldiff.encoder.base import EEGEncoder
-from regionaldiff.evaluation.known_truth import upsample_prediction
 from regionaldiff.evaluation.region import mean_iou
+from regionaldiff.regions import fuse_class_into_map, upsample_prediction
 
 #: the background-logit biases tried (natural-log units; 0 = uncalibrated)
 BIAS_GRID = tuple(float(b) for b in np.round(np.arange(-3.0, 1.01, 0.25), 2))
@@ -42,8 +42,6 @@ class Calibration:
 def region_logits(model: EEGEncoder, batches: Iterable[dict], class_fused: bool) -> tuple[torch.Tensor, np.ndarray]:
     """The region head's log-probabilities ``[N, L, g, g]`` (class-fused when ``class_fused`` and the labels are
     classes) on ``batches``, and their reference maps ``[N, H, W]``."""
-    from regionaldiff.ldm.conditioning import fuse_class_into_map
-
     logits, maps = [], []
     for batch in batches:
         if "region_map" not in batch:
@@ -87,7 +85,7 @@ def fit_background_bias(
     batches : iterable of dict
         Validation batches with ``eeg`` ``[B, C, T]`` and ``region_map`` ``[B, H, W]`` (labels, 0 = background).
     class_fused : bool
-        Score the class-fused map (:func:`regionaldiff.ldm.conditioning.fuse_class_into_map`), which is what the
+        Score the class-fused map (:func:`regionaldiff.regions.fuse_class_into_map`), which is what the
         LDM is conditioned on when the class head is trained (``ldm.class_fused_maps``).
     grid : tuple of float
         Biases tried; 0 must be among them, so calibration never lowers the validation score.

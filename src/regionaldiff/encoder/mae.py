@@ -23,7 +23,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from regionaldiff.encoder.base import EEGEncoder
@@ -257,22 +256,3 @@ class EEGMaskedAutoencoder(EEGEncoder):
         masked = torch.gather(masked, 1, restore)
         per_patch = ((pred - target) ** 2).mean(dim=-1)
         return (per_patch * masked).sum() / masked.sum()
-
-
-def coarse_region_target(region_map: torch.Tensor, num_labels: int, grid: int) -> torch.Tensor:
-    """Soft coarse target ``[B, num_labels, grid, grid]``: the fraction of each cell covered by each label.
-
-    Only the labels present in the batch are one-hot encoded and pooled (a map shows a few of them), then scattered
-    into the ``num_labels`` channels: the cost grows with the labels in the batch, not with ``num_labels`` (1,855
-    for THINGS-EEG2's concepts, where a full one-hot map of a batch of 32 at 64 px is about 1 GB).
-    """
-    region_map = region_map.long()
-    if region_map.numel() and (int(region_map.min()) < 0 or int(region_map.max()) >= num_labels):
-        raise ValueError(
-            f"region map labels must be in [0, {num_labels}); got [{int(region_map.min())}, {int(region_map.max())}]."
-        )
-    present, compact = torch.unique(region_map, return_inverse=True)
-    pooled = F.adaptive_avg_pool2d(F.one_hot(compact, len(present)).permute(0, 3, 1, 2).float(), grid)
-    target = pooled.new_zeros(region_map.shape[0], num_labels, grid, grid)
-    target[:, present] = pooled
-    return target

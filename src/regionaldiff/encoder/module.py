@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from regionaldiff.encoder.alignment import ImageEmbeddings, contrastive_loss
 from regionaldiff.encoder.base import EEGEncoder
-from regionaldiff.encoder.mae import coarse_region_target
+from regionaldiff.regions import coarse_region_target
 
 #: the heads' objectives whose gradients at the shared codes are compared (``pretrain/train_grad_cos_<a>_<b>``)
 HEAD_TERMS = ("cls", "region", "align")

@@ -25,6 +25,7 @@ from torch import nn
 
 from regionaldiff.data.base import LayoutMaps, image_to_tensor
 from regionaldiff.evaluation.region import mean_iou
+from regionaldiff.regions import upsample_prediction
 
 if TYPE_CHECKING:
     from regionaldiff.artifacts import ArtifactStore
@@ -88,12 +89,6 @@ def dominant_class(maps: np.ndarray, num_classes: int) -> np.ndarray:
     """Class index covering most pixels of each map (ignoring background); -1 where there is none."""
     counts = np.stack([(maps == c + 1).reshape(len(maps), -1).sum(1) for c in range(num_classes)], axis=1)
     return np.where(counts.max(1) > 0, counts.argmax(1), -1)
-
-
-def upsample_prediction(region_probs: np.ndarray, size: int) -> np.ndarray:
-    """Coarse probabilities ``[N, L, g, g]`` -> label maps ``[N, size, size]`` (bilinear, then argmax)."""
-    probs = torch.from_numpy(region_probs.astype(np.float32))
-    return F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False).argmax(1).numpy()
 
 
 #: the judge's architecture and budget, part of its artifact key (a change retrains it)

@@ -1,12 +1,15 @@
-"""EEG codes -> cross-attention context, and region maps -> the spatial condition image."""
+"""EEG codes -> cross-attention context, and region maps -> the spatial condition image.
+
+The region-map grid itself (coarse targets, upsampling, class fusion, sharpening) is :mod:`regionaldiff.regions`.
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from regionaldiff.errors import ConfigError
+from regionaldiff.regions import upsample_probs
 
 
 class EEGConditioner(nn.Module):
@@ -59,49 +62,4 @@ class EEGConditioner(nn.Module):
 
 def map_condition(region_probs: torch.Tensor, size: int) -> torch.Tensor:
     """Coarse label probabilities ``[B, K + 1, g, g]`` -> condition image ``[B, K + 1, size, size]`` in [-1, 1]."""
-    up = F.interpolate(region_probs, size=(size, size), mode="bilinear", align_corners=False)
-    return up * 2.0 - 1.0
-
-
-def fuse_class_into_map(region_probs: torch.Tensor, class_probs: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Make a predicted region map agree with the decoded class (a product of experts per cell).
-
-    The region head says *where* (background vs object, and which class per cell); the classification head is
-    the better judge of *what*. Per cell, the object classes' probabilities are multiplied by the class head's
-    and renormalised, keeping the cell's object mass ``1 - p(background)``:
-    ``p'(c) = (1 - p(bg)) * p_region(c) p_class(c) / sum_k p_region(k) p_class(k)``.
-
-    Parameters
-    ----------
-    region_probs : torch.Tensor
-        ``[B, K + 1, g, g]`` label probabilities (label 0 = background).
-    class_probs : torch.Tensor
-        ``[B, K]`` class probabilities.
-    """
-    if region_probs.shape[1] != class_probs.shape[1] + 1:
-        raise ValueError(
-            f"region map has {region_probs.shape[1]} labels; expected K + 1 = {class_probs.shape[1] + 1}."
-        )
-    background = region_probs[:, :1]
-    objects = region_probs[:, 1:] * class_probs[:, :, None, None]
-    objects = objects / objects.sum(dim=1, keepdim=True).clamp_min(eps) * (1.0 - background)
-    return torch.cat([background, objects], dim=1)
-
-
-def sharpen_map(region_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Sharpen ``[B, L, g, g]`` label probabilities per cell: ``p ** (1 / T)`` renormalised over the labels.
-
-    ``temperature`` 1 returns the map unchanged and 0 the one-hot map of its argmax; the argmax never changes.
-    """
-    if temperature < 0:
-        raise ValueError(f"map temperature must be >= 0; got {temperature}.")
-    if temperature == 1.0:
-        return region_probs
-    if temperature == 0.0:
-        return (
-            torch.nn.functional.one_hot(region_probs.argmax(dim=1), region_probs.shape[1])
-            .permute(0, 3, 1, 2)
-            .to(region_probs.dtype)
-        )
-    logp = region_probs.clamp_min(1e-12).log() / temperature
-    return logp.softmax(dim=1)
+    return upsample_probs(region_probs, size) * 2.0 - 1.0

@@ -7,11 +7,11 @@ import torch
 
 from regionaldiff.config import TrainMaps
 from regionaldiff.encoder.base import EEGEncoder
-from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.ldm.clip_alignment import ClipImageEmbedder, ContextToClip, clip_alignment_loss
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.latent_cache import LatentCache, resize_images
 from regionaldiff.ldm.model import RegionalLDM
+from regionaldiff.regions import coarse_region_target
 
 
 class LDMFinetuneModule(L.LightningModule):

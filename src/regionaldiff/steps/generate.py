@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 
 from regionaldiff.config import plain
 from regionaldiff.data.base import tensor_to_image
-from regionaldiff.encoder.mae import coarse_region_target
 from regionaldiff.errors import ConfigError
 from regionaldiff.reconstruction import RegionalDiffPipeline
+from regionaldiff.regions import coarse_region_target, upsample_prediction
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.visualize import save_reconstruction_grid
 
@@ -71,8 +71,6 @@ def grid_maps(arrays: dict[str, np.ndarray], test_maps: str, n: int, image_size:
     if test_maps == "oracle" and arrays.get("region_maps") is not None and len(arrays["region_maps"]):
         return arrays["region_maps"][:n].astype(np.int64), "true map (oracle)"
     if "region_probs" in arrays:
-        from regionaldiff.evaluation.known_truth import upsample_prediction
-
         return upsample_prediction(arrays["region_probs"][:n], image_size), "map from EEG"
     return None, ""
 
