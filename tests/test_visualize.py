@@ -77,11 +77,12 @@ def test_maps_are_painted_in_the_objects_own_colours(tmp_path):
 
 def test_layout_maps_paint_object_and_background(tmp_path):
     from regionaldiff.data.synthetic.concept_world import ConceptWorldDataModule
+    from regionaldiff.regions import RegionLabels
 
     dm = ConceptWorldDataModule(
         n_concepts=8, n_val_concepts=2, n_test_concepts=2, images_per_concept=1, cache_dir=str(tmp_path / "c")
     )
-    assert dm.region_labels == "layout"
+    assert dm.region_labels is RegionLabels.LAYOUT
     assert [tuple(c) for c in dm.region_label_colours] == [(128, 128, 128), (245, 245, 245)]
     # the generated (class-labelled) maps of the stimulus grid keep each concept's own colour
     assert dm.class_map_colours.shape == (dm.num_classes + 1, 3)

@@ -853,13 +853,12 @@ def simulate_preset(
     maps = np.concatenate([arrays[f"{s}_maps"] for s in ("train", "val", "test")])
     signal = bin_time(dm.simulate_signal(maps, dm.head_model(0)), time_bin)
     noise = {s: bin_time(arrays[f"{s}_eeg_s0"], time_bin).astype(np.float32) for s in ("train", "val", "test")}
-    layout = dm.region_labels == "layout"
     if verbose:
         print(f"[{preset}] generated {len(maps)} images in {time.perf_counter() - t0:.0f} s", flush=True)
     return PresetWorld(
         signal=signal.astype(np.float32),
         noise=noise,
-        maps=(maps > 0).astype(np.int64) if layout else maps.astype(np.int64),
+        maps=dm.region_labels.relabel(maps).astype(np.int64),
         labels=np.concatenate([arrays[f"{s}_labels"] for s in ("train", "val", "test")]).astype(np.int64),
         splits=splits,
         snr=float(cfg.dataset.snr),

@@ -1,20 +1,71 @@
-"""The region-map grid: how region maps and the coarse label grid turn into each other.
+"""The region-map grid: what a map's labels name, and how maps and the coarse label grid turn into each other.
 
-A region map is an int64 ``[H, W]`` label image (0 = background). The encoder's region head predicts it on a coarse
+A region map is an int64 ``[H, W]`` label image (0 = background). What its other labels name is the dataset's
+choice, :class:`RegionLabels` (``dataset.region_labels``). The encoder's region head predicts it on a coarse
 ``grid x grid`` raster: it is trained against :func:`coarse_region_target` (the fraction of each cell each label
 covers), and its probabilities ``[B, L, grid, grid]`` go back to pixels through :func:`upsample_probs` (the
 ControlNet's condition image) or :func:`upsample_prediction` (label maps, as ``eval/region_miou`` scores them).
 :func:`fuse_class_into_map` makes a predicted map agree with the decoded class; :func:`sharpen_map` sharpens it.
 
-A leaf module: it imports nothing of the package, so that the dataset, the encoder, the LDM and
+A leaf module: it imports nothing of the package but its errors, so that the dataset, the encoder, the LDM and
 the evaluation can all read the grid the same way without importing each other.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from regionaldiff.errors import ConfigError
+
+
+class RegionLabels(enum.Enum):
+    """What the labels of a region map name (``dataset.region_labels``), parsed once by the dataset.
+
+    - ``class``: a map's object regions carry their class (label ``c + 1`` for class ``c``; ``num_classes + 1``
+      labels): closed label sets such as the synthetic benchmark and EEG-ImageNet;
+    - ``layout``: object (1) vs background (0) only (2 labels): transfers to concepts never seen in training, and
+      its size does not grow with the concept count, as THINGS-EEG2's zero-shot test split needs.
+    """
+
+    CLASS = "class"
+    LAYOUT = "layout"
+
+    @classmethod
+    def parse(cls, value: str | RegionLabels) -> RegionLabels:
+        """The value a config names (``"class"`` or ``"layout"``); a ConfigError naming the allowed ones otherwise."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = [member.value for member in cls]
+            raise ConfigError(f"dataset.region_labels must be one of {allowed}; got {value!r}.") from None
+
+    @property
+    def are_classes(self) -> bool:
+        """Whether a map's object labels name classes (``class``), so that the class head can judge them."""
+        return self is RegionLabels.CLASS
+
+    def count(self, num_classes: int) -> int:
+        """Labels of a map, background included: ``num_classes + 1`` (class) or 2 (layout)."""
+        return num_classes + 1 if self.are_classes else 2
+
+    def names(self, class_names: Sequence[str]) -> list[str]:
+        """The name of each label, background first."""
+        return ["background", *class_names] if self.are_classes else ["background", "object"]
+
+    def relabel(self, class_map: np.ndarray) -> np.ndarray:
+        """A class-labelled map (0 = background, ``c + 1`` = class ``c``) with these labels: itself (class), or
+        object (1) / background (0) in the same dtype (layout)."""
+        if self.are_classes:
+            return class_map
+        class_map = np.asarray(class_map)
+        return (class_map > 0).astype(class_map.dtype)
 
 
 def coarse_region_target(region_map: torch.Tensor, num_labels: int, grid: int) -> torch.Tensor:
@@ -52,7 +103,8 @@ def fuse_class_into_map(region_probs: torch.Tensor, class_probs: torch.Tensor, e
     The region head says *where* (background vs object, and which class per cell); the classification head is
     the better judge of *what*. Per cell, the object classes' probabilities are multiplied by the class head's
     and renormalised, keeping the cell's object mass ``1 - p(background)``:
-    ``p'(c) = (1 - p(bg)) * p_region(c) p_class(c) / sum_k p_region(k) p_class(k)``.
+    ``p'(c) = (1 - p(bg)) * p_region(c) p_class(c) / sum_k p_region(k) p_class(k)``. Only for maps whose labels
+    are classes (:attr:`RegionLabels.are_classes`).
 
     Parameters
     ----------

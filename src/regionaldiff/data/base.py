@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from regionaldiff.errors import BadInputError, ConfigError
+from regionaldiff.regions import RegionLabels
 
 SPLITS = ("train", "val", "test")
 
@@ -28,11 +29,6 @@ SPLITS = ("train", "val", "test")
 BACKGROUND_COLOUR = (128, 128, 128)
 #: the colour of the ``object`` label of a layout map in figures
 LAYOUT_OBJECT_COLOUR = (245, 245, 245)
-#: what the labels of a region map name (``dataset.region_labels``): ``class``, the map's object regions carry
-#: their class (label ``c + 1``, ``num_classes + 1`` labels: closed label sets such as the synthetic benchmark and
-#: EEG-ImageNet); ``layout``, object vs background only (2 labels: transfers to concepts never seen in training, and
-#: its size does not grow with the concept count, as THINGS-EEG2's zero-shot test split needs)
-REGION_LABELS = ("class", "layout")
 
 
 class LayoutMaps(Mapping[str, np.ndarray]):
@@ -42,8 +38,7 @@ class LayoutMaps(Mapping[str, np.ndarray]):
         self.maps = maps
 
     def __getitem__(self, key: str) -> np.ndarray:
-        region_map = np.asarray(self.maps[key])
-        return (region_map > 0).astype(region_map.dtype)
+        return RegionLabels.LAYOUT.relabel(self.maps[key])
 
     def __iter__(self):
         return iter(self.maps)
@@ -159,8 +154,9 @@ class EEGDataModule(L.LightningDataModule):
         DataLoader workers (0 = load in the main process).
     image_size : int
         Side of the square stimulus images, in pixels.
-    region_labels : {"class", "layout"}
-        What region-map labels name (:data:`REGION_LABELS`): the object's class, or object vs background.
+    region_labels : {"class", "layout"} or RegionLabels
+        What region-map labels name (:class:`~regionaldiff.regions.RegionLabels`): the object's class, or object vs
+        background. Parsed here, once: the attribute ``region_labels`` is the :class:`RegionLabels`.
 
     Attributes
     ----------
@@ -199,11 +195,14 @@ class EEGDataModule(L.LightningDataModule):
         def class_names(self) -> list[str]: ...
 
     def __init__(
-        self, batch_size: int = 32, num_workers: int = 0, image_size: int = 64, region_labels: str = "class"
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        image_size: int = 64,
+        region_labels: str | RegionLabels = "class",
     ) -> None:
         super().__init__()
-        if region_labels not in REGION_LABELS:
-            raise ConfigError(f"dataset.region_labels must be one of {list(REGION_LABELS)}; got {region_labels!r}.")
+        self.region_labels = RegionLabels.parse(region_labels)
         if batch_size < 1:
             raise ConfigError(f"dataset.batch_size must be >= 1; got {batch_size}.")
         if num_workers < 0:
@@ -213,7 +212,6 @@ class EEGDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
-        self.region_labels = region_labels
         self.run_tags: dict[str, str] = {}
         self.data_report: dict[str, float] = {}
         self._splits: dict[str, EEGSplit] = {}
@@ -251,19 +249,19 @@ class EEGDataModule(L.LightningDataModule):
     def set_region_maps(self, region_maps: Mapping[str, np.ndarray] | None) -> None:
         """Attach region maps (stimulus id -> int64 ``[H, W]``, 0 = background, ``c + 1`` = class ``c``), or detach
         with None. With ``region_labels="layout"`` the loaders see them as object / background layouts."""
-        if region_maps is not None and self.region_labels == "layout":
+        if region_maps is not None and self.region_labels is RegionLabels.LAYOUT:
             region_maps = LayoutMaps(region_maps)
         self._region_maps = region_maps
 
     @property
     def num_region_labels(self) -> int:
         """Labels of a region map as models see it: ``num_classes + 1`` (class), or 2 (layout)."""
-        return self.num_classes + 1 if self.region_labels == "class" else 2
+        return self.region_labels.count(self.num_classes)
 
     @property
     def region_label_names(self) -> list[str]:
         """Name of each region-map label, background first."""
-        return ["background", *self.class_names] if self.region_labels == "class" else ["background", "object"]
+        return self.region_labels.names(self.class_names)
 
     @property
     def class_map_colours(self) -> np.ndarray | None:
@@ -283,7 +281,7 @@ class EEGDataModule(L.LightningDataModule):
     def region_label_colours(self) -> np.ndarray | None:
         """uint8 ``[num_region_labels, 3]``: the colours of the maps as models see them (:attr:`region_labels`):
         layouts paint the background grey and ``object`` white; class maps use :attr:`class_map_colours`."""
-        if self.region_labels == "layout":
+        if self.region_labels is RegionLabels.LAYOUT:
             return np.array([BACKGROUND_COLOUR, LAYOUT_OBJECT_COLOUR], dtype=np.uint8)
         return self.class_map_colours
 

@@ -112,7 +112,7 @@ class EEGImageNetDataModule(EEGDataModule):
     batch_size, num_workers : int
         Loader settings.
     region_labels : {"class", "layout"}
-        What region-map labels name (:data:`regionaldiff.data.base.REGION_LABELS`; default: the class).
+        What region-map labels name (:class:`regionaldiff.regions.RegionLabels`; default: the class).
     """
 
     name = "eeg_imagenet"

@@ -106,7 +106,7 @@ class ThingsEEG2DataModule(EEGDataModule):
     image_size, image_resize, cache_dir, cache_verify, batch_size, num_workers
         As for :class:`regionaldiff.data.eeg_imagenet.EEGImageNetDataModule`.
     region_labels : {"layout", "class"}
-        What region-map labels name (:data:`regionaldiff.data.base.REGION_LABELS`). ``layout`` (default): object vs
+        What region-map labels name (:class:`regionaldiff.regions.RegionLabels`). ``layout`` (default): object vs
         background, which a model can predict for the 200 test concepts it never saw in training, with 2 map
         channels instead of 1,855.
     """

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from regionaldiff.errors import ConfigError
+from regionaldiff.regions import RegionLabels
 
 __all__ = ["EEGEncoder", "check_encoder"]
 
@@ -73,7 +74,7 @@ class EEGEncoder(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {num_classes}.")
         if num_region_labels == 0:
-            num_region_labels = num_classes + 1
+            num_region_labels = RegionLabels.CLASS.count(num_classes)
         if num_region_labels < 2 or align_dim < 0:
             raise ValueError(
                 f"num_region_labels must be >= 2 (or 0 = num_classes + 1) and align_dim >= 0; got {num_region_labels}, "
@@ -120,8 +121,9 @@ class EEGEncoder(nn.Module):
 
     @property
     def region_labels_are_classes(self) -> bool:
-        """Whether region label ``c + 1`` is class ``c`` (else the labels are object / background layouts)."""
-        return self.num_region_labels == self.num_classes + 1
+        """Whether region label ``c + 1`` is class ``c`` (else the labels are object / background layouts): read from
+        the label count, all a saved encoder records, which tells them apart since ``num_classes >= 2``."""
+        return self.num_region_labels == RegionLabels.CLASS.count(self.num_classes)
 
     def add_background_bias(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits [B, L, g, g]`` with the calibrated :attr:`region_background_bias` added to label 0."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from regionaldiff.evaluation.region import region_alignment
 from regionaldiff.maps.base import RegionMapGenerator
+from regionaldiff.regions import RegionLabels
 
 NAMES = ("eval/region_alignment_miou", "eval/region_alignment_acc")
 
@@ -23,12 +24,13 @@ def reconstruction_alignment(
     reference_maps: np.ndarray | None,
     labels: np.ndarray,
     num_labels: int,
-    layout: bool = False,
+    region_labels: RegionLabels = RegionLabels.CLASS,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """``(metrics, skipped)`` of :func:`region_alignment` for reconstructions ``[N, S, H, W, 3]``.
 
     ``reference_maps`` are the generator's maps of the true stimuli ``[N, H, W]`` (None: no maps), with
-    ``num_labels`` labels; with ``layout`` they are object / background layouts, and so are the reconstructions'.
+    ``num_labels`` labels; the reconstructions' maps are read with the same ``region_labels`` (object / background
+    for layouts).
     """
     if reference_maps is None:
         return {}, {name: "no reference region maps (regionmap=none)" for name in NAMES}
@@ -42,7 +44,5 @@ def reconstruction_alignment(
     flat = [generated[i, k] for i in range(n) for k in range(s)]
     flat_labels = [int(labels[i]) for i in range(n) for _ in range(s)]
     regions = regionmap.segment_regions(flat, flat_labels)
-    maps = np.stack([r.semantic for r in regions]).reshape(n, s, *generated.shape[2:4])
-    if layout:
-        maps = (maps > 0).astype(maps.dtype)
+    maps = region_labels.relabel(np.stack([r.semantic for r in regions]).reshape(n, s, *generated.shape[2:4]))
     return region_alignment(maps, reference_maps, num_labels), {}

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regionaldiff.data.base import LayoutMaps, image_to_tensor
+from regionaldiff.data.base import image_to_tensor
 from regionaldiff.evaluation.region import mean_iou
 from regionaldiff.regions import upsample_prediction
 
@@ -99,7 +99,7 @@ def judge_labels(datamodule: EEGDataModule) -> int:
     """Labels the judge segments: every class and the background, or object / background where the dataset's region
     labels are layouts (``dataset.region_labels=layout``: zero-shot concepts, which no judge trained on the training
     concepts could name)."""
-    return 2 if datamodule.region_labels == "layout" else datamodule.num_classes + 1
+    return datamodule.region_labels.count(datamodule.num_classes)
 
 
 def load_or_train_judge(
@@ -122,10 +122,10 @@ def load_or_train_judge(
     tuple
         The judge (eval mode) and ``{"path": artifact folder}``.
     """
-    layout = datamodule.region_labels == "layout"
+    region_labels = datamodule.region_labels
     key: dict[str, Any] = {"dataset": dict(dataset_key), "judge": JUDGE_KEY}
-    if layout:  # object / background: what a layout map names (the default, class labels, keeps its old key)
-        key["labels"] = "layout"
+    if not region_labels.are_classes:  # object / background: what a layout map names (class labels keep the old key)
+        key["labels"] = region_labels.value
     slot = store.slot("judge", key)
     num_labels = judge_labels(datamodule)
     with slot.lock():
@@ -133,10 +133,9 @@ def load_or_train_judge(
             truth = datamodule.ground_truth_region_maps()
             if truth is None:
                 raise ValueError(f"dataset {datamodule.name!r} has no known-truth region maps to train the judge on.")
-            if layout:
-                truth = LayoutMaps(truth)
             ids, images, _ = datamodule.stimuli("train")
-            judge = train_judge(np.stack(images), np.stack([truth[i] for i in ids]), num_labels, seed=0)
+            true_maps = np.stack([region_labels.relabel(truth[i]) for i in ids])
+            judge = train_judge(np.stack(images), true_maps, num_labels, seed=0)
             torch.save(judge.state_dict(), slot.path / "judge.pt")
             slot.mark_done()
         judge = SegmentationJudge(num_labels)
@@ -169,7 +168,7 @@ def region_and_class_metrics(
         ``[N, H, W, 3]``, ``labels`` ``[N]``, ``image_ids`` ``[N]`` and, where there are some, ``region_probs``
         (EEG-predicted ``[N, L, g, g]``) and ``region_maps`` (the reference maps ``[N, H, W]``).
     datamodule : EEGDataModule
-        The dataset: ``num_classes``, ``image_size``, ``name`` and its known-truth maps, if any.
+        The dataset: ``num_classes``, ``region_labels``, ``image_size``, ``name`` and its known-truth maps, if any.
     store, dataset_key
         Where the judge is kept (see :func:`load_or_train_judge`); used only on datasets with known-truth maps.
     background_bias : float
@@ -205,19 +204,18 @@ def region_and_class_metrics(
             )
         return metrics, skipped
     judge, _ = load_or_train_judge(datamodule, store, dataset_key)
-    layout = datamodule.region_labels == "layout"
-    if layout:
-        truth = LayoutMaps(truth)
+    region_labels = datamodule.region_labels
+    if not region_labels.are_classes:
         for name in ("eval/recon_class_acc", "eval/judge_stimulus_acc"):
             skipped[name] = (
                 "the region labels are layouts (dataset.region_labels=layout): the judge segments object / background "
                 "and names no class; eval/recon_region_miou scores the layout"
             )
     num_labels = judge_labels(datamodule)
-    true_maps = np.stack([truth[str(i)] for i in arrays["image_ids"]]).astype(np.int64)
+    true_maps = np.stack([region_labels.relabel(truth[str(i)]) for i in arrays["image_ids"]]).astype(np.int64)
     labels = arrays["labels"]
     stimulus_seg = judge.segment(arrays["reference"])
-    if not layout:
+    if region_labels.are_classes:
         metrics["eval/judge_stimulus_acc"] = float(
             (dominant_class(stimulus_seg, datamodule.num_classes) == labels).mean()
         )
@@ -228,7 +226,7 @@ def region_and_class_metrics(
         seg = judge.segment(generated[:, s])
         accs.append(float((dominant_class(seg, datamodule.num_classes) == labels).mean()))
         mious.append(mean_iou(seg, true_maps, num_labels))
-    if not layout:
+    if region_labels.are_classes:
         metrics["eval/recon_class_acc"] = float(np.mean(accs))
     metrics["eval/recon_region_miou"] = float(np.mean(mious))
     return metrics, skipped

@@ -178,11 +178,11 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
         arrays.get("region_maps"),
         arrays["labels"],
         dm.num_region_labels,
-        dm.region_labels == "layout",
+        dm.region_labels,
     )
     metrics.update(aligned)
     skipped.update(aligned_skipped)
-    if unseen and dm.region_labels == "class":
+    if unseen and dm.region_labels.are_classes:
         # the maps' object labels are classes the model never saw: nothing it could name
         reason = f"{unseen}; its region labels are those classes (dataset.region_labels=layout scores the layout)"
         class_scored = ("eval/region_miou", "eval/region_alignment", "eval/recon_", "eval/judge_stimulus")

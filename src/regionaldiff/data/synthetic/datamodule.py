@@ -160,7 +160,7 @@ class SyntheticDataModule(GeneratedBenchmark, EEGDataModule):
     cache_dir : str or None
         Folder of the generated arrays (``synthetic_<hash>.npz``); None generates in memory every time.
     region_labels : {"class", "layout"}
-        What region-map labels name (:data:`regionaldiff.data.base.REGION_LABELS`; default: the class).
+        What region-map labels name (:class:`regionaldiff.regions.RegionLabels`; default: the class).
     """
 
     name = "synthetic"
