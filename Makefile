@@ -7,13 +7,21 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install install-browser run sweep ablation test test-slow test-all lint format dashboard benchmark clean
+.PHONY: help install install-browser run sweep ablation test test-slow test-all lint format dashboard benchmark clean
+.DEFAULT_GOAL := help
+
+## list the targets with what each does (the default: `make` alone prints this)
+help:
+	@awk '/^## /{ d = d (d == "" ? "" : "\n                   ") substr($$0, 4); next } \
+		/^[a-z][a-z-]*:/{ if (d != "") printf "  %-16s %s\n", substr($$1, 1, length($$1) - 1), d; d = ""; next } \
+		/^[A-Z_]+ \?=/{ next } { d = "" }' $(firstword $(MAKEFILE_LIST))
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
+## create the virtual environment in .venv and install the package with its dev tools (the other targets do it first)
 install: $(STAMP)
 
 ## Debian's chromium for the dashboard test (tests/test_dashboard.py, skipped with the reason without it); needs root
@@ -29,9 +37,9 @@ sweep: $(STAMP)
 	$(VENV)/bin/regionaldiff -m ldm=global,regional $(ARGS)
 
 ## the region-awareness ablation (6 arms x 3 seeds, one multirun), then `regionaldiff report`: its table, paired
-## tests and figure in docs/results/ablation_regions.md (+ .csv, .png; also logged to the sweep's parent run; docs/ablation.md
-## is the curated summary). REPORT_ARGS adds e.g.
-## --note-file NOTES.md; LAUNCHER=hydra/launcher=local_parallel runs jobs in parallel
+## tests and figure in docs/results/ablation_regions.md (+ .csv, .png; also logged to the sweep's parent run;
+## docs/ablation.md is the curated summary). REPORT_ARGS adds e.g. --note-file NOTES.md;
+## LAUNCHER=hydra/launcher=local_parallel runs jobs in parallel
 REPORT_ARGS ?=
 LAUNCHER ?=
 ablation: $(STAMP)
@@ -70,5 +78,6 @@ dashboard: $(STAMP)
 	@$(PY) -c "from regionaldiff.tracking.mlflow_run import dashboard_links as d; print('open', *d('sqlite:///$(CURDIR)/outputs/mlflow.db'), sep='\n  ')"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db
 
+## remove the outputs of runs and sweeps (outputs/, multirun/) and pytest's cache
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -16,7 +16,7 @@ from regionaldiff.tracking.report import (
 from regionaldiff.validation import validate
 
 #: the ablation's report spec: the ``report:`` section of its experiment config
-SPEC = ReportSpec.from_yaml(Path(__file__).resolve().parents[1] / "experiments" / "ablation_regions.yaml")
+SPEC = ReportSpec.from_yaml(Path(__file__).resolve().parents[1] / "conf" / "experiment" / "ablation_regions.yaml")
 CLAIMS = [(c.a, c.b, c.metric, c.kind) for c in SPEC.claims]
 METRICS = list(SPEC.metrics)
 

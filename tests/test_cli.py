@@ -38,7 +38,12 @@ def test_cfg_job_prints_the_composed_config(run_cli):
     [
         ("dataset=nope", ["Could not find 'dataset/nope'", "synthetic"]),
         ("ldm.lr=abc", ["ldm.lr", "abc"]),
-        ("ldm.scheduler.prediction_type=foo", ["prediction_type", "epsilon", "v_prediction"]),
+        ("ldm.noise_schedule.prediction_type=foo", ["prediction_type", "epsilon", "v_prediction"]),
+        # the old name of the training noise schedule (the sampler is ldm.sampling.scheduler)
+        (
+            "ldm.scheduler.prediction_type=epsilon",
+            ["renamed ldm.noise_schedule", "ldm.noise_schedule.prediction_type"],
+        ),
         ("pipeline.steps=[prepare,train]", ["pipeline.steps", "finetune"]),
     ],
 )

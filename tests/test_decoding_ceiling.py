@@ -9,17 +9,21 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import hydra
 import numpy as np
 import pytest
 
-from regionaldiff.data.synthetic import SyntheticDataModule
+from regionaldiff.config import compose_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "analyses" / "decoding_ceiling.py"
 
 
 @pytest.fixture(scope="module")
 def ceiling() -> ModuleType:
-    """The benchmark script as a module (``benchmarks`` is not a package)."""
+    """The benchmark script as a module (``benchmarks`` is not a package; its package ``ceiling/`` sits beside it,
+    on the path as when the script runs)."""
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("decoding_ceiling", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -33,10 +37,11 @@ def test_conditions_equal_what_generate_arrays_makes(ceiling):
     splits = ceiling.Splits(12, 4, 4)
     comp = ceiling.simulate("things17", splits, seed=3, n_repetitions=3, time_bin=1, verbose=False)
     for averaged in (False, True):
-        direct = SyntheticDataModule(
-            **ceiling.DATASET, seed=3, n_train=12, n_val=4, n_test=4, n_repetitions=3, snr=0.5,
-            average_repetitions=averaged, montage="things17", cache_dir=None,
-        ).generate_arrays()  # fmt: skip
+        cfg = compose_config(
+            ["dataset.seed=3", "dataset.n_train=12", "dataset.n_val=4", "dataset.n_test=4", "dataset.n_repetitions=3"]
+            + ["dataset.snr=0.5", f"dataset.average_repetitions={averaged}", "dataset.montage=things17"]
+        )
+        direct = hydra.utils.instantiate(cfg.dataset, cache_dir=None).generate_arrays()
         expected = direct["eeg"][:, 0]  # averaged: the one averaged trial; single: repetition 0
         np.testing.assert_allclose(ceiling.condition_eeg(comp, 0.5, averaged), expected, atol=2e-5)
         np.testing.assert_array_equal(comp.maps, direct["maps"])
@@ -78,10 +83,6 @@ TINY_PRESET = {
 @pytest.mark.parametrize("preset", sorted(TINY_PRESET))
 def test_preset_world_equals_what_the_pipeline_reads(ceiling, preset):
     """Signal + averaged noise at the preset's snr reproduce the datamodule's own arrays, every split."""
-    import hydra
-
-    from regionaldiff.config import compose_config
-
     overrides = [*TINY_PRESET[preset], "dataset.test_repetitions=3"]  # the closed set too: several test repetitions
     world = ceiling.simulate_preset(preset, overrides, time_bin=1, verbose=False)
     cfg = compose_config([f"dataset={preset}", *overrides])

@@ -1,10 +1,9 @@
-"""Every experiment config (experiments/*.yaml) composes as a multirun whose jobs validate and whose report spec
+"""Every experiment config (conf/experiment/*.yaml) composes as a multirun whose jobs validate and whose report spec
 parses; and one job of each runs end to end on the synthetic benchmark or the official-format fixtures, shrunk."""
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -16,7 +15,7 @@ from regionaldiff.config import config_dir, register_configs
 from regionaldiff.tracking.report import ReportSpec
 from regionaldiff.validation import validate
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 
 
 def _compose(*overrides: str, hydra_config: bool = False):

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from conftest import tiny_encoder
 from regionaldiff.components import build_codec, build_ldm
-from regionaldiff.config import LDMConfig, SamplingConfig, SchedulerConfig
+from regionaldiff.config import LDMConfig, NoiseScheduleConfig, SamplingConfig
 from regionaldiff.ldm.conditioning import EEGConditioner, map_condition
 from regionaldiff.ldm.latent import PixelUnshuffleCodec, VAECodec
 from regionaldiff.ldm.sampling import denoise
@@ -63,7 +63,7 @@ def ldm_cfg(regions: bool, prediction_type: str = "epsilon", emb: tuple[int, ...
         weight_decay=0.0,
         max_epochs=1,
         batch_size=None,
-        scheduler=SchedulerConfig(1000, "squaredcos_cap_v2", prediction_type),
+        noise_schedule=NoiseScheduleConfig(1000, "squaredcos_cap_v2", prediction_type),
         sampling=SamplingConfig("ddim", 3, 1.0, 0.0, 4, 1, False, 1.0, False, 1.0, 1.0),
     )
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LDMConfig), values))
@@ -312,14 +312,14 @@ def test_training_target_follows_the_prediction_type(prediction_type):
     captured = {}
 
     def oracle(noisy, steps, context, probs):
-        noise = (noisy - ldm.scheduler.alphas_cumprod[steps].sqrt()[:, None, None, None] * latents) / (
-            1 - ldm.scheduler.alphas_cumprod[steps]
+        noise = (noisy - ldm.noise_scheduler.alphas_cumprod[steps].sqrt()[:, None, None, None] * latents) / (
+            1 - ldm.noise_scheduler.alphas_cumprod[steps]
         ).sqrt()[:, None, None, None]
         captured["noise"] = noise
         return {
             "epsilon": noise,
             "sample": latents,
-            "v_prediction": ldm.scheduler.get_velocity(latents, noise, steps),
+            "v_prediction": ldm.noise_scheduler.get_velocity(latents, noise, steps),
         }[prediction_type]
 
     ldm.model_output = oracle

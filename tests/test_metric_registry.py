@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from regionaldiff.config import config_dir
-from regionaldiff.evaluation.backbones import BACKBONE_DEFAULTS, WeightsUnavailable
+from regionaldiff.evaluation.backbones import BACKBONE_DEFAULTS, WeightsUnavailable, configured_backbones
 from regionaldiff.evaluation.registry import METRICS, Metric, MetricInputs
 from regionaldiff.evaluation.suite import eval_defaults, evaluate_images, validate_eval_config
 from regionaldiff.preflight import eval_plan
@@ -21,6 +21,13 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 def _images(n: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return (rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8), rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8))
+
+
+def test_weight_paths_live_in_the_eval_config_only():
+    """Every slot has its weights in conf/eval/default.yaml, and the code repeats none of them."""
+    assert set(configured_backbones()) == set(BACKBONE_DEFAULTS)
+    assert all("path" in spec for spec in configured_backbones().values())
+    assert not any({"path", "lin_path", "hub_id"} & set(spec) for spec in BACKBONE_DEFAULTS.values())
 
 
 @pytest.mark.parametrize("name", sorted(METRICS))

@@ -89,3 +89,12 @@ def test_keys_added_since_a_model_was_saved_get_the_value_it_used():
         "controlnet_scale": LDM_KEYS_ADDED["sampling.controlnet_scale"],
     }
     assert with_added_ldm_keys({"name": "x"}) == {"name": "x"}  # a missing parent stays missing: the schema names it
+
+
+def test_a_model_saved_before_a_key_was_renamed_loads_under_the_new_name(compose_cfg):
+    from regionaldiff.config import plain
+    from regionaldiff.reconstruction import ldm_config_from_dict
+
+    current = plain(compose_cfg().ldm)
+    saved = {("scheduler" if key == "noise_schedule" else key): value for key, value in current.items()}
+    assert ldm_config_from_dict(saved) == ldm_config_from_dict(current)

@@ -2,7 +2,7 @@
 against DreamDiffusion's PLMS with 250 steps, on the same trained model, the same test EEG and seed.
 
 PLMS (diffusers' PNDM) predicts noise or v, not clean latents, so the model here is the default tiny regional LDM
-trained with ``ldm.scheduler.prediction_type=v_prediction`` (no clipping); everything else is the embedded default.
+trained with ``ldm.noise_schedule.prediction_type=v_prediction`` (no clipping); everything else is the embedded default.
 The model is trained once (``pipeline.steps=[prepare,pretrain,finetune]``), then each sampler runs the generate and
 evaluate steps on it; the generate step's wall time is read from MLflow (``time/generate_s``).
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 COMMON = [
-    "ldm.scheduler.prediction_type=v_prediction",
+    "ldm.noise_schedule.prediction_type=v_prediction",
     "ldm.sampling.clip_sample=false",
     "trainer.enable_progress_bar=false",
     "logger.experiment_name=samplers",

@@ -71,26 +71,18 @@ def write_weights(root: Path, width: float, cross_dim: int) -> None:
 
 
 def compose_ldm(weights: Path, size: int, cross_dim: int, *overrides: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from regionaldiff.config import config_dir, register_configs
+    from regionaldiff.config import compose_config
     from regionaldiff.validation import validate
 
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"paths.root_dir={weights.parent}",
-                f"paths.weights_dir={weights}",
-                f"ldm.image_size={size}",
-                f"ldm.unet.cross_attention_dim={cross_dim}",
-                *overrides,
-            ],
-        )
-    GlobalHydra.instance().clear()
+    cfg = compose_config(
+        [
+            f"paths.root_dir={weights.parent}",
+            f"paths.weights_dir={weights}",
+            f"ldm.image_size={size}",
+            f"ldm.unet.cross_attention_dim={cross_dim}",
+            *overrides,
+        ]
+    )
     return validate(cfg).ldm
 
 

@@ -168,13 +168,9 @@ def step_rows(tracking_uri: str, experiment: str, batches: int, batch_sizes: dic
 
 def recipe(overrides: list[str]) -> dict[str, dict[str, int]]:
     """Epochs and batch sizes of the recipe a full run uses (the composed config without the rehearsal's limits)."""
-    from hydra import compose, initialize_config_dir
+    from regionaldiff.config import compose_config
 
-    from regionaldiff.config import config_dir, register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     return {
         "epochs": {"pretrain": int(cfg.encoder.max_epochs), "finetune": int(cfg.ldm.max_epochs)},
         "batch_size": {"pretrain": int(cfg.dataset.batch_size), "finetune": int(cfg.ldm.batch_size)},

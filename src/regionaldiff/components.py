@@ -195,11 +195,11 @@ def build_codec(node: Mapping[str, Any]) -> LatentCodec:
     return instantiate(node, "ldm.latent")
 
 
-def build_scheduler(cfg: LDMConfig) -> DDPMScheduler:
-    """The training noise schedule from ``ldm.scheduler``."""
+def build_noise_scheduler(cfg: LDMConfig) -> DDPMScheduler:
+    """The training noise schedule from ``ldm.noise_schedule``."""
     from diffusers import DDPMScheduler
 
-    sched = cfg.scheduler
+    sched = cfg.noise_schedule
     return DDPMScheduler(
         num_train_timesteps=int(sched.num_train_timesteps),
         beta_schedule=str(sched.beta_schedule.value),
@@ -257,5 +257,5 @@ def build_ldm(
         add_lora(unet, cfg.train.lora)  # after the ControlNet copied the UNet's plain weights
     set_trainable(unet, controlnet, cfg.train)
     return RegionalLDM(
-        unet, conditioner, controlnet, build_scheduler(cfg), image_size, float(cfg.cond_drop_prob), null_context
+        unet, conditioner, controlnet, build_noise_scheduler(cfg), image_size, float(cfg.cond_drop_prob), null_context
     )

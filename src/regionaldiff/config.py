@@ -1,7 +1,7 @@
 """Typed structured configs (schemas) for the groups the pipeline owns: encoder, ldm, trainer, logger, pipeline.
 
 They are registered in Hydra's ConfigStore as ``<group>/schema`` and each YAML of the group lists that schema
-first in its defaults, so a wrong type (``ldm.lr=abc``) or choice (``ldm.scheduler.prediction_type=foo``) fails
+first in its defaults, so a wrong type (``ldm.lr=abc``) or choice (``ldm.noise_schedule.prediction_type=foo``) fails
 at compose time with the key and the allowed values, before any work starts. Range checks live in
 ``__post_init__`` and run in :func:`regionaldiff.validation.validate` (also before any work). Schema fields carry no defaults
 of their own (``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are
@@ -204,7 +204,9 @@ class EncoderConfig:
 
 
 @dataclass
-class SchedulerConfig:
+class NoiseScheduleConfig:
+    """``ldm.noise_schedule``: the training noise schedule (the sampler is ``ldm.sampling.scheduler``)."""
+
     num_train_timesteps: int = MISSING
     beta_schedule: BetaSchedule = MISSING
     prediction_type: PredictionType = MISSING
@@ -283,13 +285,22 @@ class ClipLossConfig:
 #: field in its dataclass here, its value in ``conf/ldm/global.yaml`` (every other option inherits it), and, so that
 #: models saved before it keep loading, an entry here (``docs/extending.md``, "An ldm key").
 LDM_KEYS_ADDED: dict[str, Any] = {"sampling.map_temperature": 1.0, "sampling.controlnet_scale": 1.0}
+#: top-level ``ldm`` keys renamed after models were saved (old -> new): a saved ``pipeline.json`` with the old name loads
+#: under the new one (:func:`with_added_ldm_keys`), and an override of the old name is refused with the new one
+#: (:func:`compose_config`)
+LDM_KEYS_RENAMED: dict[str, str] = {"scheduler": "noise_schedule"}
 
 
 def with_added_ldm_keys(values: Any, under: str = "") -> dict[str, Any]:
     """A copy of a saved ``ldm`` config (or of its node at dotted path ``under``, e.g. ``sampling``) with every key of
-    :data:`LDM_KEYS_ADDED` that it lacks set to the value models saved before that key used; a missing parent node
-    is left missing (the schema then names it)."""
+    :data:`LDM_KEYS_ADDED` that it lacks set to the value models saved before that key used, and (the whole config)
+    every old name of :data:`LDM_KEYS_RENAMED` renamed; a missing parent node is left missing (the schema then names
+    it)."""
     out: dict[str, Any] = copy.deepcopy(dict(plain(values)))
+    if not under:
+        for old, new in LDM_KEYS_RENAMED.items():
+            if old in out and new not in out:
+                out[new] = out.pop(old)
     prefix = f"{under}." if under else ""
     for dotted, old_value in LDM_KEYS_ADDED.items():
         if not dotted.startswith(prefix):
@@ -328,7 +339,7 @@ class LDMConfig:
     weight_decay: float = MISSING
     max_epochs: int = MISSING
     batch_size: Optional[int] = MISSING
-    scheduler: SchedulerConfig = MISSING
+    noise_schedule: NoiseScheduleConfig = MISSING
     sampling: SamplingConfig = MISSING
 
     @property
@@ -365,10 +376,10 @@ class LDMConfig:
                 f"ldm.sampling.clip_sample clips DDIM's predicted clean latents; ldm.sampling.scheduler="
                 f"{self.sampling.scheduler.value} has no such step. Set ldm.sampling.clip_sample=false."
             )
-        if self.sampling.scheduler == Sampler.pndm and self.scheduler.prediction_type == PredictionType.sample:
+        if self.sampling.scheduler == Sampler.pndm and self.noise_schedule.prediction_type == PredictionType.sample:
             raise ValueError(
                 "ldm.sampling.scheduler=pndm (PLMS) supports epsilon and v_prediction models, not "
-                "ldm.scheduler.prediction_type=sample; use ddim, dpmpp_2m, unipc or euler."
+                "ldm.noise_schedule.prediction_type=sample; use ddim, dpmpp_2m, unipc or euler."
             )
         if self.regions and self.train_maps is None:
             allowed = ", ".join(m.value for m in TrainMaps)
@@ -474,6 +485,16 @@ def register_configs() -> None:
         cs.store(group=group, name="schema", node=node)
 
 
+def check_renamed_keys(overrides: list[str]) -> None:
+    """Refuse an override of a renamed key (:data:`LDM_KEYS_RENAMED`) with one line that names the new key."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        for old, new in LDM_KEYS_RENAMED.items():
+            if key == f"ldm.{old}" or key.startswith(f"ldm.{old}."):
+                renamed = f"ldm.{new}{key[len(f'ldm.{old}') :]}"
+                raise ConfigError(f"{key}: ldm.{old} was renamed ldm.{new}; use {renamed} (override {override!r}).")
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """The config ``regionaldiff OVERRIDES`` would run (Hydra's compose API); user errors for bad overrides."""
     from hydra import compose, initialize_config_dir
@@ -481,6 +502,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    check_renamed_keys(overrides)
     register_configs()
     GlobalHydra.instance().clear()
     try:

@@ -401,7 +401,7 @@ def ldm_config_from_dict(values: Mapping[str, Any]) -> LDMConfig:
     """The typed ``ldm`` config from its plain form (as saved in ``pipeline.json``), validated by its schema."""
     from omegaconf import OmegaConf
 
-    # keys added since the model was saved get the value it used
+    # keys added since the model was saved get the value it used; renamed keys their new name
     node = OmegaConf.merge(OmegaConf.structured(LDMConfig), with_added_ldm_keys(values))
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, LDMConfig)

@@ -25,6 +25,7 @@ The configuration of one backbone (``eval.backbones.<slot>``) is a mapping with 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -34,8 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
+from regionaldiff.config import config_dir
 from regionaldiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,20 +51,18 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
 
-#: Default backbone slots. Paths are relative to ``eval.weights_dir``; the file names are those torchvision,
-#: clean-fid and torch-fidelity use in their own caches, so a copied ``~/.cache/torch/hub/checkpoints`` works.
+#: The backbone slots and what the code knows of each network: builder, weights enum, feature nodes, preprocessing.
+#: Where each slot's weights are read from (``path``, ``lin_path``, the classifier's ``arch`` and ``weights``, CLIP's
+#: ``hub_id``) lives in ``conf/eval/default.yaml`` (``eval.backbones``) and nowhere else: :func:`configured_backbones`
+#: reads it. Its paths are under ``eval.weights_dir``; the file names are those torchvision, clean-fid and
+#: torch-fidelity use in their own caches, so a copied ``~/.cache/torch/hub/checkpoints`` works.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     # n-way top-k classifier (Mind-vis / DreamDiffusion: torchvision ViT-H/14, SWAG end-to-end weights)
-    "classifier": {
-        "arch": "vit_h_14",
-        "weights": "IMAGENET1K_SWAG_E2E_V1",
-        "path": "torchvision/vit_h_14_swag-80465313.pth",
-    },
+    "classifier": {},
     # MindEye two-way identification / correlation distance backbones
     "alexnet": {
         "arch": "alexnet",
         "weights": "IMAGENET1K_V1",
-        "path": "torchvision/alexnet-owt-7be5be79.pth",
         "nodes": {"alexnet2": "features.4", "alexnet5": "features.11"},
         "resize": 256,
         "interpolation": "bilinear",
@@ -69,7 +70,6 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "inception": {
         "arch": "inception_v3",
         "weights": "IMAGENET1K_V1",
-        "path": "torchvision/inception_v3_google-0cc3c7bd.pth",
         "nodes": {"inception": "avgpool"},
         "resize": 342,
         "interpolation": "bilinear",
@@ -77,33 +77,23 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "effnet": {
         "arch": "efficientnet_b1",
         "weights": "IMAGENET1K_V2",
-        "path": "torchvision/efficientnet_b1-c27df63c.pth",
         "nodes": {"effnet": "avgpool"},
         "resize": 255,
         "interpolation": "bilinear",
     },
-    "swav": {
-        "arch": "resnet50",
-        "path": "swav/swav_800ep_pretrain.pth.tar",
-        "nodes": {"swav": "avgpool"},
-        "resize": 224,
-        "interpolation": "bilinear",
-    },
+    "swav": {"arch": "resnet50", "nodes": {"swav": "avgpool"}, "resize": 224, "interpolation": "bilinear"},
     # CLIP ViT-L/14 image embedding (a transformers folder; MindEye used OpenAI's clip package, same weights)
-    "clip": {"path": "clip-vit-large-patch14", "hub_id": "openai/clip-vit-large-patch14", "interpolation": "bicubic"},
+    "clip": {"interpolation": "bicubic"},
     # FID: clean-fid's TorchScript port of the TF Inception (folder holding inception-2015-12-05.pt)
-    "fid_inception": {"path": "clean-fid"},
+    "fid_inception": {},
     # IS: torch-fidelity's port of the same network, as torchmetrics' InceptionScore uses it
-    "is_inception": {"path": "torch-fidelity/weights-inception-2015-12-05-6726825d.pth"},
+    "is_inception": {},
     # LPIPS (DreamDiffusion pairwise identification): AlexNet trunk + the LPIPS v0.1 linear heads shipped with
     # torchmetrics (``lin_path: null``) or a given file
-    "lpips": {
-        "arch": "alexnet",
-        "weights": "IMAGENET1K_V1",
-        "path": "torchvision/alexnet-owt-7be5be79.pth",
-        "lin_path": None,
-    },
+    "lpips": {"arch": "alexnet", "weights": "IMAGENET1K_V1"},
 }
+#: how ``conf/eval/default.yaml`` writes a path under the weights folder
+_WEIGHTS_DIR_PREFIX = "${paths.weights_dir}/"
 
 
 class WeightsUnavailable(RuntimeError):
@@ -111,11 +101,35 @@ class WeightsUnavailable(RuntimeError):
 
 
 # -- config helpers -------------------------------------------------------------------------------------------------
+@functools.cache
+def _configured_backbones(eval_defaults: Path) -> dict[str, dict[str, Any]]:
+    values = OmegaConf.to_container(OmegaConf.load(eval_defaults).backbones, resolve=False)
+    assert isinstance(values, dict)
+    return {
+        str(slot): {
+            str(key): value[len(_WEIGHTS_DIR_PREFIX) :]
+            if isinstance(value, str) and value.startswith(_WEIGHTS_DIR_PREFIX)
+            else value
+            for key, value in settings.items()
+        }
+        for slot, settings in values.items()
+    }
+
+
+def configured_backbones() -> dict[str, dict[str, Any]]:
+    """``eval.backbones`` of ``conf/eval/default.yaml`` (the one home of the weight paths), each path relative to
+    ``eval.weights_dir`` (the file writes it under ``${paths.weights_dir}``); read once."""
+    return copy.deepcopy(_configured_backbones(config_dir() / "eval" / "default.yaml"))
+
+
 def backbone_config(cfg: Mapping[str, Any], slot: str) -> dict[str, Any]:
-    """Defaults of ``slot`` updated with ``cfg['backbones'][slot]``; ``path`` resolved against ``weights_dir``."""
+    """What the code knows of ``slot`` (:data:`BACKBONE_DEFAULTS`) updated with its settings in
+    ``conf/eval/default.yaml`` (:func:`configured_backbones`), then with ``cfg['backbones'][slot]``; ``path`` resolved
+    against ``weights_dir``."""
     if slot not in BACKBONE_DEFAULTS:
         raise ConfigError(f"unknown backbone slot {slot!r}; known: {sorted(BACKBONE_DEFAULTS)}.")
     spec = copy.deepcopy(BACKBONE_DEFAULTS[slot])
+    spec.update(configured_backbones().get(slot) or {})
     spec.update((cfg.get("backbones") or {}).get(slot) or {})
     for key in ("path", "lin_path"):
         value = spec.get(key)

@@ -28,8 +28,8 @@ class RegionalLDM(nn.Module):
         EEG codes (and class logits) -> cross-attention context ``[B, n_tokens, cross_attention_dim]``.
     controlnet : ControlNetModel or None
         Region-map branch (None for the global-only variant).
-    scheduler : DDPMScheduler
-        Training noise schedule; sampling (:func:`regionaldiff.ldm.sampling.denoise`) uses DDIM built from its
+    noise_scheduler : DDPMScheduler
+        Training noise schedule (``ldm.noise_schedule``); sampling (:func:`regionaldiff.ldm.sampling.denoise`) uses DDIM built from its
         config.
     image_size : int
         Side of the images (and of the region condition image).
@@ -45,14 +45,14 @@ class RegionalLDM(nn.Module):
         unet: UNet2DConditionModel,
         conditioner: nn.Module,
         controlnet: ControlNetModel | None,
-        scheduler: DDPMScheduler,
+        noise_scheduler: DDPMScheduler,
         image_size: int,
         cond_drop_prob: float = 0.1,
         null_context: nn.Parameter | None = None,
     ) -> None:
         super().__init__()
         self.unet, self.conditioner, self.controlnet = unet, conditioner, controlnet
-        self.scheduler = scheduler
+        self.noise_scheduler = noise_scheduler
         self.image_size = image_size
         self.cond_drop_prob = cond_drop_prob
         self.null_context = null_context
@@ -77,7 +77,7 @@ class RegionalLDM(nn.Module):
         controlnet_scale: float = 1.0,
     ) -> torch.Tensor:
         """The UNet's output for noisy ``latents``: the noise (epsilon), v or the clean latents, as
-        ``scheduler.prediction_type`` says (the target of :meth:`training_loss`). ``controlnet_scale`` weights the
+        ``noise_scheduler.prediction_type`` says (the target of :meth:`training_loss`). ``controlnet_scale`` weights the
         ControlNet's residuals (diffusers' ``conditioning_scale``; 1 in training)."""
         down, mid = None, None
         if self.controlnet is not None:
@@ -121,21 +121,21 @@ class RegionalLDM(nn.Module):
         region_probs: torch.Tensor | None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The denoising loss (MSE against the scheduler's prediction target) of one batch."""
+        """The denoising loss (MSE against the noise schedule's prediction target) of one batch."""
         noise = torch.randn(latents.shape, device=latents.device, generator=generator, dtype=latents.dtype)
         steps = torch.randint(
             0,
-            self.scheduler.config.num_train_timesteps,
+            self.noise_scheduler.config.num_train_timesteps,
             (latents.shape[0],),
             device=latents.device,
             generator=generator,
         )
-        noisy = self.scheduler.add_noise(latents, noise, steps)
+        noisy = self.noise_scheduler.add_noise(latents, noise, steps)
         context, region_probs = self._drop(context, region_probs, generator)
         prediction = self.model_output(noisy, steps, context, region_probs)
-        kind = self.scheduler.config.prediction_type
+        kind = self.noise_scheduler.config.prediction_type
         if kind == "v_prediction":
-            target = self.scheduler.get_velocity(latents, noise, steps)
+            target = self.noise_scheduler.get_velocity(latents, noise, steps)
         elif kind == "sample":
             target = latents
         else:

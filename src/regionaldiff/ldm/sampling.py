@@ -36,7 +36,7 @@ def make_sampler(
     ``clip_sample`` (DDIM only) clips the predicted clean latents to ``[-range, range]`` at every step.
     """
     name = Sampler(name)
-    config = ldm.scheduler.config
+    config = ldm.noise_scheduler.config
     if name == Sampler.ddim:
         sampler = DDIMScheduler.from_config(config, clip_sample=clip_sample, clip_sample_range=clip_sample_range)
     elif clip_sample:
@@ -73,7 +73,7 @@ def denoise(
     Parameters
     ----------
     ldm : RegionalLDM
-        The trained denoiser (its ``scheduler`` config sets the noise schedule and prediction type).
+        The trained denoiser (its ``noise_scheduler`` config sets the noise schedule and prediction type).
     context : torch.Tensor
         Cross-attention context ``[B, n_tokens, cross_attention_dim]``.
     region_probs : torch.Tensor or None

@@ -10,7 +10,7 @@ writes, into a folder and as artifacts of the parent run(s) (under ``report/``):
   ``<name>_subjects.png`` too when a swept key names subjects (one group of bars per subject).
 
 What to report comes from the sweep's own config: the ``report:`` section of the experiment (see
-``experiments/ablation_regions.yaml``; the job logs it in ``config_resolved.yaml``), or ``--spec FILE.yaml``.
+``conf/experiment/ablation_regions.yaml``; the job logs it in ``config_resolved.yaml``), or ``--spec FILE.yaml``.
 Without one (any sweep, e.g. ``-m ldm=global,regional`` or ``-m seed=0,1``), the runs are grouped by the overrides
 that vary, every ``eval/...`` metric (else every logged metric but ``system/...``) is tabulated with its figure, and
 no claim is tested.

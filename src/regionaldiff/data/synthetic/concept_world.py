@@ -47,6 +47,7 @@ from regionaldiff.data.synthetic.datamodule import (
     GeneratedBenchmark,
     cached_arrays,
     class_shares,
+    noisy_eeg,
     retinotopic_signal,
     rms,
     simulate_noise,
@@ -290,7 +291,7 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         for r in range(repetitions):
             for lo in range(0, n, NOISE_CHUNK):
                 hi = min(lo + NOISE_CHUNK, n)
-                trial = self.config["snr"] * signal[lo:hi] + simulate_noise(head, hi - lo, self.times, rng)
+                trial = noisy_eeg(self.config["snr"], signal[lo:hi], simulate_noise(head, hi - lo, self.times, rng))
                 if average:
                     out[lo:hi, 0] += trial / repetitions
                 else:

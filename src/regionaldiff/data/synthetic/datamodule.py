@@ -102,6 +102,13 @@ def simulate_noise(head: HeadModel, n_trials: int, times: np.ndarray, rng: np.ra
     return (noise / rms(noise)).astype(np.float32)
 
 
+def noisy_eeg(snr: float, signal: np.ndarray, noise: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The EEG of the synthetic worlds: ``snr * signal + noise``, float32 (``out``: write it there, which may be
+    ``noise``). Signal and noise are each unit RMS, so ``snr`` is the signal RMS over the noise RMS of one repetition;
+    ``signal`` broadcasts against ``noise`` (e.g. ``[N, 1, C, T]`` against every repetition ``[N, R, C, T]``)."""
+    return np.add(np.float32(snr) * signal, noise, out=out, dtype=np.float32)
+
+
 def cached_arrays(
     cache_dir: Path | None, stem: str, config: Mapping[str, Any], generate: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
@@ -239,7 +246,19 @@ class SyntheticDataModule(GeneratedBenchmark, EEGDataModule):
 
     # -- generation ---------------------------------------------------------------------------
     def generate_arrays(self) -> dict[str, np.ndarray]:
-        """Render every scene and simulate its EEG (no cache)."""
+        """Render every scene and simulate its EEG (no cache): :meth:`generate_components` mixed at ``snr``
+        (:func:`noisy_eeg`), each repetition kept or their mean."""
+        arrays = self.generate_components()
+        signal, noise = arrays.pop("signal"), arrays.pop("noise")
+        eeg = noisy_eeg(self.config["snr"], signal[:, None], noise, out=noise)
+        if self.config["average_repetitions"]:
+            eeg = eeg.mean(axis=1, keepdims=True)
+        return {"eeg": eeg, **arrays}
+
+    def generate_components(self) -> dict[str, np.ndarray]:
+        """The scenes and their EEG's two parts, before :func:`noisy_eeg` mixes them at ``snr``: ``signal``
+        float32 ``[N, C, T]`` (noise-free, unit RMS) and ``noise`` float32 ``[N, R, C, T]`` (every repetition's,
+        unit RMS), with ``images``, ``maps``, ``labels`` and ``centroids`` as in :meth:`generate_arrays`."""
         c = self.config
         rng = np.random.default_rng(c["seed"])
         n_images = c["n_train"] + c["n_val"] + c["n_test"]
@@ -254,13 +273,17 @@ class SyntheticDataModule(GeneratedBenchmark, EEGDataModule):
             centroids[i] = class_centroid(scene.region_map, scene.label)
         head = build_head_model(c["montage"], k, np.random.default_rng(c["seed"] + 1))
         signal = simulate_signal(maps, head, self.times, k, np.random.default_rng(c["seed"] + 2))
-        reps = c["n_repetitions"]
-        eeg = np.empty((n_images, reps, self.n_chans, self.n_times), dtype=np.float32)
-        for r in range(reps):
-            eeg[:, r] = c["snr"] * signal + simulate_noise(head, n_images, self.times, rng)
-        if c["average_repetitions"]:
-            eeg = eeg.mean(axis=1, keepdims=True)
-        return {"eeg": eeg, "images": images, "maps": maps, "labels": labels, "centroids": centroids}
+        noise = np.empty((n_images, c["n_repetitions"], self.n_chans, self.n_times), dtype=np.float32)
+        for r in range(c["n_repetitions"]):
+            noise[:, r] = simulate_noise(head, n_images, self.times, rng)
+        return {
+            "signal": signal,
+            "noise": noise,
+            "images": images,
+            "maps": maps,
+            "labels": labels,
+            "centroids": centroids,
+        }
 
     def cache_estimate_bytes(self) -> int:
         """Size of the cached arrays (EEG float32, images and maps uint8), for ``regionaldiff check``."""
