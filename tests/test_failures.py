@@ -331,7 +331,7 @@ def test_a_full_disk_while_saving_the_encoder_is_one_line_and_the_rerun_resumes(
 
 
 def test_a_sweep_whose_server_is_away_at_its_end_still_gets_its_summary_and_exit_status(tmp_path, monkeypatch):
-    from regionaldiff.tracking.sweep import finish_sweep, write_job_status
+    from regionaldiff.sweeps.summary import finish_sweep, write_job_status
 
     for name, value in HTTP_SETTINGS.items():
         monkeypatch.setenv(name, value)
