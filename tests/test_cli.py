@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from regionaldiff.cli import hide_schemas
+from regionaldiff.commands.run import hide_schemas
 from regionaldiff.validation import validate
 
 
@@ -64,13 +64,9 @@ def test_out_of_range_value_fails_before_any_work(run_cli, tmp_path):
 
 
 def test_regional_ldm_without_maps_is_refused(compose_cfg):
-    from regionaldiff.runner import build_context
-    from regionaldiff.tracking.mlflow_run import JobTracker
-
-    cfg = compose_cfg("regionmap=none", "ldm=regional")
-    tracker = JobTracker(False, "sqlite://", "x", None, "x")
+    # the one checker refuses it, before the runner builds anything
     with pytest.raises(ValueError, match="regionmap=none"):
-        build_context(cfg, tracker)
+        validate(compose_cfg("regionmap=none", "ldm=regional"))
 
 
 def test_every_shipped_config_group_option_composes_and_validates(compose_cfg):
@@ -80,9 +76,5 @@ def test_every_shipped_config_group_option_composes_and_validates(compose_cfg):
 
 
 def test_regional_ldm_with_an_untrained_region_head_is_refused(compose_cfg):
-    from regionaldiff.runner import build_context
-    from regionaldiff.tracking.mlflow_run import JobTracker
-
-    cfg = compose_cfg("ldm=regional", "encoder.w_region=0")
     with pytest.raises(ValueError, match="encoder.w_region=0"):
-        build_context(cfg, JobTracker(False, "sqlite://", "x", None, "x"))
+        validate(compose_cfg("ldm=regional", "encoder.w_region=0"))

@@ -1,5 +1,5 @@
 """Every option of every config group, every ablation arm and every experiment composes and passes the checks a run
-makes before any work starts (:func:`regionaldiff.validation.validate`, :func:`validate_eval_config`), and its
+makes before any work starts (:func:`regionaldiff.validation.validate`, the one checker), and its
 ``_target_`` classes resolve. The options are read from the ``conf/`` folders, so a new YAML file is tested without
 editing this file. Options that need local weights or data (SD-1.5, SAM, the real datasets) compose and validate;
 only their classes are not instantiated here.
@@ -20,8 +20,7 @@ from regionaldiff.data.base import EEGDataModule
 from regionaldiff.errors import ConfigError
 from regionaldiff.evaluation.suite import validate_eval_config
 from regionaldiff.maps.base import RegionMapGenerator
-from regionaldiff.runner import check_region_settings
-from regionaldiff.validation import validate
+from regionaldiff.validation import check_region_settings, validate
 
 CONF = config_dir()
 REPO = Path(__file__).resolve().parents[1]
@@ -78,15 +77,15 @@ def _targets(node: Any, key: str = "") -> dict[str, str]:
 
 
 def check_config(cfg: DictConfig) -> dict[str, Any]:
-    """What a run checks before any work, plus: every ``_target_`` resolves; cheap regionmap / dataset classes build."""
+    """What a run checks before any work (the one checker: every group, the cross-group checks), plus: every
+    ``_target_`` resolves; cheap regionmap / dataset classes build."""
     typed = validate(cfg)
-    validate_eval_config(cfg.eval)
+    assert typed.eval == validate_eval_config(cfg.eval) and typed.dataset["_target_"] == cfg.dataset._target_
     for key, target in _targets(cfg).items():
         assert callable(hydra.utils.get_object(target)), key  # a class or a factory function
     regionmap_class = hydra.utils.get_class(cfg.regionmap._target_)
     assert issubclass(regionmap_class, RegionMapGenerator)
-    # the pipeline's own cross-group checks (build_context calls the same function): a region-conditioned LDM needs
-    # maps and a region head
+    # the cross-group check of the checker (a region-conditioned LDM needs maps and a region head) passed
     check_region_settings(typed, regionmap_class.produces_maps)
     assert issubclass(hydra.utils.get_class(cfg.dataset._target_), EEGDataModule)
     if cfg.regionmap._target_ in INSTANTIABLE:

@@ -279,8 +279,10 @@ def pretrain_once(compose_cfg, *overrides: str):
     from regionaldiff.runner import build_context
     from regionaldiff.steps.prepare import prepare
     from regionaldiff.steps.pretrain import pretrain
+    from regionaldiff.validation import validate
 
-    ctx = build_context(compose_cfg(*SMALL, *overrides), JobTracker(False, "sqlite://", "x", Path("."), "x"))
+    cfg = compose_cfg(*SMALL, *overrides)
+    ctx = build_context(cfg, validate(cfg), JobTracker(False, "sqlite://", "x", Path("."), "x"))
     prepare(ctx)
     pretrain(ctx)
     return ctx
@@ -308,6 +310,7 @@ def test_a_full_disk_while_saving_the_encoder_is_one_line_and_the_rerun_resumes(
     import torch
 
     from regionaldiff.runner import run_pipeline
+    from regionaldiff.validation import validate
 
     real_save = torch.save
     monkeypatch.setattr(
@@ -319,19 +322,19 @@ def test_a_full_disk_while_saving_the_encoder_is_one_line_and_the_rerun_resumes(
     )
     cfg = compose_cfg(*SMALL)
     with pytest.raises(DiskFullError) as caught:
-        run_pipeline(cfg, JobTracker(False, "sqlite://", "x", Path("."), "x"))
+        run_pipeline(cfg, validate(cfg), JobTracker(False, "sqlite://", "x", Path("."), "x"))
     slots = list((Path(cfg.paths.artifact_dir) / "pretrain").iterdir())
     assert len(slots) == 1 and not (slots[0] / "DONE").exists()  # the half-written encoder is not complete
     text = format_user_error(caught.value)
     assert "\n" not in text and f"writing the pretrain step's output in {slots[0]} failed" in text and "free" in text
     monkeypatch.undo()
     with caplog.at_level(logging.INFO):
-        run_pipeline(cfg, JobTracker(False, "sqlite://", "x", Path("."), "x"))
+        run_pipeline(cfg, validate(cfg), JobTracker(False, "sqlite://", "x", Path("."), "x"))
     assert "resuming from" in caplog.text and (slots[0] / "DONE").is_file()
 
 
 def test_a_sweep_whose_server_is_away_at_its_end_still_gets_its_summary_and_exit_status(tmp_path, monkeypatch):
-    from regionaldiff.tracking.sweep import finish_sweep, write_job_status
+    from regionaldiff.sweeps.summary import finish_sweep, write_job_status
 
     for name, value in HTTP_SETTINGS.items():
         monkeypatch.setenv(name, value)

@@ -1,8 +1,10 @@
 """The package's layering, read from the source (imports inside functions included, as they run too).
 
 Lower layers never import upper ones: errors, config and requirements are the base; data, models, maps and
-evaluation sit on them; the steps, the runner (``pipeline``), preflight and the commands sit on top
-(``docs/design.md``, "Layers"). There is no import cycle anywhere, not even one hidden inside a function.
+evaluation sit on them; the steps, the runner (``pipeline``), preflight, the sweeps and the commands sit on top
+(``docs/design.md``, "Layers"). The middle packages are in an order (:data:`MIDDLE`): each imports only the ones
+before it, so no two packages import each other. There is no import cycle anywhere, not even one hidden inside a
+function.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ BASE = {
     "regionaldiff.errors": set(),
     "regionaldiff.config": {"regionaldiff.errors"},
     "regionaldiff.requirements": {"regionaldiff.errors"},
+    "regionaldiff.regions": {"regionaldiff.errors"},  # the region-map grid, read by data, encoder, ldm, evaluation
 }
 #: the layers below the runner, and what none of them may import
 LOWER = ("data", "encoder", "ldm", "maps", "evaluation", "components", "validation", "tracking", "artifacts")
-UPPER = ("steps", "runner", "preflight", "cli", "commands", "reconstruction", "__main__")
+UPPER = ("steps", "runner", "preflight", "sweeps", "cli", "commands", "reconstruction", "__main__")
+#: the middle packages, lowest first: each may import only the ones before it (read from what the code imports:
+#: tracking imports none of the others; maps reads the data's types; evaluation scores maps and data; the encoder is
+#: calibrated with evaluation's region metrics; the LDM is conditioned on the encoder)
+MIDDLE = ("tracking", "data", "maps", "evaluation", "encoder", "ldm")
 
 
 def module_graph(package_dir: Path, package: str) -> dict[str, set[str]]:
@@ -131,3 +138,47 @@ def test_lower_layers_import_nothing_from_the_runner_steps_preflight_or_commands
         if layer(name) in LOWER
     }
     assert {name: deps for name, deps in wrong.items() if deps} == {}
+
+
+def package_edges(graph: dict[str, set[str]]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(importing package, imported package) -> the module imports behind it, for the package's top-level parts
+    (``regionaldiff.ldm.model`` is part ``ldm``, ``regionaldiff.runner`` part ``runner``)."""
+
+    def part(name: str) -> str:
+        return name.split(".")[1] if name.count(".") else ""
+
+    edges: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for name, deps in graph.items():
+        for dep in deps:
+            if part(name) and part(dep) and part(name) != part(dep):
+                edges.setdefault((part(name), part(dep)), []).append((name, dep))
+    return edges
+
+
+def test_the_middle_packages_import_only_the_ones_below_them(graph):
+    wrong = {
+        (a, b): sorted(modules)
+        for (a, b), modules in package_edges(graph).items()
+        if a in MIDDLE and b in MIDDLE and MIDDLE.index(b) > MIDDLE.index(a)
+    }
+    assert wrong == {}, "a middle package imports one above it in MIDDLE"
+
+
+def two_way_pairs(edges: dict[tuple[str, str], list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """The package pairs that import each other, each once (sorted)."""
+    return sorted((a, b) for (a, b) in edges if (b, a) in edges and a < b)
+
+
+def test_a_two_way_pair_is_found():
+    fake = {
+        "regionaldiff.encoder.calibration": {"regionaldiff.ldm.conditioning"},
+        "regionaldiff.ldm.module": {"regionaldiff.encoder.base", "regionaldiff.regions"},
+        "regionaldiff.evaluation.known_truth": {"regionaldiff.data.base"},
+    }
+    assert two_way_pairs(package_edges(fake)) == [("encoder", "ldm")]
+
+
+def test_no_two_packages_import_each_other(graph):
+    edges = package_edges(graph)
+    both_ways = two_way_pairs(edges)
+    assert both_ways == [], {pair: edges[pair] + edges[pair[::-1]] for pair in both_ways}

@@ -145,6 +145,9 @@ class WeightedMaps:
 
     produces_maps = True
 
+    def __init__(self, weights: str) -> None:  # the checker holds a config's arguments to the signature
+        self.weights = weights
+
     @classmethod
     def required_files(cls, node, key):
         from pathlib import Path

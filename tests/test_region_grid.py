@@ -1,5 +1,6 @@
 """The region-map grid (:mod:`regionaldiff.regions`): what a map's labels name, the coarse target, upsampling, class
-fusion and sharpening on known inputs; and that the module stays a leaf, so that no two packages import each other.
+fusion and sharpening on known inputs. That it stays a leaf module is checked with the other layers in
+``tests/test_layering.py``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ from regionaldiff.regions import (
     upsample_prediction,
     upsample_probs,
 )
-from test_layering import PACKAGE_DIR, module_graph
-
-#: the packages between the base modules and the steps; no two of them may import each other
-MIDDLE = ("data", "maps", "encoder", "ldm", "evaluation", "tracking")
 
 
 # -- what the labels name ---------------------------------------------------------------------
@@ -169,38 +166,3 @@ def test_sharpen_map_keeps_the_argmax_and_reaches_one_hot():
     assert torch.equal(one_hot.argmax(dim=1), probs.argmax(dim=1)) and set(one_hot.unique().tolist()) == {0.0, 1.0}
     with pytest.raises(ValueError, match=">= 0"):
         sharpen_map(probs, -1.0)
-
-
-# -- a leaf, so that the packages need not import each other ----------------------------------------
-@pytest.fixture(scope="module")
-def graph() -> dict[str, set[str]]:
-    return module_graph(PACKAGE_DIR, "regionaldiff")
-
-
-def test_the_grid_is_a_leaf(graph):
-    assert graph["regionaldiff.regions"] <= {"regionaldiff.errors"}
-    assert graph["regionaldiff.errors"] == set()
-
-
-def two_way_pairs(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
-    """The pairs of distinct middle packages that import each other (anywhere in their modules), sorted."""
-
-    def package(module: str) -> str:
-        parts = module.split(".")
-        return parts[1] if len(parts) > 2 and parts[1] in MIDDLE else ""
-
-    edges = {(package(name), package(dep)) for name, deps in graph.items() for dep in deps}
-    return {tuple(sorted((a, b))) for a, b in edges if a and b and a != b and (b, a) in edges}
-
-
-def test_a_two_way_pair_is_found():
-    fake = {
-        "regionaldiff.encoder.calibration": {"regionaldiff.ldm.conditioning"},
-        "regionaldiff.ldm.module": {"regionaldiff.encoder.base", "regionaldiff.regions"},
-        "regionaldiff.evaluation.known_truth": {"regionaldiff.data.base"},
-    }
-    assert two_way_pairs(fake) == {("encoder", "ldm")}
-
-
-def test_no_two_middle_packages_import_each_other(graph):
-    assert two_way_pairs(graph) == set()

@@ -9,8 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TINY, mlflow_runs
+from regionaldiff.sweeps.callback import threads_per_job
+from regionaldiff.sweeps.summary import finish_sweep
 from regionaldiff.tracking.mlflow_run import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, JobTracker
-from regionaldiff.tracking.sweep import finish_sweep, threads_per_job
 
 # the prepare step only: every job still makes its MLflow run, logs its config and a metric (time/prepare_s)
 PREPARE = [*TINY, "pipeline.steps=[prepare]"]
@@ -221,7 +222,7 @@ def test_credentials_in_a_tracking_uri_never_reach_the_logged_params(tmp_path):
 
 
 def test_the_summary_keeps_a_quoted_override_whole():
-    from regionaldiff.tracking.sweep import JobOutcome, SweepOutcome
+    from regionaldiff.sweeps.summary import JobOutcome, SweepOutcome
 
     title = "report.title='The method, synthetic_imagenet preset'"
     outcome = SweepOutcome(

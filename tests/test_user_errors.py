@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from official_formats import write_eeg_imagenet, write_things_eeg2
-from regionaldiff import cli
+from regionaldiff import cli, runner
+from regionaldiff.commands import run
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError, UserError, format_user_error
 
 
@@ -131,7 +132,7 @@ def test_program_errors_keep_their_traceback(monkeypatch):
     def boom(cfg):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "_job", boom)
+    monkeypatch.setattr(runner, "run_job", boom)
     with pytest.raises(RuntimeError, match="a bug"):
         cli._run_job(None)
 
@@ -142,7 +143,7 @@ def test_user_errors_exit_2_with_one_line(monkeypatch, capsys):
 
     monkeypatch.delenv("REGIONALDIFF_DEBUG", raising=False)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setattr(cli, "_job", missing)
+    monkeypatch.setattr(runner, "run_job", missing)
     with pytest.raises(SystemExit) as exit_info:
         cli._run_job(None)
     assert exit_info.value.code == 2
@@ -184,14 +185,20 @@ def test_corrupt_sd_weights_are_a_user_error(tmp_path):
 
 def test_sweep_overrides_are_left_to_hydra(monkeypatch):
     # `regionaldiff experiment=ablation_regions seed=3,4` sweeps without -m (the config sets hydra.mode: MULTIRUN)
-    monkeypatch.setattr(cli, "compose_config", lambda args: pytest.fail("a sweep must not be composed as one run"))
-    cli._precheck_overrides(["experiment=ablation_regions", "seed=3,4"])
+    assert run.hands_to_hydra(["experiment=ablation_regions", "seed=3,4"])
+    assert run.hands_to_hydra(["--cfg", "job"]) and run.hands_to_hydra(["-m", "seed=0"])
+    assert not run.hands_to_hydra(["ldm.lr=abc"]) and not run.hands_to_hydra([])
 
 
 def test_precheck_reports_a_bad_override(capsys, monkeypatch):
     monkeypatch.delenv("REGIONALDIFF_DEBUG", raising=False)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        cli._precheck_overrides(["ldm.lr=abc"])
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run.run_once(["ldm.lr=abc"], cli._run_job)
+    finally:
+        GlobalHydra.instance().clear()
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("regionaldiff: error: Error merging override ldm.lr=abc")

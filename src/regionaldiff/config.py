@@ -5,15 +5,17 @@ first in its defaults, so a wrong type (``ldm.lr=abc``) or choice (``ldm.noise_s
 at compose time with the key and the allowed values, before any work starts. Range checks live in
 ``__post_init__`` and run in :func:`regionaldiff.validation.validate` (also before any work). Schema fields carry no defaults
 of their own (``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are
-the one source of values. The dataset, regionmap and eval groups are validated by their own classes' constructors,
-which the pipeline instantiates first.
+the one source of values. The other groups have their schema elsewhere, and the same checker applies it: ``eval``
+:func:`regionaldiff.evaluation.suite.validate_eval_config` (its defaults in ``conf/eval/default.yaml``), ``dataset``
+and ``regionmap`` the signature of the class their ``_target_`` names. :class:`TypedConfig` holds them all.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -454,13 +456,25 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class TypedConfig:
-    """The validated, typed view of the groups the pipeline owns (what :func:`regionaldiff.validation.validate` returns)."""
+    """The checked config of a run, every group of it (what :func:`regionaldiff.validation.validate` returns): the
+    layers below take this and check nothing again.
+
+    ``encoder``, ``ldm``, ``trainer``, ``logger`` and ``pipeline`` are their schemas' dataclasses. ``eval`` is the
+    ``eval`` node checked and filled from ``conf/eval/default.yaml`` (a plain mapping, what the metrics read).
+    ``dataset`` and ``regionmap`` are ``_target_`` nodes (plain, resolved) whose arguments were checked against
+    their class's signature: the class is their schema. ``produces_maps`` says whether the regionmap class gives
+    region maps (``regionmap=none`` does not).
+    """
 
     encoder: EncoderConfig
     ldm: LDMConfig
     trainer: TrainerConfig
     logger: LoggerConfig
     pipeline: PipelineConfig
+    eval: Mapping[str, Any] = field(default_factory=dict)
+    dataset: Mapping[str, Any] = field(default_factory=dict)
+    regionmap: Mapping[str, Any] = field(default_factory=dict)
+    produces_maps: bool = True
 
 
 SCHEMAS: dict[str, type] = {
@@ -509,10 +523,17 @@ def compose_config(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return compose("config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        text = str(err)
-        if isinstance(err.__cause__, OmegaConfBaseException):
-            text += " " + str(err.__cause__)
-        text = text.split("Config search path:")[0]
-        raise ConfigError(one_line(text)) from err
+        raise compose_error(err) from err
     finally:
         GlobalHydra.instance().clear()
+
+
+def compose_error(err: Exception) -> ConfigError:
+    """Hydra's error for an override or config that does not compose, as one line (its cause included, its listing
+    of the config search path left out)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = str(err)
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        text += " " + str(err.__cause__)
+    return ConfigError(one_line(text.split("Config search path:")[0]))

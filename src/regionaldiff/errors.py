@@ -15,6 +15,7 @@ Set ``REGIONALDIFF_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) to get the full
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "UserError",
     "debug_enabled",
     "exit_on_user_error",
+    "failure_reason",
     "format_user_error",
     "one_line",
 ]
@@ -103,3 +105,21 @@ def exit_on_user_error(err: UserError) -> None:
     sys.stdout.flush()
     print(format_user_error(err), file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)
+
+
+def failure_reason(err: BaseException) -> str:
+    """A failure in one line (a job's reason in MLflow and in a sweep's summary): a user error's message (and hint),
+    else the exception's type and message."""
+    if isinstance(err, UserError):
+        text = one_line(str(err))
+        return f"{text} (hint: {one_line(err.hint)})" if err.hint else text
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt)"
+    if isinstance(err, SystemExit):  # e.g. submitit's preemption/timeout handler requeueing the job
+        return f"the job's process was ended (exit status {err.code}; preempted or timed out and requeued?)"
+    cause = err.__cause__
+    if type(err).__name__ == "InstantiationException" and cause is not None:  # Hydra's wrapper: say what failed
+        found = re.search(r"full_key: (\S+)", str(err))
+        where = found.group(1) if found else ""
+        return one_line(f"{type(cause).__name__}: {cause}" + (f" (building {where})" if where else ""))[:1000]
+    return one_line(f"{type(err).__name__}: {err}")[:1000]

@@ -11,8 +11,10 @@ report also says which metrics will be skipped and why, how much disk the caches
 visible. ``ready`` is false when a required file is missing or unusable, the config is invalid, or the config
 asks for a GPU that is not there; metric weights are never required (a metric without them is skipped).
 
-:func:`require_ready` runs the same checks at the start of every run and raises a one-line
-:class:`~regionaldiff.errors.UserError` naming what is missing.
+Preflight checks no config value itself: a run hands it the config already checked (``typed``, from
+:func:`regionaldiff.validation.validate`) and it only gathers and checks the files; ``regionaldiff check`` hands it
+the composed config alone, and then the checker's verdict is one line of the report. :func:`require_ready` runs it
+at the start of every run and raises a one-line :class:`~regionaldiff.errors.UserError` naming what is missing.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ def eval_plan(
     from regionaldiff.evaluation.registry import METRICS
     from regionaldiff.evaluation.suite import validate_eval_config
 
-    cfg = validate_eval_config(eval_cfg)
+    cfg = validate_eval_config(eval_cfg)  # settings already checked are taken as they are
     allow = bool(cfg["allow_download"])
     items: list[PreflightItem] = []
     seen: dict[str, list[PreflightItem]] = {}
@@ -210,11 +212,7 @@ def _free_bytes(folder: Path) -> int | None:
     return None  # pragma: no cover
 
 
-def _folder_mode(cfg: DictConfig) -> bool:
-    return bool(cfg.eval.get("generated_dir") or cfg.eval.get("reference_dir"))
-
-
-def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
+def preflight(cfg: DictConfig, datamodule: Any = None, typed: TypedConfig | None = None) -> PreflightReport:
     """Check everything the run of ``cfg`` will read; see the module docstring.
 
     Parameters
@@ -223,6 +221,10 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
         The composed config (``paths.output_dir`` is not needed).
     datamodule : EEGDataModule, optional
         The instantiated ``cfg.dataset`` (built here when not given).
+    typed : TypedConfig, optional
+        ``cfg`` already checked (a run passes it: nothing is checked again). Without it ``cfg`` is checked here
+        (:func:`regionaldiff.validation.validate`) and a bad value is one of the report's problems; the files are
+        then gathered from the nodes as they are, so that ``regionaldiff check`` still lists them.
 
     Returns
     -------
@@ -233,17 +235,22 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
     from regionaldiff.validation import validate
 
     report = PreflightReport()
-    typed: TypedConfig | None = None
-    try:
-        typed = validate(cfg)
-        validate_eval_config(cfg.eval)
-    except UserError as err:
-        report.problems.append(f"bad config: {one_line(str(err))}")
-    folder_mode = _folder_mode(cfg)
+    if typed is None:
+        try:
+            typed = validate(cfg)
+        except UserError as err:
+            report.problems.append(f"bad config: {one_line(str(err))}")
+    eval_settings: Any = typed.eval if typed is not None else None
+    if eval_settings is None:  # an invalid config: the eval plan still shows, or says why not
+        try:
+            eval_settings = validate_eval_config(cfg.get("eval"))
+        except UserError as err:
+            report.problems.append(f"bad eval config: {one_line(str(err))}")
+    folder_mode = bool(eval_settings and (eval_settings.get("generated_dir") or eval_settings.get("reference_dir")))
     required: list[RequiredPath] = []
     if folder_mode:
         for key in ("generated_dir", "reference_dir"):
-            value = cfg.eval.get(key)
+            value = eval_settings.get(key)
             if value:
                 required.append(
                     RequiredPath(f"images to score ({key})", Path(str(value)), f"eval.{key}", kind="folder")
@@ -260,12 +267,10 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
             required.extend(declared_requirements(cfg.get(group), group))
         required.extend(clip_loss_required(plain(cfg.ldm) or {}))
     report.items = [check_required(r) for r in required]
-    try:
-        aligned = cfg.get("encoder") is not None and cfg.encoder.get("align") is not None
-        items, report.metrics_run, report.metrics_skipped = eval_plan(cfg.eval, folder_mode, aligned)
+    if eval_settings is not None:
+        aligned = typed.encoder.align is not None if typed is not None else _aligned(cfg)
+        items, report.metrics_run, report.metrics_skipped = eval_plan(eval_settings, folder_mode, aligned)
         report.items.extend(items)
-    except UserError as err:
-        report.problems.append(f"bad eval config: {one_line(str(err))}")
     report.gpu = _gpu()
     accelerator = typed.trainer.accelerator if typed is not None else None
     if accelerator is not None and accelerator.value == "gpu" and report.gpu is None:
@@ -283,6 +288,11 @@ def preflight(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
             f"{format_size(report.free_bytes)} are free"
         )
     return report
+
+
+def _aligned(cfg: DictConfig) -> bool:
+    """Whether an unchecked config aligns the EEG codes to images (``encoder.align`` set)."""
+    return cfg.get("encoder") is not None and cfg.encoder.get("align") is not None
 
 
 def instantiate(node: Any, group: str) -> Any:
@@ -340,9 +350,9 @@ def format_report(report: PreflightReport, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def require_ready(cfg: DictConfig, datamodule: Any = None) -> PreflightReport:
+def require_ready(cfg: DictConfig, datamodule: Any = None, typed: TypedConfig | None = None) -> PreflightReport:
     """Run :func:`preflight`; raise a one-line user error naming every problem when the run cannot start."""
-    report = preflight(cfg, datamodule)
+    report = preflight(cfg, datamodule, typed)
     if not report.ready:
         cls = MissingFileError if report.blocking and not report.problems else UserError
         raise cls(

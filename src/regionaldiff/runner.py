@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -36,7 +37,6 @@ from regionaldiff.steps.generate import generate
 from regionaldiff.steps.prepare import prepare
 from regionaldiff.steps.pretrain import pretrain
 from regionaldiff.tracking.mlflow_run import JobTracker
-from regionaldiff.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -52,61 +52,33 @@ STEPS: dict[Step, StepFn] = {
 }
 
 
-def check_region_settings(typed: TypedConfig, produces_maps: bool) -> None:
-    """An LDM that conditions on region maps needs a region-map generator and a trained region head."""
-    if typed.ldm.regions and not produces_maps:
-        raise ConfigError(
-            f"ldm={typed.ldm.name} conditions on region maps, but regionmap=none gives none. "
-            "Use a global variant (ldm=global) or a region-map generator (regionmap=oracle|slic|sam)."
-        )
-    if typed.ldm.regions and typed.encoder.w_region == 0:
-        raise ConfigError(
-            f"ldm={typed.ldm.name} conditions on region maps predicted from EEG, but encoder.w_region=0 leaves the "
-            "region head untrained. Set encoder.w_region > 0, or use a global variant (ldm=global)."
-        )
-
-
 def startup_problems(cfg: DictConfig) -> list[str]:
-    """Why the run of ``cfg`` cannot start, found without running anything (empty: it can): the preflight (config
-    values, every file and weight it reads, metrics) and the combination of settings :func:`build_context` checks.
-    A sweep runs this for each of its jobs before the first starts (:func:`regionaldiff.cli.check_sweep`)."""
-    from hydra.utils import get_class
-
+    """Why the run of ``cfg`` cannot start, found without running anything (empty: it can): the preflight's
+    problems (the config's check, every file and weight it reads, metrics). A sweep runs this for each of its jobs
+    before the first starts (:func:`regionaldiff.sweeps.plan.check_sweep`)."""
     from regionaldiff.preflight import preflight
 
-    report = preflight(cfg)
-    problems = [] if report.ready else [report.summary()]
     try:
-        typed = validate(cfg)
-        produces_maps = bool(getattr(get_class(str(cfg.regionmap._target_)), "produces_maps", True))
-        check_region_settings(typed, produces_maps)
-    except ConfigError as err:
-        text = one_line(str(err))
-        if not any(text in p for p in problems):
-            problems.append(text)
-    except Exception as err:  # noqa: BLE001 - e.g. a _target_ that cannot be imported
-        problems.append(one_line(f"{type(err).__name__}: {err}"))
-    return problems
+        report = preflight(cfg)
+    except UserError as err:
+        return [one_line(str(err))]
+    return [] if report.ready else [report.summary()]
 
 
-def build_context(cfg: DictConfig, tracker: JobTracker) -> PipelineContext:
-    """Validate the whole config and instantiate the dataset and regionmap, before any work starts."""
-    from regionaldiff.evaluation.suite import validate_eval_config
-
-    typed = validate(cfg)
-    validate_eval_config(cfg.eval)
+def build_context(cfg: DictConfig, typed: TypedConfig, tracker: JobTracker) -> PipelineContext:
+    """Instantiate the dataset and regionmap of the checked config and check every file the run reads, before
+    any work starts (nothing in ``cfg`` is checked again: ``typed`` is its checked form)."""
     if typed.trainer.num_threads:
         torch.set_num_threads(typed.trainer.num_threads)
     datamodule = instantiate(cfg.dataset, "dataset")
     if not isinstance(datamodule, EEGDataModule):
         raise ConfigError(f"dataset._target_ must build an EEGDataModule; got {type(datamodule).__name__}.")
     # every file the run reads is there and readable, before any cache, weights or model is touched
-    report = require_ready(cfg, datamodule)
+    report = require_ready(cfg, datamodule, typed)
     log.info("preflight:\n%s", format_report(report))
     regionmap = instantiate(cfg.regionmap, "regionmap")
     if not isinstance(regionmap, RegionMapGenerator):
         raise ConfigError(f"regionmap._target_ must build a RegionMapGenerator; got {type(regionmap).__name__}.")
-    check_region_settings(typed, regionmap.produces_maps)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(cfg.paths.artifact_dir)
@@ -130,9 +102,10 @@ def disk_full(ctx: PipelineContext, step: Step, err: OSError) -> UserError | Non
     return disk_full_error(folder, f"the {step.value} step's output")
 
 
-def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
-    """Run ``cfg.pipeline.steps`` in order; return the final metrics."""
-    ctx = build_context(cfg, tracker)
+def run_pipeline(cfg: DictConfig, typed: TypedConfig, tracker: JobTracker) -> dict[str, float]:
+    """Run ``cfg.pipeline.steps`` in order (``typed``: ``cfg`` checked, :func:`regionaldiff.validation.validate`);
+    return the final metrics."""
+    ctx = build_context(cfg, typed, tracker)
     tracker.log_config(cfg, ctx.output_dir)
     test_maps = ctx.typed.pipeline.test_maps.value
     tracker.set_tags(
@@ -145,7 +118,7 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
             {"regionaldiff.analysis_only": "oracle region maps at test time (not a valid reconstruction result)"}
         )
     wanted = list(ctx.typed.pipeline.steps)
-    if cfg.eval.get("generated_dir") or cfg.eval.get("reference_dir"):
+    if typed.eval.get("generated_dir") or typed.eval.get("reference_dir"):
         if wanted != [Step.evaluate]:
             raise ConfigError(
                 "eval.generated_dir/eval.reference_dir score a folder of images: run them with "
@@ -168,3 +141,62 @@ def run_pipeline(cfg: DictConfig, tracker: JobTracker) -> dict[str, float]:
                 raise full from err
             tracker.log_metrics({f"time/{step.value}_s": time.perf_counter() - start})
     return ctx.metrics
+
+
+def run_job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | None:
+    """One job: check ``cfg`` (once: :func:`regionaldiff.validation.validate`), open its MLflow run, run the pipeline,
+    print where the results are; return the job's objective (``eval/recon_region_miou``). ``state`` (a sweep's job)
+    receives the tracker, so that the sweep can record a failure on the job's own run; without it (a single run) a
+    failure's reason goes on the run here."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from regionaldiff.errors import failure_reason
+    from regionaldiff.tracking.mlflow_run import dashboard_url, require_tracking_server, resolve_tracking_uri
+    from regionaldiff.validation import validate
+
+    # every check runs before anything is created (no MLflow run, no folder) on a bad config
+    typed = validate(cfg)
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    uri = resolve_tracking_uri(typed.logger.tracking_uri, cfg.paths.output_root)
+    if typed.logger.enabled:
+        require_tracking_server(uri)  # a server that is not there at the start: one line, before any work
+    run_name = " ".join(overrides) or "default"
+    tracker = JobTracker(
+        enabled=bool(typed.logger.enabled),
+        tracking_uri=uri,
+        experiment_name=str(typed.logger.experiment_name),
+        artifact_root=Path(cfg.paths.output_root) / "mlartifacts",
+        run_name=run_name if not multirun else f"#{hc.job.num} {run_name}",
+        sweep_dir=str(Path(hc.sweep.dir).resolve()) if multirun else None,
+        job_dir=Path(cfg.paths.output_dir),
+    )
+    if state is not None:
+        state["tracker"] = tracker
+    tracker.set_tags({"overrides": " ".join(overrides) or "(none)", "output_dir": str(cfg.paths.output_dir)})
+    try:
+        metrics = run_pipeline(cfg, typed, tracker)
+    except BaseException as err:
+        if state is None:  # a single run: its reason goes on the run; a sweep's job records its failure itself
+            tracker.fail(failure_reason(err), status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        elif isinstance(err, KeyboardInterrupt | SystemExit):
+            tracker.fail(failure_reason(err), status="KILLED")
+        raise
+    tracker.finish("FINISHED")
+    out = Path(cfg.paths.output_dir)
+    lines = [f"Done. Results in {out}"]
+    if (out / "metrics.json").is_file():
+        lines.append(f"  metrics:         {out / 'metrics.json'}")
+    if (out / "reconstructions.png").is_file():
+        lines.append(f"  reconstructions: {out / 'reconstructions.png'}")
+    if tracker.enabled:
+        local = not uri.startswith(("http://", "https://"))
+        lines.append(f"  MLflow run {tracker.run_id}" + (": start the dashboard with" if local else ""))
+        if local:
+            lines.append(f"    mlflow ui --backend-store-uri {uri}")
+        lines.append(f"  then open the runs: {dashboard_url(uri, tracker.experiment_id)}")
+        lines.append(f"         or this run: {dashboard_url(uri, tracker.experiment_id, tracker.run_id)}")
+    print("\n".join(lines), flush=True)
+    return metrics.get("eval/recon_region_miou")

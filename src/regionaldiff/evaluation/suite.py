@@ -10,9 +10,11 @@ fills what a config leaves out from that file.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from regionaldiff.errors import ConfigError
 from regionaldiff.evaluation.backbones import WeightsUnavailable, backbone_config, check_images
 from regionaldiff.evaluation.registry import METRICS, MetricInputs, int_list, retrieval_ks
 
-__all__ = ["METRICS", "EvalResult", "eval_defaults", "evaluate_images", "retrieval_ks", "skip_names"]
+__all__ = ["METRICS", "EvalResult", "EvalSettings", "eval_defaults", "evaluate_images", "retrieval_ks", "skip_names"]
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +42,35 @@ class EvalResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def eval_defaults() -> dict[str, Any]:
-    """Every ``eval`` setting at its default, read from ``conf/eval/default.yaml`` (their one home), except the
-    weight paths, which that file derives from ``paths``."""
-    values = OmegaConf.to_container(OmegaConf.load(config_dir() / "eval" / "default.yaml"), resolve=False)
+class EvalSettings(dict[str, Any]):
+    """The ``eval`` settings after :func:`validate_eval_config`: every key filled and checked. Passing one on
+    (the checked config's ``eval``) checks nothing again."""
+
+
+@functools.lru_cache(maxsize=4)
+def _read_eval_defaults(path: Path) -> dict[str, Any]:
+    values = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     assert isinstance(values, dict)
     return {str(key): value for key, value in values.items() if key not in _PATH_KEYS}
 
 
-def validate_eval_config(cfg: Any) -> dict[str, Any]:
+def eval_defaults() -> dict[str, Any]:
+    """Every ``eval`` setting at its default, read from ``conf/eval/default.yaml`` (their one home; read once per
+    process), except the weight paths, which that file derives from ``paths``. A fresh copy each call."""
+    return copy.deepcopy(_read_eval_defaults(config_dir() / "eval" / "default.yaml"))
+
+
+def validate_eval_config(cfg: Any) -> EvalSettings:
     """Check the ``eval`` node and return it as a plain dict with every setting filled in; ``ValueError`` names the
     key and the allowed values.
 
     ``cfg`` is the ``eval`` node (resolved here), a mapping (copied) or None (every setting at its default). What it
-    leaves out comes from ``conf/eval/default.yaml`` (:func:`eval_defaults`).
+    leaves out comes from ``conf/eval/default.yaml`` (:func:`eval_defaults`). Settings already checked (an
+    :class:`EvalSettings`, e.g. the ``eval`` of :func:`regionaldiff.validation.validate`'s result) are returned
+    as they are.
     """
+    if isinstance(cfg, EvalSettings):
+        return cfg
     given = plain(cfg) if cfg is not None else {}
     if not isinstance(given, Mapping):
         raise ValueError(f"eval config must be a mapping, got {type(cfg).__name__}.")
@@ -80,7 +96,7 @@ def validate_eval_config(cfg: Any) -> dict[str, Any]:
         raise ConfigError("eval.retrieval.repetitions: a list of repetition counts >= 1 (or null).")
     for slot in values.get("backbones") or {}:
         backbone_config(values, slot)  # raises on unknown slots
-    return values
+    return EvalSettings(values)
 
 
 def skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:

@@ -12,6 +12,7 @@ another (``regionaldiff evaluate GEN REF``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -120,7 +121,7 @@ def retrieval_curve(
 
 
 def zero_shot_retrieval(
-    ctx: PipelineContext, split: str, eval_cfg: dict[str, Any]
+    ctx: PipelineContext, split: str, eval_cfg: Mapping[str, Any]
 ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
     """For ``eval.metrics: [retrieval, ...]``: the suite's retrieval inputs on ``split`` and the repetitions curve's
     metrics; or, without an aligned EEG embedding, no inputs and every retrieval metric skipped with the reason."""
@@ -154,12 +155,12 @@ def evaluate(ctx: PipelineContext, train: bool = True) -> None:
     """Metrics of the reconstructions: the configured suite, plus known-truth metrics where the dataset has them."""
     from regionaldiff.evaluation.alignment import reconstruction_alignment
     from regionaldiff.evaluation.known_truth import region_and_class_metrics
-    from regionaldiff.evaluation.suite import evaluate_images, validate_eval_config
+    from regionaldiff.evaluation.suite import evaluate_images
 
     split = ctx.typed.pipeline.eval_split.value
     dm = ctx.datamodule
     arrays = dict(np.load(ctx.slots["generate"].path / GENERATED_FILE))
-    eval_cfg = validate_eval_config(ctx.cfg.eval)
+    eval_cfg = ctx.typed.eval  # checked once, with the rest of the config
     retrieval, curve, no_retrieval = zero_shot_retrieval(ctx, split, eval_cfg)
     result = evaluate_images(arrays["generated"], arrays["reference"], cfg=eval_cfg, **retrieval)
     metrics, skipped = {**result.metrics, **curve}, {**result.skipped, **no_retrieval}
@@ -209,7 +210,7 @@ def evaluate_folder_pair(ctx: PipelineContext) -> None:
     """Score ``eval.generated_dir`` against ``eval.reference_dir`` (e.g. another method's outputs)."""
     from regionaldiff.evaluation.folders import evaluate_folders
 
-    generated_dir, reference_dir = ctx.cfg.eval.get("generated_dir"), ctx.cfg.eval.get("reference_dir")
+    generated_dir, reference_dir = ctx.typed.eval.get("generated_dir"), ctx.typed.eval.get("reference_dir")
     if not generated_dir or not reference_dir:
         raise ConfigError("Folder evaluation needs both eval.generated_dir and eval.reference_dir.")
     ctx.tracker.set_tags(
@@ -219,5 +220,5 @@ def evaluate_folder_pair(ctx: PipelineContext) -> None:
             "eval.reference_dir": reference_dir,
         }
     )
-    result = evaluate_folders(generated_dir, reference_dir, ctx.cfg.eval)
+    result = evaluate_folders(generated_dir, reference_dir, ctx.typed.eval)
     report_metrics(ctx, dict(result.metrics), dict(result.skipped))

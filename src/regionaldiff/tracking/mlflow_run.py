@@ -7,7 +7,7 @@
 - Everything goes through an ``MlflowClient`` bound to one run id: no global active-run state.
 - Parallel jobs (joblib, submitit): the experiment and the sweep's parent run are created under a file lock in the
   sweep folder, so jobs that start at the same time find one parent; the parent is ended by
-  :class:`regionaldiff.tracking.sweep.SweepCallback` when the sweep ends.
+  :class:`regionaldiff.sweeps.callback.SweepCallback` when the sweep ends.
 - The experiment is tagged ``mlflow.experimentKind=custom_model_development``: the MLflow UI opens it in its
   model-training view (not the GenAI view).
 """
@@ -282,25 +282,6 @@ def sweep_children(client: Any, parent: Any) -> list[Any]:
             order_by=["attributes.start_time ASC"],
         )
     )
-
-
-def finished_attempt(tracking_uri: str, experiment_name: str, sweep_dir: str, overrides: list[str]) -> Any:
-    """A FINISHED child of the sweep in ``sweep_dir`` (a rerun attached to an earlier sweep's parent) with the
-    same overrides as this job, or None: its results are reused instead of running the job again."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return None
-    parent = find_sweep_parent(client, experiment.experiment_id, sweep_dir)
-    if parent is None:
-        return None
-    key = job_key(overrides)
-    for run in reversed(sweep_children(client, parent)):
-        if run.info.status == "FINISHED" and job_key(run.data.tags.get(OVERRIDES_TAG, "")) == key:
-            return run
-    return None
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
