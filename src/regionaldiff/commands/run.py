@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from regionaldiff.config import compose_error, config_dir, register_configs
+from regionaldiff.config import check_renamed_keys, compose_error, config_dir, register_configs
 from regionaldiff.errors import UserError, exit_on_user_error
 
 __all__ = ["compose", "hide_schemas", "main", "task"]
@@ -82,11 +82,12 @@ def _hydra(task_function: TaskFunction) -> Any:
 
 def compose(hydra: Any, overrides: list[str]) -> DictConfig:
     """The run's config, with its ``hydra`` node: the one composition of a single run. A bad override is a
-    :class:`~regionaldiff.errors.ConfigError` (one line)."""
+    :class:`~regionaldiff.errors.ConfigError` (one line); so is an override of a renamed key, which names the new one."""
     from hydra.errors import HydraException
     from hydra.types import RunMode
     from omegaconf.errors import OmegaConfBaseException
 
+    check_renamed_keys(overrides)
     try:
         return hydra.compose_config("config", overrides, run_mode=RunMode.RUN)
     except (HydraException, OmegaConfBaseException) as err:
