@@ -90,7 +90,8 @@ def test_a_server_stopped_mid_run_and_restarted_loses_nothing(tmp_path):
     server = Server(tmp_path / "server", free_port())
     server.start()
     env = dict(cli_env(), REGIONALDIFF_TRACKING_WAIT="300", REGIONALDIFF_SYSTEM_METRICS="0")
-    args = [*TINY, "dataset.n_train=96", "encoder.max_epochs=8", "pipeline.steps=[prepare,pretrain]"]
+    # enough epochs that the run outlasts stopping the server, on a loaded machine too (8 took 3 s there)
+    args = [*TINY, "dataset.n_train=96", "encoder.max_epochs=40", "pipeline.steps=[prepare,pretrain]"]
     job = subprocess.Popen(
         [sys.executable, "-m", "regionaldiff", *args, f"logger.tracking_uri={server.uri}"],
         cwd=tmp_path,
