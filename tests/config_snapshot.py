@@ -23,13 +23,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from regionaldiff.config import config_dir, register_configs
+from regionaldiff.config import config_dir, is_schema, register_configs
 
 #: every path derives from this root (``paths.root_dir``), so the snapshot is the same wherever it runs
 ROOT = "/snapshot-root"
 FIXED = [f"paths.root_dir={ROOT}", f"paths.output_dir={ROOT}/job"]
-#: options that are not a choice a user makes: the typed bases each group's YAML lists first
-NOT_OPTIONS = {"schema"}
 #: the parts of the ``hydra`` node kept (the rest holds the machine's folders and Hydra's version)
 HYDRA_KEYS = ("mode", "sweeper", "launcher", "callbacks", "run", "sweep")
 
@@ -51,7 +49,7 @@ def groups(parent: str = "") -> list[str]:
 
 
 def options(group: str) -> list[str]:
-    return sorted(o for o in _loader().get_group_options(group) if o not in NOT_OPTIONS)
+    return sorted(o for o in _loader().get_group_options(group) if not is_schema(o))
 
 
 def _compose(overrides: list[str]) -> DictConfig:

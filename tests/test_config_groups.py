@@ -7,6 +7,7 @@ only their classes are not instantiated here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,10 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     """What a run checks before any work (the one checker: every group, the cross-group checks), plus: every
     ``_target_`` resolves; cheap regionmap / dataset classes build."""
     typed = validate(cfg)
-    assert typed.eval == validate_eval_config(cfg.eval) and typed.dataset["_target_"] == cfg.dataset._target_
+    assert typed.eval == validate_eval_config(cfg.eval)
+    # the dataset's schema (every shipped option has one), or its plain node (a dataset added without one)
+    dataset = typed.dataset if isinstance(typed.dataset, Mapping) else vars(typed.dataset)
+    assert dataset["_target_"] == cfg.dataset._target_
     for key, target in _targets(cfg).items():
         assert callable(hydra.utils.get_object(target)), key  # a class or a factory function
     regionmap_class = hydra.utils.get_class(cfg.regionmap._target_)

@@ -1,24 +1,29 @@
-"""Typed structured configs (schemas) for the groups the pipeline owns: encoder, ldm, trainer, logger, pipeline.
+"""Typed structured configs (schemas) for the config groups: encoder, ldm, trainer, logger, pipeline and dataset.
 
-They are registered in Hydra's ConfigStore as ``<group>/schema`` and each YAML of the group lists that schema
-first in its defaults, so a wrong type (``ldm.lr=abc``) or choice (``ldm.noise_schedule.prediction_type=foo``) fails
-at compose time with the key and the allowed values, before any work starts. Range checks live in
-``__post_init__`` and run in :func:`regionaldiff.validation.validate` (also before any work). Schema fields carry no defaults
-of their own (``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are
-the one source of values. The other groups have their schema elsewhere, and the same checker applies it: ``eval``
-:func:`regionaldiff.evaluation.suite.validate_eval_config` (its defaults in ``conf/eval/default.yaml``), ``dataset``
-and ``regionmap`` the signature of the class their ``_target_`` names. :class:`TypedConfig` holds them all.
+They are registered in Hydra's ConfigStore as ``<group>/schema`` (``dataset/schema_<name>``: one per datamodule, as
+their fields differ) and each YAML of the group lists its schema first in its defaults, so a wrong type
+(``ldm.lr=abc``) or choice (``ldm.noise_schedule.prediction_type=foo``) fails at compose time with the key and the
+allowed values, before any work starts. Range and choice checks live in ``__post_init__`` and run in
+:func:`regionaldiff.validation.validate` (also before any work); a datamodule built in Python builds its schema from
+its arguments (:func:`schema_from_arguments`), so the same check runs there. The choices a dataset config makes
+(:data:`RESIZE_MODES`, :data:`MONTAGES`, ...) are defined here, once. Schema fields carry no defaults of their own
+(``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are the one source of
+values. The other groups have their schema elsewhere, and the same checker applies it: ``eval``
+:func:`regionaldiff.evaluation.suite.validate_eval_config` (its defaults in ``conf/eval/default.yaml``), ``regionmap``
+(and a dataset added without a schema) the signature of the class their ``_target_`` names. :class:`TypedConfig`
+holds them all.
 """
 
 from __future__ import annotations
 
 import copy
+import numbers
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -454,6 +459,358 @@ class PipelineConfig:
             raise ValueError(f"pipeline.steps is empty; choose from {[s.value for s in Step]}.")
 
 
+# -- dataset: one schema per datamodule of conf/dataset -----------------------------------------------------------------
+#: the choices the datasets' configs make (one home: the datamodules import them from here)
+RESIZE_MODES = ("center_crop", "squash", "pad")
+MISSING_POLICIES = ("fail", "skip")
+BAD_TRIAL_POLICIES = ("fail", "drop")
+VERIFY_MODES = ("quick", "full")
+MONTAGES = ("things17", "things63", "biosemi128")
+PROTOCOLS = ("zero_shot", "closed_set")
+SOURCES = ("preprocessed", "raw")
+REPETITIONS = ("average", "separate")
+VAL_HOLDOUTS = ("concepts", "images")
+RESAMPLE_METHODS = ("linear", "fft")
+SPLIT_INDEX_BASES = ("filtered", "full")
+#: classes the synthetic scenes draw (``data.synthetic.scenes.CLASS_STYLES``, which checks it has this many) and
+#: concepts the synthetic attributes make (``data.synthetic.concepts``, likewise)
+SYNTHETIC_MAX_CLASSES = 10
+SYNTHETIC_MAX_CONCEPTS = 640
+
+S = TypeVar("S")
+
+
+def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed``, else a ConfigError naming ``key``, the allowed values and ``value``."""
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {list(allowed)}; got {value!r}.")
+    return value
+
+
+def check_multiple(n_times: int, multiple: int) -> int:
+    """``n_times`` rounded down to a multiple of ``multiple`` (``dataset.n_times_multiple``, >= 1)."""
+    if multiple < 1:
+        raise ConfigError(f"dataset.n_times_multiple must be >= 1 (1 keeps every sample); got {multiple}.")
+    kept = n_times - n_times % multiple
+    if kept <= 0:
+        raise ConfigError(f"Only {n_times} time samples remain, fewer than dataset.n_times_multiple={multiple}.")
+    return kept
+
+
+def check_loader(batch_size: int, num_workers: int, image_size: int) -> None:
+    """The settings every datamodule takes (:class:`regionaldiff.data.base.EEGDataModule` calls this too, for a
+    datamodule without a schema of its own)."""
+    if batch_size < 1:
+        raise ConfigError(f"dataset.batch_size must be >= 1; got {batch_size}.")
+    if num_workers < 0:
+        raise ConfigError(f"dataset.num_workers must be >= 0; got {num_workers}.")
+    if image_size < 8:
+        raise ConfigError(f"dataset.image_size must be >= 8 pixels; got {image_size}.")
+
+
+def schema_from_arguments(schema: type[S], arguments: Mapping[str, Any]) -> S:
+    """``schema`` built from a constructor's arguments (its ``locals()``; the ones the schema has no field for are left
+    out): a datamodule built in Python is checked by the same ``__post_init__`` as its config."""
+    names = {f.name for f in fields(schema)}  # type: ignore[arg-type]
+    return schema(**{key: plain(value) for key, value in arguments.items() if key in names})
+
+
+class DatasetConfig:
+    """What every ``dataset`` schema has: the loader and image settings, checked by :func:`check_loader`.
+
+    Each datamodule of ``conf/dataset`` has a dataclass schema of its own (its YAML lists ``- schema_<name>`` first);
+    they declare these fields themselves, in their YAML's order (a field inherited from a base dataclass would come
+    first, and move the key in every composed config). A dataset added without a schema is checked against its
+    class's signature, and by :class:`~regionaldiff.data.base.EEGDataModule` when built (``docs/extending.md``).
+    """
+
+    if TYPE_CHECKING:
+        _target_: str
+        image_size: int
+        region_labels: str
+        batch_size: int
+        num_workers: int
+        cache_dir: Optional[str]
+
+    def __post_init__(self) -> None:
+        check_loader(self.batch_size, self.num_workers, self.image_size)
+
+
+@dataclass
+class SyntheticConfig(DatasetConfig):
+    """``dataset=synthetic``: :class:`regionaldiff.data.synthetic.SyntheticDataModule`."""
+
+    _target_: str = MISSING
+    seed: int = MISSING
+    n_classes: int = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    n_repetitions: int = MISSING
+    average_repetitions: bool = MISSING
+    snr: float = MISSING
+    montage: str = MISSING
+    sfreq: float = MISSING
+    tmin: float = MISSING
+    tmax: float = MISSING
+    image_size: int = MISSING
+    min_objects: int = MISSING
+    max_objects: int = MISSING
+    region_labels: str = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    cache_dir: Optional[str] = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 2 <= self.n_classes <= SYNTHETIC_MAX_CLASSES:
+            raise ConfigError(f"dataset.n_classes must be in [2, {SYNTHETIC_MAX_CLASSES}]; got {self.n_classes}.")
+        for key in ("n_train", "n_val", "n_test", "n_repetitions"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"dataset.{key} must be >= 1; got {getattr(self, key)}.")
+        if self.snr < 0:
+            raise ConfigError(f"dataset.snr must be >= 0 (0 removes the signal); got {self.snr}.")
+        check_choice("dataset.montage", self.montage, MONTAGES)
+        if self.sfreq <= 0:
+            raise ConfigError(f"dataset.sfreq must be > 0 Hz; got {self.sfreq}.")
+        if not self.tmin < 0 < self.tmax:
+            raise ConfigError(
+                f"dataset.tmin and dataset.tmax must satisfy tmin < 0 < tmax (s, onset at 0); got {self.tmin}, "
+                f"{self.tmax}."
+            )
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ConfigError(
+                "dataset.min_objects/max_objects must satisfy 1 <= min_objects <= max_objects; "
+                f"got {self.min_objects}, {self.max_objects}."
+            )
+
+
+@dataclass
+class ConceptWorldConfig(DatasetConfig):
+    """``dataset=synthetic_things|synthetic_imagenet``: :class:`regionaldiff.data.synthetic.concept_world.
+    ConceptWorldDataModule` (the realistic presets of the synthetic benchmark)."""
+
+    _target_: str = MISSING
+    seed: int = MISSING
+    protocol: str = MISSING
+    n_concepts: int = MISSING
+    n_val_concepts: int = MISSING  # zero-shot only
+    n_test_concepts: int = MISSING  # zero-shot only
+    images_per_concept: int = MISSING
+    val_images_per_concept: int = MISSING
+    test_images_per_concept: int = MISSING
+    n_repetitions: int = MISSING
+    average_repetitions: bool = MISSING
+    test_repetitions: int = MISSING
+    snr: float = MISSING
+    location_weight: float = MISSING
+    category_weight: float = MISSING
+    idiosyncratic: float = MISSING
+    n_subjects: int = MISSING
+    subject_jitter: float = MISSING
+    test_subject: Optional[int] = MISSING
+    max_clutter: int = MISSING
+    montage: str = MISSING
+    sfreq: float = MISSING
+    tmin: float = MISSING
+    tmax: float = MISSING
+    image_size: int = MISSING
+    region_labels: str = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    cache_dir: Optional[str] = MISSING
+
+    @property
+    def held_out_concepts(self) -> tuple[int, int]:
+        """The validation and test concepts the protocol uses (none under ``closed_set``)."""
+        if self.protocol == "zero_shot":
+            return self.n_val_concepts, self.n_test_concepts
+        return 0, 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("dataset.protocol", self.protocol, PROTOCOLS)
+        n_val_concepts, n_test_concepts = self.held_out_concepts
+        positive = {
+            key: getattr(self, key)
+            for key in ("n_concepts", "images_per_concept", "val_images_per_concept", "test_images_per_concept",
+                        "n_repetitions", "test_repetitions", "n_subjects")
+        }  # fmt: skip
+        if self.protocol == "zero_shot":
+            positive.update(n_val_concepts=n_val_concepts, n_test_concepts=n_test_concepts)
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"dataset.{key} must be >= 1; got {value}.")
+        total = self.n_concepts + n_val_concepts + n_test_concepts
+        if total > SYNTHETIC_MAX_CONCEPTS:
+            raise ConfigError(
+                f"dataset.n_concepts + n_val_concepts + n_test_concepts = {total} exceeds the "
+                f"{SYNTHETIC_MAX_CONCEPTS} concepts the attributes make (regionaldiff.data.synthetic.concepts)."
+            )
+        for key in ("snr", "location_weight", "category_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"dataset.{key} must be >= 0; got {getattr(self, key)}.")
+        if not 0 <= self.idiosyncratic <= 1:
+            raise ConfigError(f"dataset.idiosyncratic must be in [0, 1]; got {self.idiosyncratic}.")
+        if self.subject_jitter < 0 or self.max_clutter < 0:
+            raise ConfigError(
+                "dataset.subject_jitter and dataset.max_clutter must be >= 0; "
+                f"got {self.subject_jitter}, {self.max_clutter}."
+            )
+        n_subjects, test_subject = self.n_subjects, self.test_subject
+        if test_subject is not None and not (n_subjects >= 2 and 0 <= test_subject < n_subjects):
+            raise ConfigError(
+                f"dataset.test_subject must be null (intra-subject) or a subject in [0, {n_subjects}) with "
+                f"dataset.n_subjects >= 2 (inter-subject); got {test_subject} with {n_subjects} subjects."
+            )
+        check_choice("dataset.montage", self.montage, MONTAGES)
+        if self.sfreq <= 0 or not self.tmin < 0 < self.tmax:
+            raise ConfigError(
+                f"dataset.sfreq must be > 0 and tmin < 0 < tmax (s, onset at 0); got {self.sfreq}, {self.tmin}, "
+                f"{self.tmax}."
+            )
+
+
+def _check_files(config: Any) -> None:
+    """The image and trial policies and the cache check, as both real datasets state them."""
+    check_choice("dataset.on_missing_image", config.on_missing_image, MISSING_POLICIES)
+    check_choice("dataset.on_bad_trial", config.on_bad_trial, BAD_TRIAL_POLICIES)
+    check_choice("dataset.image_resize", config.image_resize, RESIZE_MODES)
+    check_choice("dataset.cache_verify", config.cache_verify, VERIFY_MODES)
+
+
+@dataclass
+class EEGImageNetConfig(DatasetConfig):
+    """``dataset=eeg_imagenet``: :class:`regionaldiff.data.eeg_imagenet.EEGImageNetDataModule`."""
+
+    _target_: str = MISSING
+    root: str = MISSING
+    eeg_file: str = MISSING
+    split_file: str = MISSING
+    split_num: int = MISSING
+    split_index_base: str = MISSING
+    images_dir: str = MISSING
+    subject: int = MISSING
+    min_length: int = MISSING
+    max_length: int = MISSING
+    crop: Any = MISSING  # [start, stop)
+    resample: Optional[int] = MISSING
+    resample_method: str = MISSING
+    l_freq: Optional[float] = MISSING
+    h_freq: Optional[float] = MISSING
+    sfreq: float = MISSING
+    n_times_multiple: int = MISSING
+    on_missing_image: str = MISSING
+    on_bad_trial: str = MISSING
+    image_size: int = MISSING
+    image_resize: str = MISSING
+    region_labels: str = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    cache_dir: Optional[str] = MISSING
+    cache_verify: str = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        crop = self.crop
+        if crop is None or len(crop) != 2 or not 0 <= int(crop[0]) < int(crop[1]):
+            raise ConfigError(f"dataset.crop must be [start, stop] with 0 <= start < stop; got {crop!r}.")
+        if not 0 < self.min_length <= self.max_length:
+            raise ConfigError(
+                f"dataset.min_length/max_length must satisfy 0 < min <= max; got {self.min_length}, {self.max_length}."
+            )
+        if self.resample is not None and int(self.resample) < 2:
+            raise ConfigError(f"dataset.resample must be null or >= 2 samples; got {self.resample}.")
+        if self.sfreq <= 0:
+            raise ConfigError(f"dataset.sfreq must be > 0 (Hz); got {self.sfreq}.")
+        if self.split_num < 0:
+            raise ConfigError(f"dataset.split_num must be >= 0; got {self.split_num}.")
+        if self.subject < 0:
+            raise ConfigError(f"dataset.subject must be 0 (all) or a subject number; got {self.subject}.")
+        for key in ("l_freq", "h_freq"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"dataset.{key} must be null or > 0 Hz; got {value}.")
+        check_choice("dataset.resample_method", self.resample_method, RESAMPLE_METHODS)
+        check_choice("dataset.split_index_base", self.split_index_base, SPLIT_INDEX_BASES)
+        _check_files(self)
+        kept = int(crop[1]) - int(crop[0]) if self.resample is None else int(self.resample)
+        check_multiple(kept, self.n_times_multiple)
+
+
+def subject_list(subjects: Any) -> list[int]:
+    """``dataset.subjects`` (one number or a list) as a list of ints."""
+    subjects = plain(subjects)
+    if isinstance(subjects, numbers.Integral):
+        return [int(subjects)]
+    return [int(s) for s in subjects]
+
+
+@dataclass
+class ThingsEEG2Config(DatasetConfig):
+    """``dataset=things_eeg2``: :class:`regionaldiff.data.things_eeg2.ThingsEEG2DataModule`. ``raw`` (used with
+    ``source=raw``) is checked by :class:`regionaldiff.data.mvnn.RawConfig` when the datamodule is built."""
+
+    _target_: str = MISSING
+    root: str = MISSING
+    source: str = MISSING
+    eeg_dir: str = MISSING
+    raw_dir: str = MISSING
+    image_dir: str = MISSING
+    subjects: Any = MISSING  # one subject number or a list
+    leave_out_subject: Optional[int] = MISSING
+    train_repetitions: str = MISSING
+    test_repetitions: str = MISSING
+    val_holdout: str = MISSING
+    val_fraction: float = MISSING
+    val_seed: int = MISSING
+    channels: Any = MISSING  # null (every channel) or a list of names
+    tmin: Optional[float] = MISSING
+    tmax: Optional[float] = MISSING
+    n_times_multiple: int = MISSING
+    raw: Any = MISSING
+    on_missing_image: str = MISSING
+    on_bad_trial: str = MISSING
+    image_size: int = MISSING
+    region_labels: str = MISSING
+    image_resize: str = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    cache_dir: Optional[str] = MISSING
+    cache_verify: str = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("dataset.source", self.source, SOURCES)
+        check_choice("dataset.train_repetitions", self.train_repetitions, REPETITIONS)
+        check_choice("dataset.test_repetitions", self.test_repetitions, REPETITIONS)
+        check_choice("dataset.val_holdout", self.val_holdout, VAL_HOLDOUTS)
+        _check_files(self)
+        subjects = subject_list(self.subjects)
+        if not subjects or len(set(subjects)) != len(subjects) or min(subjects) < 1:
+            raise ConfigError(f"dataset.subjects must be distinct subject numbers >= 1; got {subjects}.")
+        leave_out = self.leave_out_subject
+        if leave_out is not None and (leave_out not in subjects or len(subjects) < 2):
+            raise ConfigError(
+                f"dataset.leave_out_subject={leave_out} must be one of dataset.subjects={subjects}, "
+                "with at least one other subject to train on."
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"dataset.val_fraction must be in (0, 1); got {self.val_fraction}.")
+        if self.tmin is not None and self.tmax is not None and self.tmin >= self.tmax:
+            raise ConfigError(f"dataset.tmin must be < dataset.tmax; got {self.tmin}, {self.tmax}.")
+        check_multiple(max(self.n_times_multiple, 1), self.n_times_multiple)
+
+
+#: the ``dataset`` schemas, by the name each YAML of ``conf/dataset`` lists first (``- schema_<name>``)
+DATASET_SCHEMAS: dict[str, type] = {
+    "schema_synthetic": SyntheticConfig,
+    "schema_concept_world": ConceptWorldConfig,
+    "schema_eeg_imagenet": EEGImageNetConfig,
+    "schema_things_eeg2": ThingsEEG2Config,
+}
+
+
 @dataclass(frozen=True)
 class TypedConfig:
     """The checked config of a run, every group of it (what :func:`regionaldiff.validation.validate` returns): the
@@ -461,8 +818,9 @@ class TypedConfig:
 
     ``encoder``, ``ldm``, ``trainer``, ``logger`` and ``pipeline`` are their schemas' dataclasses. ``eval`` is the
     ``eval`` node checked and filled from ``conf/eval/default.yaml`` (a plain mapping, what the metrics read).
-    ``dataset`` and ``regionmap`` are ``_target_`` nodes (plain, resolved) whose arguments were checked against
-    their class's signature: the class is their schema. ``produces_maps`` says whether the regionmap class gives
+    ``dataset`` is its schema's dataclass (:data:`DATASET_SCHEMAS`; a dataset added without one: its plain node).
+    ``regionmap`` is a ``_target_`` node (plain, resolved) whose arguments were checked against its class's
+    signature: the class is its schema. ``produces_maps`` says whether the regionmap class gives
     region maps (``regionmap=none`` does not).
     """
 
@@ -472,7 +830,7 @@ class TypedConfig:
     logger: LoggerConfig
     pipeline: PipelineConfig
     eval: Mapping[str, Any] = field(default_factory=dict)
-    dataset: Mapping[str, Any] = field(default_factory=dict)
+    dataset: DatasetConfig | Mapping[str, Any] = field(default_factory=dict)
     regionmap: Mapping[str, Any] = field(default_factory=dict)
     produces_maps: bool = True
 
@@ -486,6 +844,12 @@ SCHEMAS: dict[str, type] = {
 }
 
 
+def is_schema(option: str) -> bool:
+    """Whether a group's entry is a schema (``schema``, or ``schema_<name>`` where a group's options differ in their
+    fields, as ``dataset``'s do): the typed base a YAML lists first, not an option a user picks."""
+    return option == "schema" or option.startswith("schema_")
+
+
 def register_configs() -> None:
     """Register the schemas in Hydra's ConfigStore and the ``${cwd:}`` resolver (idempotent).
 
@@ -497,6 +861,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     for group, node in SCHEMAS.items():
         cs.store(group=group, name="schema", node=node)
+    for name, node in DATASET_SCHEMAS.items():
+        cs.store(group="dataset", name=name, node=node)
 
 
 def check_renamed_keys(overrides: list[str]) -> None:

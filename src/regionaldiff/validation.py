@@ -8,8 +8,10 @@ Every check a config gets before any work is here or called from here, once per 
    ``check_config`` accepts their values (:func:`regionaldiff.components.check_components`);
 3. ``eval``: known metrics and settings, filled from ``conf/eval/default.yaml``
    (:func:`regionaldiff.evaluation.suite.validate_eval_config`);
-4. ``dataset`` and ``regionmap``: their ``_target_`` imports and their arguments match its signature (the class is
-   their schema; its constructor checks the values when the run builds it);
+4. ``dataset`` and ``regionmap``: their ``_target_`` imports and their arguments match its signature; a ``dataset``
+   whose YAML lists its schema (``- schema_<name>``, every shipped one) becomes that dataclass, whose
+   ``__post_init__`` makes the range and choice checks (the datamodule built in Python runs the same one), and its
+   ``region_labels`` is parsed (:meth:`regionaldiff.regions.RegionLabels.parse`);
 5. across groups: a region-conditioned LDM needs region maps and a trained region head
    (:func:`check_region_settings`).
 
@@ -26,8 +28,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from regionaldiff.components import check_component, check_components, resolve_target
-from regionaldiff.config import SCHEMAS, TypedConfig, plain
+from regionaldiff.config import DATASET_SCHEMAS, SCHEMAS, TypedConfig, plain
 from regionaldiff.errors import ConfigError
+from regionaldiff.regions import RegionLabels
 
 __all__ = ["check_region_settings", "validate"]
 
@@ -86,6 +89,9 @@ def validate(cfg: DictConfig) -> TypedConfig:
         node = plain(cfg.get(group))
         _as_config_error(check_component, node, group)
         nodes[group] = node
+    if OmegaConf.get_type(cfg, "dataset") in DATASET_SCHEMAS.values():
+        nodes["dataset"] = _as_config_error(OmegaConf.to_object, cfg.dataset)
+        RegionLabels.parse(nodes["dataset"].region_labels)
     produces_maps = bool(getattr(resolve_target(nodes["regionmap"], "regionmap"), "produces_maps", True))
     typed = TypedConfig(
         **groups,

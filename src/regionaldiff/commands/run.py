@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from regionaldiff.config import check_renamed_keys, compose_error, config_dir, register_configs
+from regionaldiff.config import check_renamed_keys, compose_error, config_dir, is_schema, register_configs
 from regionaldiff.errors import UserError, exit_on_user_error
 
 __all__ = ["compose", "hide_schemas", "main", "task"]
@@ -139,13 +139,14 @@ def run_once(args: list[str], task_function: TaskFunction) -> bool:
 
 
 def hide_schemas(help_text: str) -> str:
-    """Hydra's ``--help`` with the ``schema`` entries (the typed base each group's YAML lists first, not an option a
-    user picks) taken out of the config-group lines."""
+    """Hydra's ``--help`` with the schema entries (``schema``, ``schema_<name>``: the typed base each group's YAML
+    lists first, not an option a user picks; :func:`~regionaldiff.config.is_schema`) taken out of the config-group
+    lines."""
     lines = []
     for line in help_text.splitlines():
         group, sep, options = line.partition(": ")
-        if sep and re.fullmatch(r"[\w/]+", group) and "schema" in options.split(", "):
-            line = f"{group}: {', '.join(o for o in options.split(', ') if o != 'schema')}"
+        if sep and re.fullmatch(r"[\w/]+", group) and any(is_schema(o) for o in options.split(", ")):
+            line = f"{group}: {', '.join(o for o in options.split(', ') if not is_schema(o))}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from regionaldiff.errors import BadInputError, ConfigError
+from regionaldiff.config import check_loader
+from regionaldiff.errors import BadInputError
 from regionaldiff.regions import RegionLabels
 
 SPLITS = ("train", "val", "test")
@@ -203,12 +204,7 @@ class EEGDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.region_labels = RegionLabels.parse(region_labels)
-        if batch_size < 1:
-            raise ConfigError(f"dataset.batch_size must be >= 1; got {batch_size}.")
-        if num_workers < 0:
-            raise ConfigError(f"dataset.num_workers must be >= 0; got {num_workers}.")
-        if image_size < 8:
-            raise ConfigError(f"dataset.image_size must be >= 8 pixels; got {image_size}.")
+        check_loader(batch_size, num_workers, image_size)  # a dataset without a schema of its own is checked too
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size

@@ -43,12 +43,12 @@ from typing import Any
 import numpy as np
 
 from regionaldiff.artifacts import disk_guard
+from regionaldiff.config import VERIFY_MODES, check_choice
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 SAMPLE_BYTES = 1 << 20
-VERIFY_MODES = ("quick", "full")
 
 
 # -- fingerprints -------------------------------------------------------------------------------
@@ -239,8 +239,7 @@ class ArrayCache:
         stat_sources: Mapping[str, Path] | None = None,
         verify: str = "quick",
     ) -> None:
-        if verify not in VERIFY_MODES:
-            raise ValueError(f"dataset.cache_verify must be one of {list(VERIFY_MODES)}; got {verify!r}.")
+        check_choice("dataset.cache_verify", verify, VERIFY_MODES)
         if cache_dir is None:
             cache_dir = tempfile.mkdtemp(prefix="regionaldiff-cache-")
             log.warning("No dataset.cache_dir set: converting into the temporary folder %s (not reused).", cache_dir)

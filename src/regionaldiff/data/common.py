@@ -3,7 +3,6 @@
 - :class:`RowView`: a read-only ``[N, C, T]`` selection of rows of memory-mapped arrays, without a copy (a
   split is a list of rows of the cache; fancy indexing a memmap would read it all into memory).
 - :func:`image_table`: decode the stimuli once into the image cache and serve them by id.
-- :func:`check_choice`, :func:`check_multiple`: config validation helpers.
 - :func:`leak_report`: the stimulus-overlap checks run on every setup.
 """
 
@@ -12,33 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from regionaldiff.data.cache import ArrayCache
 from regionaldiff.data.images import ImageTable, decode_images, report_failed_images
-from regionaldiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-BAD_TRIAL_POLICIES = ("fail", "drop")
-
-
-def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> Any:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {list(allowed)}; got {value!r}.")
-    return value
-
-
-def check_multiple(n_times: int, multiple: int) -> int:
-    """``n_times`` rounded down to a multiple of ``multiple`` (>= 1)."""
-    if multiple < 1:
-        raise ConfigError(f"dataset.n_times_multiple must be >= 1 (1 keeps every sample); got {multiple}.")
-    kept = n_times - n_times % multiple
-    if kept <= 0:
-        raise ConfigError(f"Only {n_times} time samples remain, fewer than dataset.n_times_multiple={multiple}.")
-    return kept
 
 
 class RowView:

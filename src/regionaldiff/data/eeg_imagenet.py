@@ -33,18 +33,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from regionaldiff.config import plain
+from regionaldiff.config import EEGImageNetConfig, check_multiple, plain, schema_from_arguments
 from regionaldiff.data.base import SPLITS, EEGDataModule, EEGSplit
 from regionaldiff.data.cache import ArrayCache, CacheEntry
-from regionaldiff.data.common import (
-    BAD_TRIAL_POLICIES,
-    RowView,
-    check_choice,
-    check_multiple,
-    image_table,
-    leak_report,
-)
-from regionaldiff.data.images import RESIZE_MODES, ImageTable, check_policy
+from regionaldiff.data.common import RowView, image_table, leak_report
+from regionaldiff.data.images import ImageTable
 from regionaldiff.data.safe_load import DataFormatError, expect_array, expect_keys, load_torch, load_torch_streamed
 from regionaldiff.errors import BadInputError, ConfigError
 from regionaldiff.requirements import RequiredPath, raise_if_missing
@@ -52,8 +45,6 @@ from regionaldiff.requirements import RequiredPath, raise_if_missing
 log = logging.getLogger(__name__)
 
 EEG_FILES = ("eeg_5_95_std.pth", "eeg_14_70_std.pth", "eeg_55_95_std.pth", "eeg_signals_raw_with_mean_std.pth")
-RESAMPLE_METHODS = ("linear", "fft")
-SPLIT_INDEX_BASES = ("filtered", "full")
 BLOCK_DESIGN_WARNING = (
     "EEG-ImageNet was recorded in a block design: all images of a class were shown in one continuous block, so "
     "its splits share recording-time (drift/state) signals within each class. Class decoding and class-level "
@@ -148,30 +139,8 @@ class EEGImageNetDataModule(EEGDataModule):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, image_size=image_size, region_labels=region_labels
         )
+        schema_from_arguments(EEGImageNetConfig, locals())  # every value checked by the config's schema
         crop = plain(crop)
-        if crop is None or len(crop) != 2 or not 0 <= int(crop[0]) < int(crop[1]):
-            raise ValueError(f"dataset.crop must be [start, stop] with 0 <= start < stop; got {crop!r}.")
-        if not 0 < min_length <= max_length:
-            raise ValueError(
-                f"dataset.min_length/max_length must satisfy 0 < min <= max; got {min_length}, {max_length}."
-            )
-        if resample is not None and int(resample) < 2:
-            raise ValueError(f"dataset.resample must be null or >= 2 samples; got {resample}.")
-        if sfreq <= 0:
-            raise ValueError(f"dataset.sfreq must be > 0 (Hz); got {sfreq}.")
-        if split_num < 0:
-            raise ValueError(f"dataset.split_num must be >= 0; got {split_num}.")
-        if subject < 0:
-            raise ValueError(f"dataset.subject must be 0 (all) or a subject number; got {subject}.")
-        for key, value in (("l_freq", l_freq), ("h_freq", h_freq)):
-            if value is not None and value <= 0:
-                raise ValueError(f"dataset.{key} must be null or > 0 Hz; got {value}.")
-        check_choice("dataset.resample_method", resample_method, RESAMPLE_METHODS)
-        check_choice("dataset.split_index_base", split_index_base, SPLIT_INDEX_BASES)
-        check_choice("dataset.on_bad_trial", on_bad_trial, BAD_TRIAL_POLICIES)
-        check_choice("dataset.image_resize", image_resize, RESIZE_MODES)
-        check_policy(on_missing_image)
-        check_multiple(int(crop[1]) - int(crop[0]) if resample is None else int(resample), n_times_multiple)
         self.root = Path(root)
         self.eeg_path = self._path(eeg_file)
         self.split_path = self._path(split_file)

@@ -17,22 +17,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from regionaldiff.errors import BadInputError, ConfigError
+from regionaldiff.config import RESIZE_MODES, check_choice
+from regionaldiff.errors import BadInputError
 
 log = logging.getLogger(__name__)
-
-RESIZE_MODES = ("center_crop", "squash", "pad")
-MISSING_POLICIES = ("fail", "skip")
 
 
 class ImageFileError(BadInputError):
     """Stimulus images are missing or cannot be decoded (``on_missing_image=fail``)."""
-
-
-def check_policy(value: str, key: str = "dataset.on_missing_image") -> str:
-    if value not in MISSING_POLICIES:
-        raise ConfigError(f"{key} must be one of {list(MISSING_POLICIES)}; got {value!r}.")
-    return value
 
 
 def load_image(path: str | Path, size: int, mode: str = "center_crop") -> np.ndarray:
@@ -57,8 +49,7 @@ def load_image(path: str | Path, size: int, mode: str = "center_crop") -> np.nda
     """
     from PIL import Image, ImageOps
 
-    if mode not in RESIZE_MODES:
-        raise ConfigError(f"dataset.image_resize must be one of {list(RESIZE_MODES)}; got {mode!r}.")
+    check_choice("dataset.image_resize", mode, RESIZE_MODES)
     with Image.open(path) as file:
         file.load()  # decode now: truncated files fail here, not later in a worker
         img = file.convert("RGB")

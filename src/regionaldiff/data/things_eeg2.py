@@ -35,18 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from regionaldiff.config import plain
+from regionaldiff.config import ThingsEEG2Config, check_multiple, plain, schema_from_arguments, subject_list
 from regionaldiff.data.base import SPLITS, EEGDataModule, EEGSplit
 from regionaldiff.data.cache import ArrayCache
-from regionaldiff.data.common import (
-    BAD_TRIAL_POLICIES,
-    RowView,
-    check_choice,
-    check_multiple,
-    image_table,
-    leak_report,
-)
-from regionaldiff.data.images import RESIZE_MODES, ImageTable, check_policy
+from regionaldiff.data.common import RowView, image_table, leak_report
+from regionaldiff.data.images import ImageTable
 from regionaldiff.data.mvnn import RawConfig, preprocess_subject
 from regionaldiff.data.safe_load import DataFormatError, expect_array, load_numpy_dict
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
@@ -54,9 +47,6 @@ from regionaldiff.requirements import RequiredPath
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("preprocessed", "raw")
-REPETITIONS = ("average", "separate")
-VAL_HOLDOUTS = ("concepts", "images")
 METADATA_KEYS = ("train_img_concepts", "train_img_files", "test_img_concepts", "test_img_files")
 PARTS = {"training": "train", "test": "test"}
 
@@ -145,28 +135,8 @@ class ThingsEEG2DataModule(EEGDataModule):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, image_size=image_size, region_labels=region_labels
         )
-        check_choice("dataset.source", source, SOURCES)
-        check_choice("dataset.train_repetitions", train_repetitions, REPETITIONS)
-        check_choice("dataset.test_repetitions", test_repetitions, REPETITIONS)
-        check_choice("dataset.val_holdout", val_holdout, VAL_HOLDOUTS)
-        check_choice("dataset.on_bad_trial", on_bad_trial, BAD_TRIAL_POLICIES)
-        check_choice("dataset.image_resize", image_resize, RESIZE_MODES)
-        check_policy(on_missing_image)
-        subjects = plain(subjects)
-        subjects = [int(subjects)] if isinstance(subjects, (int, np.integer)) else [int(s) for s in subjects]
-        if not subjects or len(set(subjects)) != len(subjects) or min(subjects) < 1:
-            raise ValueError(f"dataset.subjects must be distinct subject numbers >= 1; got {subjects}.")
-        if leave_out_subject is not None:
-            if leave_out_subject not in subjects or len(subjects) < 2:
-                raise ValueError(
-                    f"dataset.leave_out_subject={leave_out_subject} must be one of dataset.subjects={subjects}, "
-                    "with at least one other subject to train on."
-                )
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"dataset.val_fraction must be in (0, 1); got {val_fraction}.")
-        if tmin is not None and tmax is not None and tmin >= tmax:
-            raise ValueError(f"dataset.tmin must be < dataset.tmax; got {tmin}, {tmax}.")
-        check_multiple(max(n_times_multiple, 1), n_times_multiple)
+        schema_from_arguments(ThingsEEG2Config, locals())  # every value checked by the config's schema
+        subjects = subject_list(subjects)
         channels = plain(channels)
         self.root = Path(root)
         self.source = source

@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from regionaldiff.config import ConceptWorldConfig, schema_from_arguments
 from regionaldiff.data.base import EEGDataModule, EEGSplit, check_no_stimulus_leak
-from regionaldiff.data.synthetic.concepts import MAX_CONCEPTS, N_ATTRIBUTES, attribute_matrix, draw_concepts
+from regionaldiff.data.synthetic.concepts import N_ATTRIBUTES, attribute_matrix, draw_concepts
 from regionaldiff.data.synthetic.datamodule import (
     GeneratedBenchmark,
     cached_arrays,
@@ -52,14 +53,13 @@ from regionaldiff.data.synthetic.datamodule import (
     rms,
     simulate_noise,
 )
-from regionaldiff.data.synthetic.forward import MONTAGES, HeadModel, build_head_model, montage_channels
+from regionaldiff.data.synthetic.forward import HeadModel, build_head_model, montage_channels
 from regionaldiff.data.synthetic.scenes import class_centroid, render_object_scene
 from regionaldiff.data.synthetic.signals import class_waveforms
 from regionaldiff.errors import ConfigError
 
 # Bump when the generator changes, so stale caches are never reused.
 GENERATOR_VERSION = 1
-PROTOCOLS = ("zero_shot", "closed_set")
 SPLITS = ("train", "val", "test")
 #: the config key of each split's images per concept
 IMAGES_PER_CONCEPT = {
@@ -154,46 +154,9 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, image_size=image_size, region_labels=region_labels
         )
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"dataset.protocol must be one of {list(PROTOCOLS)}; got {protocol!r}.")
-        zero_shot = protocol == "zero_shot"
-        n_val_concepts, n_test_concepts = (n_val_concepts, n_test_concepts) if zero_shot else (0, 0)
+        checked = schema_from_arguments(ConceptWorldConfig, locals())  # every value checked by the config's schema
+        n_val_concepts, n_test_concepts = checked.held_out_concepts
         total = n_concepts + n_val_concepts + n_test_concepts
-        positive = {
-            "n_concepts": n_concepts, "images_per_concept": images_per_concept,
-            "val_images_per_concept": val_images_per_concept, "test_images_per_concept": test_images_per_concept,
-            "n_repetitions": n_repetitions, "test_repetitions": test_repetitions, "n_subjects": n_subjects,
-        }  # fmt: skip
-        if zero_shot:
-            positive.update(n_val_concepts=n_val_concepts, n_test_concepts=n_test_concepts)
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"dataset.{key} must be >= 1; got {value}.")
-        if total > MAX_CONCEPTS:
-            raise ConfigError(
-                f"dataset.n_concepts + n_val_concepts + n_test_concepts = {total} exceeds the {MAX_CONCEPTS} concepts "
-                "the attributes make (regionaldiff.data.synthetic.concepts)."
-            )
-        for key, level in (("snr", snr), ("location_weight", location_weight), ("category_weight", category_weight)):
-            if level < 0:
-                raise ConfigError(f"dataset.{key} must be >= 0; got {level}.")
-        if not 0 <= idiosyncratic <= 1:
-            raise ConfigError(f"dataset.idiosyncratic must be in [0, 1]; got {idiosyncratic}.")
-        if subject_jitter < 0 or max_clutter < 0:
-            raise ConfigError(
-                f"dataset.subject_jitter and dataset.max_clutter must be >= 0; got {subject_jitter}, {max_clutter}."
-            )
-        if test_subject is not None and not (n_subjects >= 2 and 0 <= test_subject < n_subjects):
-            raise ConfigError(
-                f"dataset.test_subject must be null (intra-subject) or a subject in [0, {n_subjects}) with "
-                f"dataset.n_subjects >= 2 (inter-subject); got {test_subject} with {n_subjects} subjects."
-            )
-        if montage not in MONTAGES:
-            raise ConfigError(f"dataset.montage must be one of {list(MONTAGES)}; got {montage!r}.")
-        if sfreq <= 0 or not tmin < 0 < tmax:
-            raise ConfigError(
-                f"dataset.sfreq must be > 0 and tmin < 0 < tmax (s, onset at 0); got {sfreq}, {tmin}, {tmax}."
-            )
         self.config: dict[str, Any] = {
             "seed": int(seed), "protocol": protocol, "n_concepts": int(n_concepts),
             "n_val_concepts": int(n_val_concepts), "n_test_concepts": int(n_test_concepts),

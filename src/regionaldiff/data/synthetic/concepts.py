@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from regionaldiff.config import SYNTHETIC_MAX_CONCEPTS
 from regionaldiff.data.synthetic.scenes import ClassStyle
 
 #: the shapes :func:`regionaldiff.data.synthetic.scenes.shape_mask` draws
@@ -40,7 +41,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 TEXTURES = ("solid", "hstripes", "vstripes", "checker")
 #: number of possible concepts
-MAX_CONCEPTS = len(SHAPES) * len(COLOURS) * len(TEXTURES)
+MAX_CONCEPTS = SYNTHETIC_MAX_CONCEPTS  # the bound the dataset's schema checks (regionaldiff.config)
+assert len(SHAPES) * len(COLOURS) * len(TEXTURES) == MAX_CONCEPTS, (
+    "concepts and config.SYNTHETIC_MAX_CONCEPTS disagree"
+)
 
 
 @dataclass(frozen=True)

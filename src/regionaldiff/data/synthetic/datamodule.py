@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from regionaldiff.config import SyntheticConfig, schema_from_arguments
 from regionaldiff.data.base import EEGDataModule, EEGSplit, check_no_stimulus_leak
-from regionaldiff.data.synthetic.forward import MONTAGES, RETINO_GRID, HeadModel, build_head_model, montage_channels
-from regionaldiff.data.synthetic.scenes import CLASS_STYLES, MAX_CLASSES, class_centroid, render_scene
+from regionaldiff.data.synthetic.forward import RETINO_GRID, HeadModel, build_head_model, montage_channels
+from regionaldiff.data.synthetic.scenes import CLASS_STYLES, class_centroid, render_scene
 from regionaldiff.data.synthetic.signals import alpha_rhythm, class_waveforms, pink_noise, visual_evoked
 
 log = logging.getLogger(__name__)
@@ -203,30 +204,7 @@ class SyntheticDataModule(GeneratedBenchmark, EEGDataModule):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, image_size=image_size, region_labels=region_labels
         )
-        if not 2 <= n_classes <= MAX_CLASSES:
-            raise ValueError(f"dataset.n_classes must be in [2, {MAX_CLASSES}]; got {n_classes}.")
-        for key, value in (
-            ("n_train", n_train),
-            ("n_val", n_val),
-            ("n_test", n_test),
-            ("n_repetitions", n_repetitions),
-        ):
-            if value < 1:
-                raise ValueError(f"dataset.{key} must be >= 1; got {value}.")
-        if snr < 0:
-            raise ValueError(f"dataset.snr must be >= 0 (0 removes the signal); got {snr}.")
-        if montage not in MONTAGES:
-            raise ValueError(f"dataset.montage must be one of {list(MONTAGES)}; got {montage!r}.")
-        if sfreq <= 0:
-            raise ValueError(f"dataset.sfreq must be > 0 Hz; got {sfreq}.")
-        if not tmin < 0 < tmax:
-            raise ValueError(
-                f"dataset.tmin and dataset.tmax must satisfy tmin < 0 < tmax (s, onset at 0); got {tmin}, {tmax}."
-            )
-        if not 1 <= min_objects <= max_objects:
-            raise ValueError(
-                f"dataset.min_objects/max_objects must satisfy 1 <= min_objects <= max_objects; got {min_objects}, {max_objects}."
-            )
+        schema_from_arguments(SyntheticConfig, locals())  # every value checked by the config's schema
         self.config: dict[str, Any] = {
             "seed": int(seed), "n_classes": int(n_classes), "n_train": int(n_train), "n_val": int(n_val),
             "n_test": int(n_test), "n_repetitions": int(n_repetitions), "average_repetitions": bool(average_repetitions),

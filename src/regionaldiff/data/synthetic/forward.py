@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from regionaldiff.config import MONTAGES
+
 # The 17 occipito-parietal channels of THINGS-EEG2's official preprocessed files, in their order.
 THINGS17 = ("O1", "Oz", "O2", "PO7", "PO3", "POz", "PO4", "PO8", "P7", "P5", "P3", "P1", "Pz", "P2", "P4", "P6", "P8")
 # THINGS-EEG2's 63 recorded channels (the actiCAP 64 layout without its FCz reference).
@@ -37,7 +39,6 @@ THINGS63 = (
     "F1", "F5", "FT7", "FC3", "C1", "C5", "TP7", "CP3", "P1", "P5", "PO7", "PO3", "POz", "PO4", "PO8", "P6", "P2",
     "CPz", "CP4", "TP8", "C6", "C2", "FC4", "FT8", "F6", "AF8", "AF4", "F2",
 )  # fmt: skip
-MONTAGES = ("things17", "things63", "biosemi128")
 RETINO_GRID = 6
 N_BACKGROUND = 60
 # Minimum distance (m) of a source from the inner skull; the layout keeps every source well inside.

@@ -15,6 +15,8 @@ import numpy as np
 from skimage import draw
 from skimage.filters import gaussian
 
+from regionaldiff.config import SYNTHETIC_MAX_CLASSES
+
 # Background grey levels (R = G = B): the mean is drawn per scene, a smooth texture is added on top.
 BACKGROUND_MEAN_RANGE = (105.0, 135.0)
 BACKGROUND_TEXTURE_STD = 6.0
@@ -61,7 +63,8 @@ CLASS_STYLES: tuple[ClassStyle, ...] = (
     ClassStyle("brown_ellipse", "ellipse", ((150, 85, 30), (225, 180, 120)), "checker"),
     ClassStyle("black_bar", "bar", ((15, 15, 15), (70, 40, 110)), "vstripes"),
 )
-MAX_CLASSES = len(CLASS_STYLES)
+MAX_CLASSES = SYNTHETIC_MAX_CLASSES  # the bound dataset.n_classes is checked against (regionaldiff.config)
+assert len(CLASS_STYLES) == MAX_CLASSES, "CLASS_STYLES and config.SYNTHETIC_MAX_CLASSES disagree"
 
 
 def shape_mask(shape: str, cy: float, cx: float, r: float, size: int) -> np.ndarray:
