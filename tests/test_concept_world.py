@@ -159,6 +159,23 @@ def test_the_zero_shot_preset_chooses_its_alignment_and_retrieval_and_the_comman
     assert compose_cfg().encoder.get("align") is None
 
 
+def test_the_zero_shot_preset_drops_the_class_objective_and_its_token_for_every_arm_of_the_method(compose_cfg):
+    def objectives(cfg):
+        return cfg.encoder.w_cls, cfg.ldm.conditioner.use_class_token
+
+    assert objectives(compose_cfg("dataset=synthetic_things")) == (0.0, False)
+    assert objectives(compose_cfg("dataset=synthetic_things", "encoder=shallow")) == (0.0, False)
+    # the method's arms take the dataset's choice; the arm that is about the class keeps it
+    for arm in ("regional_predicted", "regional_predicted_mixed", "regional_oracle"):
+        assert objectives(compose_cfg("dataset=synthetic_things", f"ablation={arm}")) == (0.0, False)
+    assert objectives(compose_cfg("dataset=synthetic_things", "ablation=global_cls")) == (1.0, True)
+    # the command line wins, and the closed-set preset and the default world keep the class
+    assert objectives(compose_cfg("dataset=synthetic_things", "~dataset/objectives")) == (1.0, True)
+    assert objectives(compose_cfg("dataset=synthetic_things", "encoder.w_cls=0.5"))[0] == 0.5
+    assert objectives(compose_cfg("dataset=synthetic_imagenet", "ablation=regional_predicted")) == (1.0, True)
+    assert objectives(compose_cfg("ablation=regional_predicted")) == (1.0, True)
+
+
 @pytest.mark.parametrize("preset", ["synthetic_things", "synthetic_imagenet"])
 @pytest.mark.parametrize("arm", ["global_mae", "regional_predicted_mixed"])
 def test_the_region_claims_compose_on_each_preset(compose_cfg, preset, arm):

@@ -36,6 +36,7 @@ NESTED_PARENTS = {
     "ldm/controlnet": ["ldm=regional"],
     "encoder/align": ["encoder=tiny"],
     "encoder/recipe": ["encoder=tiny"],
+    "dataset/objectives": ["dataset=synthetic_things"],
 }
 #: options that make a runnable config only with other choices (the default ldm=regional needs region maps)
 COMPANIONS = {("regionmap", "none"): ["ldm=global"]}
