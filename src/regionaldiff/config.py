@@ -896,10 +896,11 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def compose_error(err: Exception) -> ConfigError:
     """Hydra's error for an override or config that does not compose, as one line (its cause included, its listing
-    of the config search path left out)."""
+    of the config search path and the schemas among a group's available options left out)."""
     from omegaconf.errors import OmegaConfBaseException
 
     text = str(err)
     if isinstance(err.__cause__, OmegaConfBaseException):
         text += " " + str(err.__cause__)
-    return ConfigError(one_line(text.split("Config search path:")[0]))
+    lines = text.split("Config search path:")[0].splitlines()
+    return ConfigError(one_line("\n".join(line for line in lines if not is_schema(line.strip()))))
