@@ -63,6 +63,12 @@ def test_eeg_top1_is_scored_only_for_a_trained_class_head():
     assert eeg_top1(arrays, w_cls=1.0) == ({"eval/eeg_top1": 0.75}, {})
     metrics, skipped = eeg_top1(arrays, w_cls=0.0)
     assert metrics == {} and "encoder.w_cls=0" in skipped["eval/eeg_top1"]
+    # unseen concepts are the reason whatever the head: the zero-shot presets set w_cls=0 too
+    for w_cls in (0.0, 1.0):
+        assert eeg_top1(arrays, w_cls=w_cls, unseen="3 of the 3 classes never appear") == (
+            {},
+            {"eval/eeg_top1": "3 of the 3 classes never appear"},
+        )
 
 
 def test_grid_shows_the_maps_that_conditioned_generation():

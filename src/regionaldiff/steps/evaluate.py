@@ -34,11 +34,12 @@ def eeg_top1(
 ) -> tuple[dict[str, float], dict[str, str]]:
     """``eval/eeg_top1`` (the classification head's accuracy on the test trials), or skipped with the reason when
     that head was never trained (``encoder.w_cls=0``: its argmax would be a random network's) or when the split's
-    classes never appear in training (``unseen``, the reason: the head cannot name them)."""
-    if w_cls <= 0:
-        return {}, {"eval/eeg_top1": "the classification head is untrained (encoder.w_cls=0)"}
+    classes never appear in training (``unseen``, the reason: the head cannot name them). Unseen classes come first:
+    that reason holds whatever ``w_cls`` is (the zero-shot presets train no class head either)."""
     if unseen:
         return {}, {"eval/eeg_top1": unseen}
+    if w_cls <= 0:
+        return {}, {"eval/eeg_top1": "the classification head is untrained (encoder.w_cls=0)"}
     return {"eval/eeg_top1": float((arrays["eeg_pred"] == arrays["labels"]).mean())}, {}
 
 
