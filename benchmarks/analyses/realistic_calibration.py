@@ -40,6 +40,7 @@ from regionaldiff.steps.evaluate import zero_shot_retrieval
 from regionaldiff.steps.prepare import prepare
 from regionaldiff.steps.pretrain import load_encoder, pretrain
 from regionaldiff.tracking.mlflow_run import JobTracker
+from regionaldiff.validation import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the real bands (../shared/REFERENCE.md): THINGS-EEG2 200-way zero-shot, NICE (low) to UBP (high); 40-way single
@@ -51,9 +52,10 @@ BANDS = {
 }
 
 
-def compose_cfg(overrides: list[str]):
-    """The config ``regionaldiff dataset=<preset> ...`` would run, its outputs under outputs/calibration."""
-    paths = [f"paths.root_dir={ROOT}", f"paths.output_dir={ROOT}/outputs/calibration", "logger=none"]
+def compose_cfg(overrides: list[str], root: Path = ROOT):
+    """The config ``regionaldiff dataset=<preset> ...`` would run from ``root``, its outputs under
+    ``root/outputs/calibration`` (caches and artifacts where the pipeline keeps them, so a full run reuses them)."""
+    paths = [f"paths.root_dir={root}", f"paths.output_dir={root}/outputs/calibration", "logger=none"]
     return compose_config([*paths, *overrides])
 
 
@@ -68,10 +70,12 @@ def head_top1(ctx, encoder, split: str = "test") -> float:
     return hits / total
 
 
-def calibrate_point(overrides: list[str]) -> dict[str, float]:
-    cfg = compose_cfg(overrides)
-    tracker = JobTracker(False, "", "", ROOT, "")
-    ctx = build_context(cfg, tracker)
+def calibrate_point(overrides: list[str], root: Path = ROOT) -> dict[str, float]:
+    """One point of the grid: ``prepare`` + ``pretrain`` of ``regionaldiff OVERRIDES`` run from ``root``, then the
+    test split scored (see the module docstring)."""
+    cfg = compose_cfg(overrides, root)
+    tracker = JobTracker(False, "", "", root, "")
+    ctx = build_context(cfg, validate(cfg), tracker)
     start = time.perf_counter()
     prepare(ctx, True)
     pretrain(ctx, True)
