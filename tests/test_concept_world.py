@@ -176,13 +176,41 @@ def test_the_zero_shot_preset_drops_the_class_objective_and_its_token_for_every_
     assert objectives(compose_cfg("ablation=regional_predicted")) == (1.0, True)
 
 
-@pytest.mark.parametrize("preset", ["synthetic_things", "synthetic_imagenet"])
-@pytest.mark.parametrize("arm", ["global_mae", "regional_predicted_mixed"])
-def test_the_region_claims_compose_on_each_preset(compose_cfg, preset, arm):
-    """`regionaldiff experiment=region_claims dataset=<preset>`: the command line's preset wins over the experiment's
-    dataset, and every arm passes the checks a run makes first."""
+@pytest.mark.parametrize(
+    ("experiment", "arm"),
+    [
+        ("region_claims_things", "global_mae"),
+        ("region_claims_things", "regional_predicted_mixed"),
+        ("region_claims_imagenet", "global_cls"),
+        ("region_claims_imagenet", "regional_predicted_mixed"),
+    ],
+)
+def test_the_region_claims_compose_on_each_preset(compose_cfg, experiment, arm):
+    """Each preset's claims experiment: every arm passes the checks a run makes first, and the closed-set preset runs
+    both arms on the encoder the validation split chose (shallow), the same objective with and without the maps."""
     from regionaldiff.validation import validate
 
-    cfg = compose_cfg("experiment=region_claims", f"dataset={preset}", f"ablation={arm}")
+    cfg = compose_cfg(f"experiment={experiment}", f"ablation={arm}")
     assert cfg.dataset._target_.endswith("ConceptWorldDataModule") and cfg.ablation_arm == arm
+    validate(cfg)
+    if experiment == "region_claims_imagenet":
+        assert cfg.encoder.net._target_.endswith("ShallowEncoder") and cfg.encoder.w_cls == 1.0
+
+
+def test_the_closed_set_preset_chooses_the_shallow_encoder_and_the_command_line_another(compose_cfg):
+    assert compose_cfg("dataset=synthetic_imagenet").encoder.net._target_.endswith("ShallowEncoder")
+    assert compose_cfg("dataset=synthetic_imagenet", "encoder=tiny").encoder.net._target_.endswith("MaskedAutoencoder")
+    assert compose_cfg().encoder.net._target_.endswith("MaskedAutoencoder")  # the default world keeps the MAE
+
+
+def test_an_encoder_with_no_objective_is_refused_unless_it_aligns(compose_cfg):
+    """Global-only by masked recovery (ablation=global_mae) on an encoder without it trains nothing: refused with
+    what to choose instead; with an alignment (the zero-shot preset) the contrastive term trains it, as NICE's."""
+    from regionaldiff.errors import ConfigError
+    from regionaldiff.validation import validate
+
+    with pytest.raises(ConfigError, match="nothing to train.*ablation=global_cls"):
+        validate(compose_cfg("dataset=synthetic_imagenet", "ablation=global_mae"))
+    cfg = compose_cfg("dataset=synthetic_things", "encoder=shallow", "ablation=global_mae")
+    assert cfg.encoder.w_mae == cfg.encoder.w_cls == cfg.encoder.w_region == 0 and cfg.encoder.align is not None
     validate(cfg)

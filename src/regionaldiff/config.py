@@ -206,8 +206,12 @@ class EncoderConfig:
         for key in ("w_mae", "w_cls", "w_region"):
             if getattr(self, key) < 0:
                 raise ValueError(f"encoder.{key} must be >= 0 (0 turns the term off); got {getattr(self, key)}.")
-        if self.w_mae == self.w_cls == self.w_region == 0:
-            raise ValueError("encoder.w_mae, w_cls and w_region are all 0: nothing to train.")
+        if self.w_mae == self.w_cls == self.w_region == 0 and self.align is None:
+            raise ValueError(
+                "encoder.w_mae, w_cls and w_region are all 0 and there is no encoder.align: nothing to train. An "
+                "encoder without masked recovery (shallow, mlp, atm, ...) needs the class objective (encoder.w_cls, "
+                "e.g. ablation=global_cls for a global-only arm) or an alignment (encoder/align=pixels|clip)."
+            )
 
 
 @dataclass
