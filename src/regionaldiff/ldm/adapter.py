@@ -306,23 +306,25 @@ def ip_adapter_state(unet: UNet2DConditionModel, embedding_dim: int, n_tokens: i
     return state
 
 
-def save_ip_adapter_layout(folder: str | Path, unet_config: Mapping[str, Any], embedding_dim: int,
-                           image_encoder: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
-    """Write a random IP-Adapter in h94/IP-Adapter's layout (``models/ip-adapter_sd15.safetensors``, and with
-    ``image_encoder`` a ``CLIPVisionConfig``'s keyword arguments, ``models/image_encoder/``) for a UNet of
-    ``unet_config``: tests and dry runs load it through the same code as the real one."""
+def save_ip_adapter_layout(
+    folder: str | Path,
+    unet: UNet2DConditionModel,
+    embedding_dim: int,
+    image_encoder: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a random IP-Adapter for ``unet`` in h94/IP-Adapter's layout (``models/ip-adapter_sd15.safetensors``,
+    and with ``image_encoder``, a ``CLIPVisionConfig``'s keyword arguments, ``models/image_encoder/`` projecting to
+    ``embedding_dim``): tests and dry runs load it through the same code as the real one."""
     from safetensors.torch import save_file
 
     root = Path(folder)
     (root / "models").mkdir(parents=True, exist_ok=True)
-    unet = UNet2DConditionModel(**dict(unet_config))
     state = ip_adapter_state(unet, embedding_dim)
     flat = {f"{head}.{k}": v.contiguous() for head, part in state.items() for k, v in part.items()}
     save_file(flat, str(root / "models" / "ip-adapter_sd15.safetensors"))
     if image_encoder is not None:
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-        kwargs = dict(image_encoder)
-        kwargs.setdefault("projection_dim", embedding_dim)
-        CLIPVisionModelWithProjection(CLIPVisionConfig(**kwargs)).save_pretrained(root / "models" / "image_encoder")
+        config = CLIPVisionConfig(**{**dict(image_encoder), "projection_dim": embedding_dim})
+        CLIPVisionModelWithProjection(config).save_pretrained(root / "models" / "image_encoder")
     return root
