@@ -45,6 +45,7 @@ from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.latent_cache import resize_images
 from regionaldiff.ldm.model import RegionalLDM
+from regionaldiff.ldm.trainable import apply_speed_options
 from regionaldiff.reconstruction import build_ldm_and_codec
 from regionaldiff.regions import coarse_region_target
 from regionaldiff.steps.context import PipelineContext
@@ -183,6 +184,8 @@ def fit_part(ctx: PipelineContext, slot: Slot, module: EEGFreeModule, dataset: S
         num_workers=0,
         generator=torch.Generator().manual_seed(PART_SEED),
     )
+    trained = [m for m in (module.ldm.unet, module.ldm.controlnet) if m is not None]
+    apply_speed_options(trained, ctx.typed.ldm.train)  # channels-last, checkpointing, compile, as configured
     trainer = make_trainer(ctx, slot, int(ctx.typed.ldm.max_epochs))
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path(slot))
