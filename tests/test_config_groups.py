@@ -34,6 +34,7 @@ NESTED_PARENTS = {
     "ldm/latent": ["ldm=regional"],
     "ldm/unet": ["ldm=regional"],
     "ldm/controlnet": ["ldm=regional"],
+    "ldm/adapter": ["ldm=frozen_regional"],
     "encoder/align": ["encoder=tiny"],
     "encoder/recipe": ["encoder=tiny"],
     "dataset/objectives": ["dataset=synthetic_things"],

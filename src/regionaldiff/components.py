@@ -17,6 +17,7 @@ node                built by                                 arguments added at 
                                                              cross_attention_dim``
 ``ldm.controlnet``  :func:`build_ldm` (regional variants)    ``unet, conditioning_channels,
                                                              image_size, latent_size``
+``ldm.adapter``     :func:`build_ldm` (frozen recipe)        ``unet, embedding_dim``
 ==================  =======================================  ==========================================
 
 :func:`check_components` runs before any work (from :func:`regionaldiff.validation.validate`): each ``_target_``
@@ -57,6 +58,7 @@ RUNTIME_ARGS: dict[str, frozenset[str]] = {
     "ldm.unet": frozenset({"in_channels", "latent_size"}),
     "ldm.conditioner": frozenset({"code_len", "code_dim", "num_classes", "cross_attention_dim"}),
     "ldm.controlnet": frozenset({"unet", "conditioning_channels", "image_size", "latent_size"}),
+    "ldm.adapter": frozenset({"unet", "embedding_dim"}),
 }
 
 
@@ -126,8 +128,11 @@ def check_components(typed: TypedConfig) -> None:
         "encoder.net": typed.encoder.net,
         "ldm.latent": typed.ldm.latent,
         "ldm.unet": typed.ldm.unet,
-        "ldm.conditioner": typed.ldm.conditioner,
     }
+    if typed.ldm.adapter is not None:  # the frozen recipe: the adapter replaces the EEG conditioner (not built)
+        nodes["ldm.adapter"] = typed.ldm.adapter
+    else:
+        nodes["ldm.conditioner"] = typed.ldm.conditioner
     if typed.encoder.align is not None:
         nodes["encoder.align.image_embedder"] = typed.encoder.align.image_embedder
     for name, node in (typed.encoder.augment or {}).items():
@@ -218,10 +223,17 @@ def build_ldm(
     image_size: int,
     latent_size: int,
     num_region_labels: int = 0,
+    embedding_dim: int = 0,
+    prior: Mapping[str, Any] | None = None,
 ) -> RegionalLDM:
     """The LDM from the ``ldm`` group: its UNet, EEG conditioner and (regional variants) ControlNet, built in
     that order from their ``_target_`` nodes, with the sizes of the data, latent space and encoder (the ControlNet
-    reads ``num_region_labels`` map channels; 0 = ``num_classes + 1``)."""
+    reads ``num_region_labels`` map channels; 0 = ``num_classes + 1``).
+
+    The frozen recipe (``ldm.adapter`` set) builds no conditioner: its adapter reads ``embedding_dim``-wide image
+    embeddings (the encoder's ``align_dim``) and is built after the ControlNet (IP-Adapter changes the UNet's
+    attention, which the ControlNet must not copy); ``prior`` (the state dict of a trained UNet and adapter,
+    :mod:`regionaldiff.steps.frozen`) is loaded into the UNet before the ControlNet copies it, and into the adapter."""
     import torch
 
     from regionaldiff.config import NullCondition, UNetTraining
@@ -229,14 +241,18 @@ def build_ldm(
     from regionaldiff.ldm.trainable import add_lora, set_trainable
 
     unet = instantiate(cfg.unet, "ldm.unet", in_channels=latent_channels, latent_size=latent_size)
-    conditioner = instantiate(
-        cfg.conditioner,
-        "ldm.conditioner",
-        code_len=code_len,
-        code_dim=code_dim,
-        num_classes=num_classes,
-        cross_attention_dim=int(unet.config["cross_attention_dim"]),
-    )
+    if prior is not None:
+        unet.load_state_dict({k.removeprefix("unet."): v for k, v in prior.items() if k.startswith("unet.")})
+    conditioner = None
+    if cfg.adapter is None:
+        conditioner = instantiate(
+            cfg.conditioner,
+            "ldm.conditioner",
+            code_len=code_len,
+            code_dim=code_dim,
+            num_classes=num_classes,
+            cross_attention_dim=int(unet.config["cross_attention_dim"]),
+        )
     controlnet = None
     if cfg.controlnet is not None:
         controlnet = instantiate(
@@ -247,8 +263,16 @@ def build_ldm(
             image_size=image_size,
             latent_size=latent_size,
         )
+    adapter = None
+    if cfg.adapter is not None:
+        adapter = instantiate(cfg.adapter, "ldm.adapter", unet=unet, embedding_dim=embedding_dim)
+        if prior is not None:
+            adapter.load_state_dict(
+                {k.removeprefix("adapter."): v for k, v in prior.items() if k.startswith("adapter.")}
+            )
+        adapter.requires_grad_(False)
     null_context = None
-    if cfg.null_condition == NullCondition.learned:
+    if cfg.null_condition == NullCondition.learned and conditioner is not None:
         # starts as the zero context (the unconditional input of an untrained model); condition dropout trains it
         null_context = torch.nn.Parameter(
             torch.zeros(int(conditioner.n_tokens), int(unet.config["cross_attention_dim"]))
@@ -257,5 +281,12 @@ def build_ldm(
         add_lora(unet, cfg.train.lora)  # after the ControlNet copied the UNet's plain weights
     set_trainable(unet, controlnet, cfg.train)
     return RegionalLDM(
-        unet, conditioner, controlnet, build_noise_scheduler(cfg), image_size, float(cfg.cond_drop_prob), null_context
+        unet,
+        conditioner,
+        controlnet,
+        build_noise_scheduler(cfg),
+        image_size,
+        float(cfg.cond_drop_prob),
+        null_context,
+        adapter,
     )

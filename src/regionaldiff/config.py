@@ -329,9 +329,11 @@ def with_added_ldm_keys(values: Any, under: str = "") -> dict[str, Any]:
 class LDMConfig:
     """``ldm`` group: the denoiser's components, its training budget, noise schedule and sampler.
 
-    ``unet``, ``conditioner``, ``latent`` (the latent codec) and ``controlnet`` are ``_target_`` components
-    (:mod:`regionaldiff.components`). ``controlnet`` and ``train_maps`` are left out (None) by the global-only
-    variants: a model has a region branch exactly when it has a ``controlnet``.
+    ``unet``, ``conditioner``, ``latent`` (the latent codec), ``controlnet`` and ``adapter`` are ``_target_``
+    components (:mod:`regionaldiff.components`). ``controlnet`` and ``train_maps`` are left out (None) by the
+    global-only variants: a model has a region branch exactly when it has a ``controlnet``. ``adapter`` is set by the
+    frozen-diffusion recipe alone (``ldm=frozen_*``, ``sd15_frozen_*``): the UNet reads an image embedding through
+    it, the EEG enters only as the embedding the encoder's alignment head predicts, and ``conditioner`` is not built.
     """
 
     name: str = MISSING
@@ -339,6 +341,9 @@ class LDMConfig:
     conditioner: Any = MISSING
     latent: Any = MISSING
     controlnet: Any = None
+    # the frozen recipe's image-embedding adapter (regionaldiff.ldm.adapter); None: the seed's recipe (EEG codes
+    # through the conditioner, the LDM fine-tuned on EEG), and what a model saved before the key existed loads with
+    adapter: Any = None
     train_maps: Optional[TrainMaps] = None
     cond_drop_prob: float = MISSING
     null_condition: NullCondition = MISSING
@@ -357,6 +362,11 @@ class LDMConfig:
     def regions(self) -> bool:
         """Whether the model conditions on region maps (it has a ControlNet)."""
         return self.controlnet is not None
+
+    @property
+    def frozen(self) -> bool:
+        """Whether this is the frozen-diffusion recipe (an image-embedding adapter; nothing trains on EEG)."""
+        return self.adapter is not None
 
     def __post_init__(self) -> None:
         _positive("ldm", lr=self.lr, max_epochs=self.max_epochs)
@@ -392,6 +402,23 @@ class LDMConfig:
                 "ldm.sampling.scheduler=pndm (PLMS) supports epsilon and v_prediction models, not "
                 "ldm.noise_schedule.prediction_type=sample; use ddim, dpmpp_2m, unipc or euler."
             )
+        if self.frozen:
+            if self.train.unet != UNetTraining.frozen:
+                raise ValueError(
+                    f"ldm={self.name} is the frozen recipe (ldm.adapter is set): nothing is trained on EEG, so "
+                    f"ldm.train.unet must be frozen; got {self.train.unet.value}."
+                )
+            if self.null_condition != NullCondition.zeros or self.clip_loss.weight > 0:
+                raise ValueError(
+                    f"ldm={self.name} is the frozen recipe (ldm.adapter is set): its null condition is the zero "
+                    "embedding and it has no EEG context to align, so set ldm.null_condition=zeros and "
+                    "ldm.clip_loss.weight=0."
+                )
+            if self.regions and self.train_maps != TrainMaps.reference:
+                raise ValueError(
+                    f"ldm={self.name} trains its ControlNet on images and their true maps alone (no EEG): "
+                    f"ldm.train_maps must be reference; got {self.train_maps.value if self.train_maps else None}."
+                )
         if self.regions and self.train_maps is None:
             allowed = ", ".join(m.value for m in TrainMaps)
             raise ValueError(

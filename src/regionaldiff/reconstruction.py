@@ -310,9 +310,21 @@ class RegionalDiffPipeline:
         self, eeg: torch.Tensor, class_fused_maps: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Cross-attention context, class logits and the region map predicted from EEG (None without a trained
-        region head; class-fused when ``class_fused_maps`` and the class head was trained)."""
+        region head; class-fused when ``class_fused_maps`` and the class head was trained).
+
+        The frozen recipe's context is the image embedding the alignment head predicts, prepared by the LDM's adapter
+        (:mod:`regionaldiff.ldm.adapter`): the only way the EEG reaches its UNet."""
         enc = self.encoder(eeg)
-        context = self.ldm.conditioner(enc["codes"], enc["class_logits"])
+        if self.ldm.adapter is not None:
+            if "embedding" not in enc:
+                raise ConfigError(
+                    "This frozen-recipe model generates from the image embedding the encoder predicts, but its encoder "
+                    "has no alignment head (encoder.align)."
+                )
+            context = self.ldm.adapter.prepare(enc["embedding"])
+        else:
+            assert self.ldm.conditioner is not None
+            context = self.ldm.conditioner(enc["codes"], enc["class_logits"])
         predicted = None
         if "region_logits" in enc and self.use_region_head:
             predicted = enc["region_logits"].softmax(dim=1)
@@ -408,8 +420,12 @@ def ldm_config_from_dict(values: Mapping[str, Any]) -> LDMConfig:
     return obj
 
 
-def build_ldm_and_codec(cfg: LDMConfig, encoder: EEGEncoder, image_size: int) -> tuple[RegionalLDM, LatentCodec]:
-    """The codec and the LDM for ``encoder``'s codes and ``image_size`` images (codec first, as in training)."""
+def build_ldm_and_codec(
+    cfg: LDMConfig, encoder: EEGEncoder, image_size: int, prior: Mapping[str, Any] | None = None
+) -> tuple[RegionalLDM, LatentCodec]:
+    """The codec and the LDM for ``encoder``'s codes (the frozen recipe: its predicted image embedding, ``align_dim``
+    wide) and ``image_size`` images (codec first, as in training); ``prior``: a trained UNet and adapter of the frozen
+    recipe (:func:`regionaldiff.components.build_ldm`)."""
     codec = build_codec(cfg.latent)
     if image_size % codec.downsample:
         raise ValueError(
@@ -426,6 +442,8 @@ def build_ldm_and_codec(cfg: LDMConfig, encoder: EEGEncoder, image_size: int) ->
         image_size=image_size,
         latent_size=image_size // codec.downsample,
         num_region_labels=encoder.num_region_labels,
+        embedding_dim=encoder.align_dim if cfg.frozen else 0,
+        prior=prior,
     )
     return ldm, codec
 

@@ -7,7 +7,8 @@ step          artifact key
 ============  =====================================================================
 prepare       dataset config (minus loader settings) + regionmap config
 pretrain      prepare key + encoder config + seed
-finetune      pretrain key + ldm config (minus sampling) + seed
+finetune      pretrain key + ldm config (minus sampling) + seed; the frozen recipe also trains (once) or reuses
+              its EEG-free parts, keyed without subject, encoder, EEG or seed (:mod:`regionaldiff.steps.frozen`)
 generate      finetune key + ldm.sampling + pipeline.test_maps (+ pipeline.eval_split unless test)
 evaluate      (per job) generate key + eval config -> ``metrics.json`` in the job folder
 ============  =====================================================================

@@ -13,7 +13,8 @@ Every check a config gets before any work is here or called from here, once per 
    ``__post_init__`` makes the range and choice checks (the datamodule built in Python runs the same one), and its
    ``region_labels`` is parsed (:meth:`regionaldiff.regions.RegionLabels.parse`);
 5. across groups: a region-conditioned LDM needs region maps and a trained region head
-   (:func:`check_region_settings`).
+   (:func:`check_region_settings`); the frozen-diffusion recipe needs the encoder's alignment head
+   (:func:`check_frozen_settings`).
 
 The result, :class:`~regionaldiff.config.TypedConfig`, is what the runner, the preflight and the steps take; none of
 them checks the config again. The entry point calls :func:`validate` once per run (a sweep: once per job, before the
@@ -32,7 +33,7 @@ from regionaldiff.config import DATASET_SCHEMAS, SCHEMAS, TypedConfig, plain
 from regionaldiff.errors import ConfigError
 from regionaldiff.regions import RegionLabels
 
-__all__ = ["check_region_settings", "validate"]
+__all__ = ["check_frozen_settings", "check_region_settings", "validate"]
 
 #: the groups whose ``_target_`` class is their schema (built by the runner, checked here against the signature)
 TARGET_GROUPS = ("dataset", "regionmap")
@@ -49,6 +50,17 @@ def check_region_settings(typed: TypedConfig, produces_maps: bool) -> None:
         raise ConfigError(
             f"ldm={typed.ldm.name} conditions on region maps predicted from EEG, but encoder.w_region=0 leaves the "
             "region head untrained. Set encoder.w_region > 0, or use a global variant (ldm=global)."
+        )
+
+
+def check_frozen_settings(typed: TypedConfig) -> None:
+    """The frozen-diffusion recipe (``ldm.adapter`` set) generates from the image embedding the encoder's alignment
+    head predicts: the encoder must have one."""
+    if typed.ldm.frozen and typed.encoder.align is None:
+        raise ConfigError(
+            f"ldm={typed.ldm.name} generates from the image embedding the encoder's alignment head predicts, but "
+            "encoder.align is null: set encoder/align=pixels (synthetic worlds), encoder/align=clip (real images) or "
+            "encoder/align=ip_adapter (ldm=sd15_frozen_*), or use the seed's recipe (ldm=global|regional)."
         )
 
 
@@ -101,4 +113,5 @@ def validate(cfg: DictConfig) -> TypedConfig:
         produces_maps=produces_maps,
     )
     check_region_settings(typed, produces_maps)
+    check_frozen_settings(typed)
     return typed

@@ -285,6 +285,15 @@ class EEGDataModule(L.LightningDataModule):
     def has_region_maps(self) -> bool:
         return self._region_maps is not None
 
+    def stimulus_region_maps(self, ids: Sequence[str]) -> list[np.ndarray]:
+        """The attached region maps of the stimuli ``ids``, as models see them (object / background layouts with
+        ``region_labels="layout"``); a ValueError when none are attached."""
+        if self._region_maps is None:
+            raise ValueError(
+                "No region maps are attached to this dataset: set a regionmap (regionmap=oracle|slic|sam)."
+            )
+        return [np.asarray(self._region_maps[i]) for i in ids]
+
     def stimuli(self, split: str) -> tuple[list[str], list[np.ndarray], list[int]]:
         """Unique stimuli of ``split``: ids, uint8 images and the label of each."""
         data = self.get_split(split)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
+from regionaldiff.ldm.adapter import EmbeddingAdapter
 from regionaldiff.ldm.conditioning import map_condition
 
 
@@ -38,17 +39,22 @@ class RegionalLDM(nn.Module):
     null_context : nn.Parameter or None
         A learned null context ``[n_tokens, cross_attention_dim]`` for dropped conditions and guidance; None: zeros.
         A dropped region map is always the empty map (all zeros).
+    adapter : EmbeddingAdapter or None
+        The frozen recipe's image-embedding adapter (:mod:`regionaldiff.ldm.adapter`; ``conditioner`` is then None):
+        the context is the prepared image embedding ``[B, 1, E]``, which the adapter turns into what the UNet and the
+        ControlNet read. None: the context is the conditioner's cross-attention context itself.
     """
 
     def __init__(
         self,
         unet: UNet2DConditionModel,
-        conditioner: nn.Module,
+        conditioner: nn.Module | None,
         controlnet: ControlNetModel | None,
         noise_scheduler: DDPMScheduler,
         image_size: int,
         cond_drop_prob: float = 0.1,
         null_context: nn.Parameter | None = None,
+        adapter: EmbeddingAdapter | None = None,
     ) -> None:
         super().__init__()
         self.unet, self.conditioner, self.controlnet = unet, conditioner, controlnet
@@ -56,6 +62,7 @@ class RegionalLDM(nn.Module):
         self.image_size = image_size
         self.cond_drop_prob = cond_drop_prob
         self.null_context = null_context
+        self.adapter = adapter
 
     def unconditional_context(self, context: torch.Tensor) -> torch.Tensor:
         """The null condition's context for a batch shaped like ``context``: the learned null context
@@ -80,13 +87,18 @@ class RegionalLDM(nn.Module):
         ``noise_scheduler.prediction_type`` says (the target of :meth:`training_loss`). ``controlnet_scale`` weights the
         ControlNet's residuals (diffusers' ``conditioning_scale``; 1 in training)."""
         down, mid = None, None
+        unet_context, added = context, None
+        control_context = context
+        if self.adapter is not None:
+            unet_context, added = self.adapter.unet_inputs(context)
+            control_context = self.adapter.controlnet_context(context)
         if self.controlnet is not None:
             if region_probs is None:
                 raise ValueError("The regional LDM needs a region map (region_probs) to condition on.")
             down, mid = self.controlnet(
                 latents,
                 timesteps,
-                encoder_hidden_states=context,
+                encoder_hidden_states=control_context,
                 controlnet_cond=map_condition(region_probs, self.image_size).to(latents.dtype),
                 conditioning_scale=controlnet_scale,
                 return_dict=False,
@@ -94,7 +106,8 @@ class RegionalLDM(nn.Module):
         return self.unet(
             latents,
             timesteps,
-            encoder_hidden_states=context,
+            encoder_hidden_states=unet_context,
+            added_cond_kwargs=added,
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
         ).sample

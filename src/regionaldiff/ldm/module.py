@@ -73,6 +73,7 @@ class LDMFinetuneModule(L.LightningModule):
         variant)."""
         with torch.no_grad():
             out = self.encoder(batch["eeg"])
+        assert self.ldm.conditioner is not None  # the seed's recipe (the frozen recipe trains nothing on EEG)
         context = self.ldm.conditioner(out["codes"], out["class_logits"])
         if not self.ldm.uses_regions:
             return context, None

@@ -115,3 +115,37 @@ def save_sd15_layout(
     }
     (root / "model_index.json").write_text(json.dumps(index, indent=2))
     return root
+
+
+def save_text_encoder_layout(folder: str | Path, hidden_size: int = 768, seed: int = 0) -> Path:
+    """Write a random CLIP text encoder and a tokenizer of letters in SD-1.5's layout (``text_encoder/``,
+    ``tokenizer/``, 77 tokens): what encodes the empty prompt for IP-Adapter (``ldm/adapter=sd15``), at test size."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    root = Path(folder)
+    tokenizer_dir = root / "tokenizer"
+    tokenizer_dir.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for code in range(ord("a"), ord("z") + 1):
+        for token in (chr(code), chr(code) + "</w>"):
+            vocab[token] = len(vocab)
+    (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(
+        str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"), model_max_length=77
+    ).save_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    CLIPTextModel(config).save_pretrained(root / "text_encoder")
+    return root

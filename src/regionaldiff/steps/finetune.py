@@ -33,7 +33,8 @@ from regionaldiff.reconstruction import (
     write_run_pointer,
 )
 from regionaldiff.steps.context import PipelineContext
-from regionaldiff.steps.pretrain import load_encoder
+from regionaldiff.steps.frozen import frozen_model
+from regionaldiff.steps.pretrain import image_embeddings, load_encoder
 from regionaldiff.steps.training import final_metrics, make_trainer, resume_path, training_limits
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,10 @@ def data_spec(ctx: PipelineContext) -> DataSpec:
 
 
 def finetune(ctx: PipelineContext, train: bool = True) -> None:
-    """Fine-tune the LDM, or reuse the artifact of the same encoder, LDM config (sampling aside) and seed."""
+    """Fine-tune the LDM, or reuse the artifact of the same encoder, LDM config (sampling aside) and seed.
+
+    The frozen recipe (``ldm.adapter`` set) trains nothing on EEG: its model is this run's encoder beside the EEG-free
+    parts that :mod:`regionaldiff.steps.frozen` trains once per image set (or reuses)."""
     l_cfg = ctx.typed.ldm
     ldm_key = {k: v for k, v in plain(ctx.cfg.ldm).items() if k != "sampling"}
     ctx.keys["finetune"] = {"pretrain": ctx.keys["pretrain"], "ldm": ldm_key, "seed": ctx.seed, **training_limits(ctx)}
@@ -67,7 +71,21 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
     ctx.tracker.set_tags({"artifact.ldm": str(slot.path)})
     encoder = load_encoder(ctx)
     with slot.lock():
-        if not slot.done:
+        if not slot.done and l_cfg.frozen:
+            if not train:
+                raise RuntimeError(
+                    f"No frozen-recipe model for this config at {slot.path}: add 'finetune' to pipeline.steps."
+                )
+            # the frozen recipe: nothing is trained on EEG; the EEG-free parts are trained once (or reused) and put
+            # together with this run's encoder
+            embeddings = image_embeddings(ctx)
+            assert embeddings is not None  # validate: the frozen recipe needs encoder.align
+            ldm, _ = frozen_model(ctx, encoder, embeddings, model_image_size(ctx))
+            save_weights(ldm, slot.path / LDM_WEIGHTS)
+            save_model_folder(ctx, slot.path, encoder)
+            slot.mark_done({})
+            log.info("finetune: frozen-recipe model (no EEG training) saved to %s", slot.path)
+        elif not slot.done:
             if not train:
                 raise RuntimeError(
                     f"No fine-tuned LDM for this config at {slot.path}: add 'finetune' to pipeline.steps."
