@@ -43,6 +43,21 @@ def test_each_arm_sets_what_it_ablates(compose_cfg, arm, ldm, w_cls, w_region, t
     assert (typed.ldm.train_maps.value if typed.ldm.train_maps else None) == expected_maps
 
 
+def test_the_frozen_recipe_arm_keeps_the_methods_objectives_and_adds_the_alignment_it_needs(compose_cfg):
+    """ablation=frozen_regional: the method's encoder objectives, plus an alignment head (the EEG enters the frozen
+    diffusion through the embedding it predicts), the ControlNet trained on true maps, predicted maps at test time."""
+    method, frozen = compose_cfg("ablation=regional_predicted_mixed"), compose_cfg("ablation=frozen_regional")
+    typed = validate(frozen)
+    assert typed.ldm.name == "frozen_regional" and typed.ldm.regions and typed.ldm.train_maps.value == "reference"
+    assert (frozen.encoder.w_mae, frozen.encoder.w_cls, frozen.encoder.w_region) == (
+        method.encoder.w_mae,
+        method.encoder.w_cls,
+        method.encoder.w_region,
+    )
+    assert method.encoder.get("align") is None and frozen.encoder.align.image_embedder._target_.endswith("Embedder")
+    assert typed.pipeline.test_maps.value == "predicted" and frozen.ablation_arm == "frozen_regional"
+
+
 def test_predicted_and_oracle_arms_share_their_trained_models(compose_cfg):
     """They differ only at test time, so the finetune artifact key (everything but sampling/test maps) is equal."""
     a, b = compose_cfg("ablation=regional_predicted"), compose_cfg("ablation=regional_oracle")

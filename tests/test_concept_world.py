@@ -183,6 +183,7 @@ def test_the_zero_shot_preset_drops_the_class_objective_and_its_token_for_every_
         ("region_claims_things", "regional_predicted_mixed"),
         ("region_claims_imagenet", "global_cls"),
         ("region_claims_imagenet", "regional_predicted_mixed"),
+        ("region_claims_imagenet", "frozen_regional"),
     ],
 )
 def test_the_region_claims_compose_on_each_preset(compose_cfg, experiment, arm):
