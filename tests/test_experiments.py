@@ -212,6 +212,7 @@ ONE_JOB = {
         THINGS_PRESET_SMALL,
     ),
     "train_maps_selection_things": (["seed=0", "ablation=regional_predicted"], None, THINGS_PRESET_SMALL),
+    "region_claims_imagenet": (["seed=0", "ablation=frozen_regional"], None, IMAGENET_PRESET_SMALL),
     "sampling_selection_imagenet": (
         ["seed=0", "ldm.sampling.controlnet_scale=1.5", "ldm.sampling.map_temperature=0.25"],
         None,
