@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from regionaldiff.config import config_dir
 from regionaldiff.data.base import EEGDataModule
 from regionaldiff.errors import ConfigError
-from regionaldiff.evaluation.suite import validate_eval_config
+from regionaldiff.evaluation.suite import eval_config
 from regionaldiff.maps.base import RegionMapGenerator
 from regionaldiff.validation import check_region_settings, validate
 
@@ -82,7 +82,7 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     """What a run checks before any work (the one checker: every group, the cross-group checks), plus: every
     ``_target_`` resolves; cheap regionmap / dataset classes build."""
     typed = validate(cfg)
-    assert typed.eval == validate_eval_config(cfg.eval)
+    assert typed.eval == eval_config(cfg.eval)  # the same settings a Python caller gets from the node
     # the dataset's schema (every shipped option has one), or its plain node (a dataset added without one)
     dataset = typed.dataset if isinstance(typed.dataset, Mapping) else vars(typed.dataset)
     assert dataset["_target_"] == cfg.dataset._target_
