@@ -1,17 +1,19 @@
-"""Typed structured configs (schemas) for the config groups: encoder, ldm, trainer, logger, pipeline and dataset.
+"""Typed structured configs (schemas) for every config group: encoder, ldm, trainer, logger, pipeline, eval, dataset
+and regionmap.
 
-They are registered in Hydra's ConfigStore as ``<group>/schema`` (``dataset/schema_<name>``: one per datamodule, as
-their fields differ) and each YAML of the group lists its schema first in its defaults, so a wrong type
-(``ldm.lr=abc``) or choice (``ldm.noise_schedule.prediction_type=foo``) fails at compose time with the key and the
-allowed values, before any work starts. Range and choice checks live in ``__post_init__`` and run in
-:func:`regionaldiff.validation.validate` (also before any work); a datamodule built in Python builds its schema from
-its arguments (:func:`schema_from_arguments`), so the same check runs there. The choices a dataset config makes
-(:data:`RESIZE_MODES`, :data:`MONTAGES`, ...) are defined here, once. Schema fields carry no defaults of their own
-(``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are the one source of
-values. The other groups have their schema elsewhere, and the same checker applies it: ``eval``
-:func:`regionaldiff.evaluation.suite.validate_eval_config` (its defaults in ``conf/eval/default.yaml``), ``regionmap``
-(and a dataset added without a schema) the signature of the class their ``_target_`` names. :class:`TypedConfig`
-holds them all.
+They are registered in Hydra's ConfigStore as ``<group>/schema`` (``dataset/schema_<name>`` and
+``regionmap/schema_<name>``: one per option, as their fields differ) and each YAML of the group lists its schema first
+in its defaults (an ``eval`` option through ``default.yaml``), so a misspelt key (``eval.resolutoin=64``), a wrong
+type (``ldm.lr=abc``) or choice (``ldm.noise_schedule.prediction_type=foo``) fails at compose time with the key and
+the allowed values, before any work starts. Range and choice checks live in ``__post_init__`` and run in
+:func:`regionaldiff.validation.validate` (also before any work); a datamodule or region-map generator built in Python
+builds its schema from its arguments (:func:`schema_from_arguments`), so the same check runs there. The choices a
+config makes (:data:`RESIZE_MODES`, :data:`MONTAGES`, :data:`REGIONMAP_MODES`, ...) are defined here, once. Schema
+fields carry no defaults of their own (``MISSING``, or None where a key does not apply to a variant): the YAML files
+under ``conf/`` are the one source of values. What a schema cannot check from here, as it sits below the tables, the
+same checker does: the names in ``eval.metrics`` against the metric registry
+(:func:`regionaldiff.evaluation.suite.check_eval`), and a dataset or region-map generator added without a schema
+against the signature of the class its ``_target_`` names. :class:`TypedConfig` holds them all.
 """
 
 from __future__ import annotations
