@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from regionaldiff.config import config_dir
 from regionaldiff.data.base import EEGDataModule
 from regionaldiff.errors import ConfigError
-from regionaldiff.evaluation.suite import validate_eval_config
+from regionaldiff.evaluation.suite import eval_config
 from regionaldiff.maps.base import RegionMapGenerator
 from regionaldiff.validation import check_region_settings, validate
 
@@ -83,7 +83,7 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     """What a run checks before any work (the one checker: every group, the cross-group checks), plus: every
     ``_target_`` resolves; cheap regionmap / dataset classes build."""
     typed = validate(cfg)
-    assert typed.eval == validate_eval_config(cfg.eval)
+    assert typed.eval == eval_config(cfg.eval)  # the same settings a Python caller gets from the node
     # the dataset's schema (every shipped option has one), or its plain node (a dataset added without one)
     dataset = typed.dataset if isinstance(typed.dataset, Mapping) else vars(typed.dataset)
     assert dataset["_target_"] == cfg.dataset._target_
@@ -157,3 +157,78 @@ def test_the_cross_group_checks_are_the_pipelines(compose_cfg):
         check_config(compose_cfg("ldm=regional", "regionmap=none"))
     with pytest.raises(ConfigError, match="encoder.w_region=0"):
         check_config(compose_cfg("ldm=regional", "encoder.w_region=0"))
+
+
+def test_every_regionmap_and_eval_option_composes_to_its_schema(compose_cfg):
+    """Each regionmap YAML lists its schema first; every eval option inherits the schema through default.yaml."""
+    from regionaldiff.config import REGIONMAP_SCHEMAS, EvalConfig, RuleConfig
+
+    for path in sorted((CONF / "regionmap").glob("*.yaml")):
+        cfg = compose_cfg(f"regionmap={path.stem}", "ldm=global")
+        assert OmegaConf.get_type(cfg, "regionmap") is REGIONMAP_SCHEMAS[f"schema_{path.stem}"], path.stem
+        typed = validate(cfg)
+        assert isinstance(typed.regionmap, REGIONMAP_SCHEMAS[f"schema_{path.stem}"])
+        if "rule" in cfg.regionmap:
+            assert isinstance(typed.regionmap.rule, RuleConfig)
+    for path in sorted((CONF / "eval").glob("*.yaml")):
+        assert isinstance(validate(compose_cfg(f"eval={path.stem}")).eval, EvalConfig), path.stem
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # a misspelt key: refused at composition (the schema types the node) ...
+        (["regionmap=slic", "regionmap.methd=slic"], r"regionmap\.methd.*not in 'SuperpixelRegionMapConfig'"),
+        (["regionmap=sam", "regionmap.rule.min_aera=0.1"], r"regionmap\.rule\.min_aera.*not in 'RuleConfig'"),
+        (["eval.resolutoin=64"], r"eval\.resolutoin.*not in 'EvalConfig'"),
+        (["eval.nway.trails=5"], r"eval\.nway\.trails.*not in 'NWayConfig'"),
+        # ... and a wrong type
+        (["regionmap=slic", "regionmap.sigma=abc"], r"regionmap\.sigma"),
+        (["eval.resolution=high"], r"eval\.resolution"),
+    ],
+)
+def test_a_misspelt_regionmap_or_eval_key_fails_at_composition(overrides, message):
+    from regionaldiff.config import compose_config
+
+    with pytest.raises(ConfigError, match=message):
+        compose_config(["ldm=global", *overrides])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # a key appended with `+` composes; the checker refuses it, naming it
+        (["regionmap=sam", "+regionmap.rule.colour=1"], r"regionmap\.rule\.colour is not a key of regionmap\.rule"),
+        (["+eval.resolutoin=64"], r"eval\.resolutoin is not a key of eval; it has: metrics, resolution"),
+        (["+eval.nway.trails=5"], r"eval\.nway\.trails is not a key of eval\.nway"),
+        # values the schemas check (before any work, not when the generator is built)
+        (["regionmap=slic", "regionmap.rule.max_area=1.5"], r"regionmap\.rule\.max_area must be in \[0, 1\]"),
+        (
+            ["regionmap=slic", "regionmap.method=watershed"],
+            r"regionmap\.method must be one of \['slic', 'felzenszwalb'\]",
+        ),
+        (["regionmap=sam", "regionmap.mode=panoptic"], r"regionmap\.mode must be one of \['semantic', 'instance'\]"),
+        (["regionmap=sam", "regionmap.points_per_side=0"], r"regionmap\.points_per_side must be >= 1"),
+        # the metric names against the registry, the other eval settings by the schema
+        (["eval.metrics=[ssim,pixcor]"], r"eval\.metrics: unknown metric\(s\) \['pixcor'\]; allowed: \[.*'pixcorr'"),
+        (["eval.resolution=8"], r"eval\.resolution must be >= 11"),
+        (["eval.nway.k=60"], r"eval\.nway: need n >= 2, 1 <= k <= n"),
+        (["eval.retrieval.repetitions=[0]"], r"eval\.retrieval\.repetitions"),
+        (["+eval.backbones.alexnet_typo.path=x"], r"unknown backbone slot 'alexnet_typo'"),
+    ],
+)
+def test_the_checker_names_a_bad_regionmap_or_eval_key(compose_cfg, overrides, message):
+    cfg = compose_cfg("ldm=global", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_eval_settings_from_python_are_checked_by_the_same_schema():
+    with pytest.raises(ConfigError, match=r"eval: .*resolutoin"):
+        eval_config({"resolutoin": 64})
+    with pytest.raises(ConfigError, match=r"eval\.metrics: unknown metric\(s\) \['ssmi'\]"):
+        eval_config({"metrics": ["ssmi"]})
+    with pytest.raises(ConfigError, match=r"eval\.resolution must be >= 11"):
+        eval_config({"resolution": 4})
+    settings = eval_config({"resolution": 64})
+    assert settings.resolution == 64 and eval_config(settings) is settings

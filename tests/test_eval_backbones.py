@@ -16,7 +16,7 @@ from regionaldiff.evaluation.backbones import (
     torchvision_weights,
 )
 from regionaldiff.evaluation.identification import lpips_matrix
-from regionaldiff.evaluation.suite import evaluate_images
+from regionaldiff.evaluation.suite import eval_config, evaluate_images
 
 
 def images(n=4, size=32, seed=0):
@@ -173,7 +173,7 @@ def test_mindeye_metrics_with_saved_backbones(tmp_path):
 
 def test_lpips_from_saved_alexnet_matches_torchmetrics_pairs(tmp_path):
     path = save_torchvision(tmp_path / "alexnet.pth", "alexnet")
-    lpips = load_lpips(backbone_config({"backbones": {"lpips": {"path": path}}}, "lpips"))
+    lpips = load_lpips(backbone_config(eval_config({"backbones": {"lpips": {"path": path}}}), "lpips"))
     saved = torch.load(path, weights_only=True)
     assert torch.equal(
         getattr(lpips.net.slice5, "10").weight, saved["features.10.weight"]
@@ -231,7 +231,7 @@ def test_fid_loads_cleanfid_torchscript_from_weights_dir(tmp_path, monkeypatch):
 
 def test_is_without_torch_fidelity_or_weights_is_skipped(tmp_path):
     with pytest.raises(WeightsUnavailable, match="torch-fidelity|IS Inception weights not found"):
-        backbones.load_is_inception(backbone_config({"weights_dir": str(tmp_path)}, "is_inception"))
+        backbones.load_is_inception(backbone_config(eval_config({"weights_dir": str(tmp_path)}), "is_inception"))
 
 
 def test_inception_score_runs_through_torch_fidelity_inception_saved_to_disk(tmp_path, monkeypatch):
@@ -253,7 +253,7 @@ def test_inception_score_runs_through_torch_fidelity_inception_saved_to_disk(tmp
     path.parent.mkdir()
     torch.save(random_net.state_dict(), path)
 
-    loaded = backbones.load_is_inception(backbone_config({"weights_dir": str(tmp_path)}, "is_inception"))
+    loaded = backbones.load_is_inception(backbone_config(eval_config({"weights_dir": str(tmp_path)}), "is_inception"))
     name, saved = "Mixed_7c.branch_pool.conv.weight", torch.load(path, weights_only=True)
     assert torch.equal(dict(loaded.named_parameters())[name], saved[name])  # the weights really came from the file
 

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from regionaldiff.evaluation.folders import evaluate_folders, match_folders
-from regionaldiff.evaluation.suite import evaluate_images, validate_eval_config
+from regionaldiff.evaluation.suite import eval_config, evaluate_images
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "eval"
 
@@ -57,10 +57,10 @@ def test_folders_report_unmatched_and_mixed_sizes(tmp_path):
 @pytest.mark.parametrize("name", ["default", "synthetic", "imagenet", "things"])
 def test_eval_configs_resolve_and_validate(compose_cfg, name, tmp_path):
     cfg = compose_cfg(f"eval={name}", f"paths.weights_dir={tmp_path}")
-    plain = validate_eval_config(cfg.eval)
-    assert plain["allow_download"] is False and plain["resolution"] >= 11
-    assert plain["backbones"]["alexnet"]["path"] == str(tmp_path / "torchvision" / "alexnet-owt-7be5be79.pth")
-    assert {"n", "k", "trials", "seed"} <= set(plain["nway"])
+    settings = eval_config(cfg.eval)
+    assert settings.allow_download is False and settings.resolution >= 11
+    assert settings.backbones["alexnet"]["path"] == str(tmp_path / "torchvision" / "alexnet-owt-7be5be79.pth")
+    assert settings.nway.n >= 2 and settings.nway.trials >= 1
 
 
 def test_synthetic_config_keeps_weight_free_defaults(compose_cfg):
@@ -82,6 +82,6 @@ def test_eval_options_state_only_what_differs_from_default():
 @pytest.mark.parametrize("option", ["synthetic", "imagenet", "things"])
 def test_eval_group_composes_with_the_real_config(compose_cfg, option, tmp_path):
     cfg = compose_cfg(f"eval={option}")
-    plain = validate_eval_config(cfg.eval)
-    assert plain["weights_dir"] == str(tmp_path / "weights")
-    assert plain["backbones"]["clip"]["path"] == str(tmp_path / "weights" / "clip-vit-large-patch14")
+    settings = eval_config(cfg.eval)
+    assert settings.weights_dir == str(tmp_path / "weights")
+    assert settings.backbones["clip"]["path"] == str(tmp_path / "weights" / "clip-vit-large-patch14")

@@ -3,6 +3,7 @@ are listed as skipped without its weights, and its defaults come from conf/eval/
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 from regionaldiff.config import config_dir
 from regionaldiff.evaluation.backbones import BACKBONE_DEFAULTS, WeightsUnavailable, configured_backbones
 from regionaldiff.evaluation.registry import METRICS, Metric, MetricInputs
-from regionaldiff.evaluation.suite import eval_defaults, evaluate_images, validate_eval_config
+from regionaldiff.evaluation.suite import eval_config, eval_defaults, evaluate_images
 from regionaldiff.preflight import eval_plan
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
@@ -35,14 +36,14 @@ def test_every_metric_is_declared_whole(name):
     metric = METRICS[name]
     assert metric.name == name
     assert set(metric.slots) <= set(BACKBONE_DEFAULTS), f"{name}: unknown backbone slots"
-    keys = metric.metric_keys(validate_eval_config({"metrics": [name]}))
+    keys = metric.metric_keys(eval_config({"metrics": [name]}))
     assert keys and all(key.startswith("eval/") for key in keys)
     assert f"`{name}`" in DOCS.read_text(), f"{name} is not documented in docs/metrics.md"
 
 
 def test_defaults_have_one_home_the_yaml():
     yaml = OmegaConf.to_container(OmegaConf.load(config_dir() / "eval" / "default.yaml"), resolve=False)
-    filled = validate_eval_config(None)
+    filled = OmegaConf.to_container(OmegaConf.structured(eval_config(None)))
     for key in (
         "metrics",
         "resolution",
@@ -55,9 +56,9 @@ def test_defaults_have_one_home_the_yaml():
     ):
         assert filled[key] == yaml[key], key
     # what a config states wins, what it leaves out is filled in, nested keys included
-    partial = validate_eval_config({"nway": {"k": [1, 5]}, "resolution": 64})
-    assert partial["nway"] == {**yaml["nway"], "k": [1, 5]}
-    assert partial["resolution"] == 64
+    partial = eval_config({"nway": {"k": [1, 5]}, "resolution": 64})
+    assert asdict(partial.nway) == {**yaml["nway"], "k": [1, 5]}
+    assert partial.resolution == 64
     assert eval_defaults() == eval_defaults() and eval_defaults() is not eval_defaults()
 
 

@@ -159,8 +159,9 @@ class WeightedMaps:
 
 def test_a_component_that_declares_its_files_is_checked_whatever_its_keys(compose_cfg, tmp_path):
     weights = tmp_path / "edges.pt"
+    # its own YAML, without a schema: no regionmap option, then its node (a shipped option's schema has no `weights`)
     cfg = compose_cfg(
-        "ldm=global", "regionmap=none", f"regionmap._target_={__name__}.WeightedMaps", f"+regionmap.weights={weights}"
+        "ldm=global", "~regionmap", f"+regionmap._target_={__name__}.WeightedMaps", f"+regionmap.weights={weights}"
     )
     report = preflight(cfg)
     item = next(i for i in report.items if i.what == "edge model weights")

@@ -104,9 +104,8 @@ def check_component(node: Any, key: str) -> None:
         unknown = sorted(set(args) - set(params))
         if unknown:
             allowed = sorted(set(params) - runtime - {"self"})
-            raise ConfigError(
-                f"{key}.{unknown[0]} is not an argument of {node['_target_']}; it takes: {', '.join(allowed)}."
-            )
+            takes = ", ".join(allowed) or "no arguments"
+            raise ConfigError(f"{key}.{unknown[0]} is not an argument of {node['_target_']}; it takes: {takes}.")
     missing = [
         name
         for name, p in params.items()

@@ -1,17 +1,19 @@
-"""Typed structured configs (schemas) for the config groups: encoder, ldm, trainer, logger, pipeline and dataset.
+"""Typed structured configs (schemas) for every config group: encoder, ldm, trainer, logger, pipeline, eval, dataset
+and regionmap.
 
-They are registered in Hydra's ConfigStore as ``<group>/schema`` (``dataset/schema_<name>``: one per datamodule, as
-their fields differ) and each YAML of the group lists its schema first in its defaults, so a wrong type
-(``ldm.lr=abc``) or choice (``ldm.noise_schedule.prediction_type=foo``) fails at compose time with the key and the
-allowed values, before any work starts. Range and choice checks live in ``__post_init__`` and run in
-:func:`regionaldiff.validation.validate` (also before any work); a datamodule built in Python builds its schema from
-its arguments (:func:`schema_from_arguments`), so the same check runs there. The choices a dataset config makes
-(:data:`RESIZE_MODES`, :data:`MONTAGES`, ...) are defined here, once. Schema fields carry no defaults of their own
-(``MISSING``, or None where a key does not apply to a variant): the YAML files under ``conf/`` are the one source of
-values. The other groups have their schema elsewhere, and the same checker applies it: ``eval``
-:func:`regionaldiff.evaluation.suite.validate_eval_config` (its defaults in ``conf/eval/default.yaml``), ``regionmap``
-(and a dataset added without a schema) the signature of the class their ``_target_`` names. :class:`TypedConfig`
-holds them all.
+They are registered in Hydra's ConfigStore as ``<group>/schema`` (``dataset/schema_<name>`` and
+``regionmap/schema_<name>``: one per option, as their fields differ) and each YAML of the group lists its schema first
+in its defaults (an ``eval`` option through ``default.yaml``), so a misspelt key (``eval.resolutoin=64``), a wrong
+type (``ldm.lr=abc``) or choice (``ldm.noise_schedule.prediction_type=foo``) fails at compose time with the key and
+the allowed values, before any work starts. Range and choice checks live in ``__post_init__`` and run in
+:func:`regionaldiff.validation.validate` (also before any work); a datamodule or region-map generator built in Python
+builds its schema from its arguments (:func:`schema_from_arguments`), so the same check runs there. The choices a
+config makes (:data:`RESIZE_MODES`, :data:`MONTAGES`, :data:`REGIONMAP_MODES`, ...) are defined here, once. Schema
+fields carry no defaults of their own (``MISSING``, or None where a key does not apply to a variant): the YAML files
+under ``conf/`` are the one source of values. What a schema cannot check from here, as it sits below the tables, the
+same checker does: the names in ``eval.metrics`` against the metric registry
+(:func:`regionaldiff.evaluation.suite.check_eval`), and a dataset or region-map generator added without a schema
+against the signature of the class its ``_target_`` names. :class:`TypedConfig` holds them all.
 """
 
 from __future__ import annotations
@@ -490,6 +492,82 @@ class PipelineConfig:
             raise ValueError(f"pipeline.steps is empty; choose from {[s.value for s in Step]}.")
 
 
+# -- eval ---------------------------------------------------------------------------------------------------------------
+def int_list(value: Any) -> list[int]:
+    """An int or a list of ints (``eval.nway.k``, ``eval.retrieval.k``) as a list."""
+    return [int(value)] if isinstance(value, numbers.Integral) else [int(v) for v in value]
+
+
+@dataclass
+class NWayConfig:
+    """``eval.nway``: n-way top-k classification accuracy (Mind-vis / DreamDiffusion)."""
+
+    n: int = MISSING
+    k: Any = MISSING  # an int or a list of ints
+    trials: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class RetrievalConfig:
+    """``eval.retrieval``: zero-shot retrieval top-k, and the repetition counts its curve averages (null: off)."""
+
+    k: Any = MISSING  # an int or a list of ints
+    repetitions: Any = MISSING  # null or a list of repetition counts
+
+
+@dataclass
+class EvalConfig:
+    """``eval`` group: which metrics the evaluate step computes and their settings (``docs/metrics.md``); every value
+    in ``conf/eval/default.yaml``, which the other options list first.
+
+    ``eval.metrics`` names entries of the metric registry (:data:`regionaldiff.evaluation.registry.METRICS`) and
+    ``eval.backbones`` slots of :data:`regionaldiff.evaluation.backbones.BACKBONE_DEFAULTS`: those two are checked
+    against the tables, which sit above this module, by :func:`regionaldiff.evaluation.suite.check_eval` (from
+    :func:`regionaldiff.validation.validate`). ``weights_dir`` and ``backbones`` are None in the settings a Python
+    caller fills from ``conf/eval/default.yaml`` (:func:`regionaldiff.evaluation.suite.eval_config`): the weight paths
+    derive from ``paths``, so those settings use the file's paths as they are written there.
+    """
+
+    metrics: list[str] = MISSING
+    resolution: int = MISSING
+    device: str = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+    image_size: Optional[int] = MISSING
+    pairwise_resolution: int = MISSING
+    nway: NWayConfig = MISSING
+    is_splits: int = MISSING
+    retrieval: RetrievalConfig = MISSING
+    allow_download: bool = MISSING
+    weights_dir: Optional[str] = MISSING
+    backbones: Optional[dict[str, Any]] = MISSING  # slot -> its settings
+    generated_dir: Optional[str] = MISSING
+    reference_dir: Optional[str] = MISSING
+
+    @property
+    def folder_pair(self) -> bool:
+        """Whether it scores a folder of images against another (``generated_dir`` / ``reference_dir`` set)."""
+        return bool(self.generated_dir or self.reference_dir)
+
+    def __post_init__(self) -> None:
+        if int(self.resolution) < 11:
+            raise ConfigError(
+                f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {self.resolution}."
+            )
+        nway = self.nway
+        n, ks = int(nway.n), int_list(nway.k)
+        if n < 2 or any(not 1 <= k <= n for k in ks) or int(nway.trials) < 1:
+            raise ConfigError(
+                f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway.trials}."
+            )
+        if any(k < 1 for k in int_list(self.retrieval.k)):
+            raise ConfigError("eval.retrieval.k: values must be >= 1.")
+        repetitions = self.retrieval.repetitions
+        if repetitions is not None and any(n < 1 for n in int_list(repetitions)):
+            raise ConfigError("eval.retrieval.repetitions: a list of repetition counts >= 1 (or null).")
+
+
 # -- dataset: one schema per datamodule of conf/dataset -----------------------------------------------------------------
 #: the choices the datasets' configs make (one home: the datamodules import them from here)
 RESIZE_MODES = ("center_crop", "squash", "pad")
@@ -842,17 +920,175 @@ DATASET_SCHEMAS: dict[str, type] = {
 }
 
 
+# -- regionmap: one schema per generator of conf/regionmap --------------------------------------------------------------
+#: the choices the region-map configs make (one home: the generators import them from here)
+REGIONMAP_MODES = ("semantic", "instance")
+SUPERPIXEL_METHODS = ("slic", "felzenszwalb")
+
+
+def _in_unit_interval(owner: str, config: Any, *keys: str) -> None:
+    """Each of ``config``'s ``keys`` lies in [0, 1], else a ConfigError naming ``owner.key``."""
+    for key in keys:
+        if not 0.0 <= getattr(config, key) <= 1.0:
+            raise ConfigError(f"{owner}.{key} must be in [0, 1]; got {getattr(config, key)}.")
+
+
+def _at_least(owner: str, minimum: int, config: Any, *keys: str) -> None:
+    """Each of ``config``'s ``keys`` is at least ``minimum``, else a ConfigError naming ``owner.key``."""
+    for key in keys:
+        if getattr(config, key) < minimum:
+            raise ConfigError(f"{owner}.{key} must be >= {minimum}; got {getattr(config, key)}.")
+
+
+@dataclass
+class RuleConfig:
+    """``regionmap.rule`` (``conf/regionmap/rule``): the semantic rule of the proposal generators (``slic``, ``sam``),
+    :class:`regionaldiff.maps.semantic.SemanticRule`, which runs this check on its own values too."""
+
+    min_area: float = MISSING
+    max_area: float = MISSING
+    min_quality: float = MISSING
+    max_border: float = MISSING
+    center_weight: float = MISSING
+    center_sigma: float = MISSING
+    border_clusters: int = MISSING
+    keep_ratio: float = MISSING
+    min_saliency: float = MISSING
+    min_keep: int = MISSING
+    max_regions: int = MISSING
+    largest_component: bool = MISSING
+
+    def __post_init__(self) -> None:
+        fractions = (
+            "min_area",
+            "max_area",
+            "min_quality",
+            "max_border",
+            "center_weight",
+            "keep_ratio",
+            "min_saliency",
+        )
+        _in_unit_interval("regionmap.rule", self, *fractions)
+        if self.min_area >= self.max_area:
+            raise ConfigError(
+                f"regionmap.rule.min_area ({self.min_area}) must be below regionmap.rule.max_area ({self.max_area})."
+            )
+        if self.center_sigma <= 0:
+            raise ConfigError(f"regionmap.rule.center_sigma must be > 0; got {self.center_sigma}.")
+        _at_least("regionmap.rule", 1, self, "border_clusters")
+        _at_least("regionmap.rule", 0, self, "min_keep", "max_regions")
+
+
+class RegionMapConfig:
+    """What every ``regionmap`` schema has: the generator's ``_target_``.
+
+    Each generator of ``conf/regionmap`` has a dataclass schema of its own (its YAML lists ``- schema_<name>``
+    first), with its fields in the YAML's order; a generator built in Python runs the same check on its arguments
+    (:func:`schema_from_arguments`). A generator added without a schema is checked against its class's signature.
+    """
+
+    if TYPE_CHECKING:
+        _target_: str
+
+
+@dataclass
+class NoRegionMapConfig(RegionMapConfig):
+    """``regionmap=none``: :class:`regionaldiff.maps.base.NoRegionMap` (no settings)."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class OracleRegionMapConfig(RegionMapConfig):
+    """``regionmap=oracle``: :class:`regionaldiff.maps.base.OracleRegionMap` (no settings)."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class SuperpixelRegionMapConfig(RegionMapConfig):
+    """``regionmap=slic``: :class:`regionaldiff.maps.slic.SuperpixelRegionMap`."""
+
+    _target_: str = MISSING
+    method: str = MISSING
+    sigma: float = MISSING
+    scale: float = MISSING
+    min_size: int = MISSING
+    n_segments: int = MISSING
+    compactness: float = MISSING
+    mode: str = MISSING
+    rule: RuleConfig = MISSING
+
+    def __post_init__(self) -> None:
+        check_choice("regionmap.method", self.method, SUPERPIXEL_METHODS)
+        _at_least("regionmap", 2, self, "n_segments")
+        for key in ("compactness", "scale"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"regionmap.{key} must be > 0; got {getattr(self, key)}.")
+        if self.sigma < 0:
+            raise ConfigError(f"regionmap.sigma must be >= 0; got {self.sigma}.")
+        _at_least("regionmap", 1, self, "min_size")
+        check_choice("regionmap.mode", self.mode, REGIONMAP_MODES)
+
+
+@dataclass
+class SamRegionMapConfig(RegionMapConfig):
+    """``regionmap=sam``: :class:`regionaldiff.maps.sam.SamRegionMap` (its checkpoint and model type are checked
+    against each other when the generator is built, and by ``regionaldiff check``)."""
+
+    _target_: str = MISSING
+    checkpoint: str = MISSING
+    model_type: str = MISSING
+    device: str = MISSING
+    batch_size: int = MISSING
+    points_per_side: int = MISSING
+    points_per_batch: int = MISSING
+    pred_iou_thresh: float = MISSING
+    stability_score_thresh: float = MISSING
+    box_nms_thresh: float = MISSING
+    crop_n_layers: int = MISSING
+    min_mask_region_area: int = MISSING
+    mode: str = MISSING
+    rule: RuleConfig = MISSING
+
+    def __post_init__(self) -> None:
+        _at_least("regionmap", 1, self, "batch_size", "points_per_side", "points_per_batch")
+        _in_unit_interval("regionmap", self, "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
+        if self.crop_n_layers < 0 or self.min_mask_region_area < 0:
+            raise ConfigError(
+                "regionmap.crop_n_layers and regionmap.min_mask_region_area must be >= 0; "
+                f"got {self.crop_n_layers}, {self.min_mask_region_area}."
+            )
+        if self.min_mask_region_area > 0:
+            try:
+                import cv2  # noqa: F401
+            except ImportError as err:
+                raise ConfigError(
+                    "regionmap.min_mask_region_area > 0 needs opencv (pip install opencv-python-headless); "
+                    "or set it to 0."
+                ) from err
+        check_choice("regionmap.mode", self.mode, REGIONMAP_MODES)
+
+
+#: the ``regionmap`` schemas, by the name each YAML of ``conf/regionmap`` lists first (``- schema_<name>``)
+REGIONMAP_SCHEMAS: dict[str, type] = {
+    "schema_none": NoRegionMapConfig,
+    "schema_oracle": OracleRegionMapConfig,
+    "schema_slic": SuperpixelRegionMapConfig,
+    "schema_sam": SamRegionMapConfig,
+}
+
+
 @dataclass(frozen=True)
 class TypedConfig:
     """The checked config of a run, every group of it (what :func:`regionaldiff.validation.validate` returns): the
     layers below take this and check nothing again.
 
-    ``encoder``, ``ldm``, ``trainer``, ``logger`` and ``pipeline`` are their schemas' dataclasses. ``eval`` is the
-    ``eval`` node checked and filled from ``conf/eval/default.yaml`` (a plain mapping, what the metrics read).
-    ``dataset`` is its schema's dataclass (:data:`DATASET_SCHEMAS`; a dataset added without one: its plain node).
-    ``regionmap`` is a ``_target_`` node (plain, resolved) whose arguments were checked against its class's
-    signature: the class is its schema. ``produces_maps`` says whether the regionmap class gives
-    region maps (``regionmap=none`` does not).
+    ``encoder``, ``ldm``, ``trainer``, ``logger``, ``pipeline`` and ``eval`` are their schemas' dataclasses
+    (:data:`SCHEMAS`). ``dataset`` and ``regionmap`` are their option's schema (:data:`DATASET_SCHEMAS`,
+    :data:`REGIONMAP_SCHEMAS`; an option added without one: its plain node, checked against the signature of the
+    class its ``_target_`` names). ``produces_maps`` says whether the regionmap class gives region maps
+    (``regionmap=none`` does not).
     """
 
     encoder: EncoderConfig
@@ -860,9 +1096,9 @@ class TypedConfig:
     trainer: TrainerConfig
     logger: LoggerConfig
     pipeline: PipelineConfig
-    eval: Mapping[str, Any] = field(default_factory=dict)
+    eval: EvalConfig
     dataset: DatasetConfig | Mapping[str, Any] = field(default_factory=dict)
-    regionmap: Mapping[str, Any] = field(default_factory=dict)
+    regionmap: RegionMapConfig | Mapping[str, Any] = field(default_factory=dict)
     produces_maps: bool = True
 
 
@@ -872,6 +1108,7 @@ SCHEMAS: dict[str, type] = {
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
     "pipeline": PipelineConfig,
+    "eval": EvalConfig,
 }
 
 
@@ -894,6 +1131,8 @@ def register_configs() -> None:
         cs.store(group=group, name="schema", node=node)
     for name, node in DATASET_SCHEMAS.items():
         cs.store(group="dataset", name=name, node=node)
+    for name, node in REGIONMAP_SCHEMAS.items():
+        cs.store(group="regionmap", name=name, node=node)
 
 
 def check_renamed_keys(overrides: list[str]) -> None:

@@ -161,15 +161,15 @@ def eval_plan(
     (``aligned``: the encoder learns an EEG embedding aligned to images, which retrieval needs)."""
     from regionaldiff.evaluation.backbones import backbone_config
     from regionaldiff.evaluation.registry import METRICS
-    from regionaldiff.evaluation.suite import validate_eval_config
+    from regionaldiff.evaluation.suite import eval_config
 
-    cfg = validate_eval_config(eval_cfg)  # settings already checked are taken as they are
-    allow = bool(cfg["allow_download"])
+    cfg = eval_config(eval_cfg)  # settings already checked are taken as they are
+    allow = bool(cfg.allow_download)
     items: list[PreflightItem] = []
     seen: dict[str, list[PreflightItem]] = {}
     run: list[str] = []
     skipped: dict[str, str] = {}
-    for name in cfg["metrics"]:
+    for name in cfg.metrics:
         if name == "retrieval" and not folder_mode and not aligned:
             skipped[name] = (
                 "needs an EEG embedding aligned to images: choose encoder/align=clip (THINGS-EEG2) or encoder/align=pixels"
@@ -231,7 +231,7 @@ def preflight(cfg: DictConfig, datamodule: Any = None, typed: TypedConfig | None
     PreflightReport
         Items, problems, metric plan, cache estimate, GPU; ``ready`` says whether the run can start.
     """
-    from regionaldiff.evaluation.suite import validate_eval_config
+    from regionaldiff.evaluation.suite import eval_config
     from regionaldiff.validation import validate
 
     report = PreflightReport()
@@ -243,14 +243,14 @@ def preflight(cfg: DictConfig, datamodule: Any = None, typed: TypedConfig | None
     eval_settings: Any = typed.eval if typed is not None else None
     if eval_settings is None:  # an invalid config: the eval plan still shows, or says why not
         try:
-            eval_settings = validate_eval_config(cfg.get("eval"))
+            eval_settings = eval_config(cfg.get("eval"))
         except UserError as err:
             report.problems.append(f"bad eval config: {one_line(str(err))}")
-    folder_mode = bool(eval_settings and (eval_settings.get("generated_dir") or eval_settings.get("reference_dir")))
+    folder_mode = eval_settings is not None and eval_settings.folder_pair
     required: list[RequiredPath] = []
     if folder_mode:
         for key in ("generated_dir", "reference_dir"):
-            value = eval_settings.get(key)
+            value = getattr(eval_settings, key)
             if value:
                 required.append(
                     RequiredPath(f"images to score ({key})", Path(str(value)), f"eval.{key}", kind="folder")

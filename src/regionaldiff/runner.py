@@ -119,7 +119,7 @@ def run_pipeline(cfg: DictConfig, typed: TypedConfig, tracker: JobTracker) -> di
             {"regionaldiff.analysis_only": "oracle region maps at test time (not a valid reconstruction result)"}
         )
     wanted = list(ctx.typed.pipeline.steps)
-    if typed.eval.get("generated_dir") or typed.eval.get("reference_dir"):
+    if typed.eval.folder_pair:
         if wanted != [Step.evaluate]:
             raise ConfigError(
                 "eval.generated_dir/eval.reference_dir score a folder of images: run them with "

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from regionaldiff.config import config_dir
+from regionaldiff.config import EvalConfig, config_dir
 from regionaldiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -122,23 +122,23 @@ def configured_backbones() -> dict[str, dict[str, Any]]:
     return copy.deepcopy(_configured_backbones(config_dir() / "eval" / "default.yaml"))
 
 
-def backbone_config(cfg: Mapping[str, Any], slot: str) -> dict[str, Any]:
+def backbone_config(cfg: EvalConfig, slot: str) -> dict[str, Any]:
     """What the code knows of ``slot`` (:data:`BACKBONE_DEFAULTS`) updated with its settings in
-    ``conf/eval/default.yaml`` (:func:`configured_backbones`), then with ``cfg['backbones'][slot]``; ``path`` resolved
-    against ``weights_dir``."""
+    ``conf/eval/default.yaml`` (:func:`configured_backbones`), then with ``cfg.backbones[slot]``; ``path`` resolved
+    against ``cfg.weights_dir``."""
     if slot not in BACKBONE_DEFAULTS:
         raise ConfigError(f"unknown backbone slot {slot!r}; known: {sorted(BACKBONE_DEFAULTS)}.")
     spec = copy.deepcopy(BACKBONE_DEFAULTS[slot])
     spec.update(configured_backbones().get(slot) or {})
-    spec.update((cfg.get("backbones") or {}).get(slot) or {})
+    spec.update((cfg.backbones or {}).get(slot) or {})
     for key in ("path", "lin_path"):
         value = spec.get(key)
         if value is None or Path(str(value)).is_absolute():
             continue
-        weights_dir = cfg.get("weights_dir")
+        weights_dir = cfg.weights_dir
         # a relative path with no weights_dir is taken relative to the working directory
         spec[key] = str(Path(str(weights_dir)) / str(value)) if weights_dir else str(value)
-    spec["allow_download"] = bool(cfg.get("allow_download", False))
+    spec["allow_download"] = bool(cfg.allow_download)
     return spec
 
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from regionaldiff.config import EvalConfig
 from regionaldiff.errors import BadInputError
-from regionaldiff.evaluation.suite import EvalResult, evaluate_images, validate_eval_config
+from regionaldiff.evaluation.suite import EvalResult, eval_config, evaluate_images
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 _SAMPLE = re.compile(r"^(?P<stem>.+)_s(?P<k>\d+)$")
@@ -90,7 +91,7 @@ def _load(paths: list[Path], size: int | None, what: str) -> np.ndarray:
 
 
 def evaluate_folders(
-    generated_dir: str | Path, reference_dir: str | Path, cfg: Mapping[str, Any] | None
+    generated_dir: str | Path, reference_dir: str | Path, cfg: EvalConfig | Mapping[str, Any] | None
 ) -> EvalResult:
     """Run :func:`~regionaldiff.evaluation.suite.evaluate_images` on two folders of images matched by file name.
 
@@ -98,16 +99,14 @@ def evaluate_folders(
     ----------
     generated_dir, reference_dir : str or Path
         Folders of images (see the module docstring for the naming).
-    cfg : Mapping or None
-        The ``eval`` config node (checked first with
-        :func:`~regionaldiff.evaluation.suite.validate_eval_config`); ``image_size`` (optional) resizes every image
-        to a square of that size.
+    cfg : EvalConfig, Mapping or None
+        The ``eval`` settings (filled and checked by :func:`~regionaldiff.evaluation.suite.eval_config`);
+        ``image_size`` (optional) resizes every image to a square of that size.
     """
-    plain = validate_eval_config(cfg)
-    size = plain.get("image_size")
-    size = int(size) if size else None
+    settings = eval_config(cfg)
+    size = int(settings.image_size) if settings.image_size else None
     _, generated_paths, reference_paths = match_folders(generated_dir, reference_dir)
     reference = _load(reference_paths, size, "reference")
     flat = _load([p for group in generated_paths for p in group], size, "generated")
     generated = flat.reshape(len(reference_paths), len(generated_paths[0]), *flat.shape[1:])
-    return evaluate_images(generated, reference, cfg=plain)
+    return evaluate_images(generated, reference, cfg=settings)

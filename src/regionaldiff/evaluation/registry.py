@@ -12,12 +12,13 @@ all their metrics): ``compute(names, inputs)`` receives every wanted name of its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from regionaldiff.config import EvalConfig, int_list
 from regionaldiff.evaluation.backbones import backbone_config
 from regionaldiff.evaluation.identification import MINDEYE_METRICS, PAIRWISE_METRICS
 from regionaldiff.evaluation.image_metrics import pixcorr, ssim
@@ -25,24 +26,19 @@ from regionaldiff.evaluation.image_metrics import pixcorr, ssim
 __all__ = ["METRICS", "Metric", "MetricInputs", "int_list", "retrieval_ks"]
 
 
-def int_list(value: Any) -> list[int]:
-    """An int or a list of ints (``nway.k``, ``retrieval.k``) as a list."""
-    return [int(value)] if isinstance(value, (int, np.integer)) else [int(v) for v in value]
-
-
-def retrieval_ks(cfg: Mapping[str, Any]) -> list[int]:
-    """The retrieval ``k`` values of a validated ``eval`` config (``eval.retrieval.k``)."""
-    return int_list(cfg["retrieval"]["k"])
+def retrieval_ks(cfg: EvalConfig) -> list[int]:
+    """The retrieval ``k`` values of the ``eval`` settings (``eval.retrieval.k``)."""
+    return int_list(cfg.retrieval.k)
 
 
 @dataclass(frozen=True)
 class MetricInputs:
     """What a metric is computed from: images as uint8 ``[N, S, H, W, 3]`` (S samples per trial) and ``[N, H, W,
-    3]``, the validated ``eval`` config, and (retrieval) the EEG and candidate image embeddings."""
+    3]``, the checked ``eval`` settings, and (retrieval) the EEG and candidate image embeddings."""
 
     generated: np.ndarray
     reference: np.ndarray
-    cfg: Mapping[str, Any]
+    cfg: EvalConfig
     device: Any
     eeg_embeddings: np.ndarray | None = None
     image_embeddings: np.ndarray | None = None
@@ -50,7 +46,7 @@ class MetricInputs:
 
     @property
     def batch_size(self) -> int:
-        return int(self.cfg["batch_size"])
+        return int(self.cfg.batch_size)
 
     def backbone(self, slot: str) -> dict[str, Any]:
         return backbone_config(self.cfg, slot)
@@ -84,17 +80,17 @@ class Metric:
     reports: str
     compute: Compute
     slots: tuple[str, ...] = ()
-    keys: Callable[[Mapping[str, Any]], list[str]] | None = None
+    keys: Callable[[EvalConfig], list[str]] | None = None
     package: str | None = None
 
-    def metric_keys(self, cfg: Mapping[str, Any]) -> list[str]:
+    def metric_keys(self, cfg: EvalConfig) -> list[str]:
         return self.keys(cfg) if self.keys is not None else [f"eval/{self.name}"]
 
 
 # -- the computations ------------------------------------------------------------------------------------------------
 def _per_sample(fn: Callable[..., float]) -> Compute:
     def compute(names: list[str], inputs: MetricInputs) -> tuple[dict[str, float], dict[str, str]]:
-        resolution = int(inputs.cfg["resolution"])
+        resolution = int(inputs.cfg.resolution)
         scores = [
             fn(inputs.generated[:, s], inputs.reference, resolution=resolution)
             for s in range(inputs.generated.shape[1])
@@ -107,7 +103,7 @@ def _per_sample(fn: Callable[..., float]) -> Compute:
 def _nway(names: list[str], inputs: MetricInputs) -> tuple[dict[str, float], dict[str, str]]:
     from regionaldiff.evaluation.nway import nway_metrics
 
-    nway_cfg = dict(inputs.cfg["nway"])
+    nway_cfg = asdict(inputs.cfg.nway)
     metrics = nway_metrics(
         inputs.generated, inputs.reference, inputs.backbone("classifier"), nway_cfg, inputs.device, inputs.batch_size
     )
@@ -131,8 +127,8 @@ def _inception_score(names: list[str], inputs: MetricInputs) -> tuple[dict[str, 
         model,
         inputs.generated,
         inputs.device,
-        int(inputs.cfg["is_splits"]),
-        int(inputs.cfg["seed"]),
+        int(inputs.cfg.is_splits),
+        int(inputs.cfg.seed),
         inputs.batch_size,
     )
     return {"eval/is": mean, "eval/is_std": std}, {}
@@ -152,7 +148,7 @@ def _pairwise(names: list[str], inputs: MetricInputs) -> tuple[dict[str, float],
         inputs.generated,
         inputs.reference,
         names,
-        int(inputs.cfg["pairwise_resolution"]),
+        int(inputs.cfg.pairwise_resolution),
         inputs.backbone("lpips"),
         inputs.device,
         inputs.batch_size,
@@ -175,11 +171,11 @@ def _retrieval(names: list[str], inputs: MetricInputs) -> tuple[dict[str, float]
     return metrics, skipped
 
 
-def _nway_keys(cfg: Mapping[str, Any]) -> list[str]:
-    return [f"eval/nway_top{k}{suffix}" for k in int_list(cfg["nway"]["k"]) for suffix in ("", "_max")]
+def _nway_keys(cfg: EvalConfig) -> list[str]:
+    return [f"eval/nway_top{k}{suffix}" for k in int_list(cfg.nway.k) for suffix in ("", "_max")]
 
 
-def _retrieval_keys(cfg: Mapping[str, Any]) -> list[str]:
+def _retrieval_keys(cfg: EvalConfig) -> list[str]:
     return [f"eval/retrieval_top{k}" for k in retrieval_ks(cfg)] + ["eval/retrieval_2way"]
 
 

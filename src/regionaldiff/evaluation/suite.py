@@ -2,9 +2,10 @@
 
 ``eval.metrics`` names what to compute (the registry, :data:`regionaldiff.evaluation.registry.METRICS`); a metric
 whose backbone weights are missing is reported in :attr:`EvalResult.skipped` with the reason, never computed with a
-random network. Unknown names and bad settings raise ``ValueError`` (:func:`validate_eval_config`) before any work
-starts. Every setting's default is in ``conf/eval/default.yaml`` and nowhere else: :func:`validate_eval_config`
-fills what a config leaves out from that file.
+random network. The settings are the ``eval`` schema (:class:`regionaldiff.config.EvalConfig`, checked with the rest
+of the config before any work starts; unknown metric names by :func:`check_eval`). Every setting's default is in
+``conf/eval/default.yaml`` and nowhere else: a Python caller's settings are filled from that file
+(:func:`eval_config`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,23 @@ from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from regionaldiff.config import config_dir, plain, resolve_device
-from regionaldiff.errors import ConfigError
+from regionaldiff.config import EvalConfig, config_dir, plain, resolve_device
+from regionaldiff.errors import ConfigError, one_line
 from regionaldiff.evaluation.backbones import WeightsUnavailable, backbone_config, check_images
-from regionaldiff.evaluation.registry import METRICS, MetricInputs, int_list, retrieval_ks
+from regionaldiff.evaluation.registry import METRICS, MetricInputs, retrieval_ks
 
-__all__ = ["METRICS", "EvalResult", "EvalSettings", "eval_defaults", "evaluate_images", "retrieval_ks", "skip_names"]
+__all__ = [
+    "METRICS",
+    "EvalResult",
+    "check_eval",
+    "eval_config",
+    "eval_defaults",
+    "evaluate_images",
+    "retrieval_ks",
+    "skip_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +53,11 @@ class EvalResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-class EvalSettings(dict[str, Any]):
-    """The ``eval`` settings after :func:`validate_eval_config`: every key filled and checked. Passing one on
-    (the checked config's ``eval``) checks nothing again."""
-
-
 @functools.lru_cache(maxsize=4)
 def _read_eval_defaults(path: Path) -> dict[str, Any]:
     values = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     assert isinstance(values, dict)
-    return {str(key): value for key, value in values.items() if key not in _PATH_KEYS}
+    return {str(key): value for key, value in values.items() if key not in _PATH_KEYS and key != "defaults"}
 
 
 def eval_defaults() -> dict[str, Any]:
@@ -60,46 +66,44 @@ def eval_defaults() -> dict[str, Any]:
     return copy.deepcopy(_read_eval_defaults(config_dir() / "eval" / "default.yaml"))
 
 
-def validate_eval_config(cfg: Any) -> EvalSettings:
-    """Check the ``eval`` node and return it as a plain dict with every setting filled in; ``ValueError`` names the
-    key and the allowed values.
+def check_eval(settings: EvalConfig) -> EvalConfig:
+    """What the ``eval`` schema cannot check itself, as it sits below the tables: every name of ``eval.metrics`` is
+    in the metric registry, every slot of ``eval.backbones`` is a known backbone. A ConfigError names the key."""
+    unknown = [m for m in settings.metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
+    for slot in settings.backbones or {}:
+        backbone_config(settings, slot)  # raises on unknown slots
+    return settings
 
-    ``cfg`` is the ``eval`` node (resolved here), a mapping (copied) or None (every setting at its default). What it
-    leaves out comes from ``conf/eval/default.yaml`` (:func:`eval_defaults`). Settings already checked (an
-    :class:`EvalSettings`, e.g. the ``eval`` of :func:`regionaldiff.validation.validate`'s result) are returned
-    as they are.
+
+def eval_config(cfg: Any) -> EvalConfig:
+    """The checked ``eval`` settings of a Python caller (:func:`evaluate_images`, folder evaluation, the preflight's
+    plan): ``cfg`` is None (every setting at its default), a mapping or ``eval`` node of the settings it changes
+    (what it leaves out comes from ``conf/eval/default.yaml``, :func:`eval_defaults`), or settings already checked
+    (an :class:`~regionaldiff.config.EvalConfig`, the ``eval`` of :func:`regionaldiff.validation.validate`'s
+    result), returned as they are. A ConfigError names a key the schema does not have, or a bad value.
     """
-    if isinstance(cfg, EvalSettings):
+    if isinstance(cfg, EvalConfig):
         return cfg
     given = plain(cfg) if cfg is not None else {}
     if not isinstance(given, Mapping):
-        raise ValueError(f"eval config must be a mapping, got {type(cfg).__name__}.")
-    merged = OmegaConf.merge(OmegaConf.create(eval_defaults()), OmegaConf.create(copy.deepcopy(dict(given))))
-    values: dict[str, Any] = OmegaConf.to_container(merged, resolve=True)  # type: ignore[assignment]
-    unknown = [m for m in values["metrics"] if m not in METRICS]
-    if unknown:
-        raise ConfigError(f"eval.metrics: unknown metric(s) {unknown}; allowed: {sorted(METRICS)}.")
-    if int(values["resolution"]) < 11:
-        raise ConfigError(
-            f"eval.resolution must be >= 11 pixels (the Gaussian SSIM window), got {values['resolution']}."
+        raise ConfigError(f"eval config must be a mapping, got {type(cfg).__name__}.")
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(EvalConfig),
+            dict.fromkeys(_PATH_KEYS),
+            eval_defaults(),
+            copy.deepcopy(dict(given)),
         )
-    nway = values["nway"]
-    n, ks = int(nway["n"]), int_list(nway["k"])
-    if n < 2 or any(not 1 <= k <= n for k in ks) or int(nway["trials"]) < 1:
-        raise ConfigError(
-            f"eval.nway: need n >= 2, 1 <= k <= n and trials >= 1; got n={n}, k={ks}, trials={nway['trials']}."
-        )
-    retrieval = values["retrieval"]
-    if any(k < 1 for k in retrieval_ks(values)):
-        raise ConfigError("eval.retrieval.k: values must be >= 1.")
-    if retrieval.get("repetitions") is not None and any(n < 1 for n in int_list(retrieval["repetitions"])):
-        raise ConfigError("eval.retrieval.repetitions: a list of repetition counts >= 1 (or null).")
-    for slot in values.get("backbones") or {}:
-        backbone_config(values, slot)  # raises on unknown slots
-    return EvalSettings(values)
+        settings = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"eval: {one_line(str(err))}") from err
+    assert isinstance(settings, EvalConfig)
+    return check_eval(settings)
 
 
-def skip_names(name: str, cfg: Mapping[str, Any]) -> list[str]:
+def skip_names(name: str, cfg: EvalConfig) -> list[str]:
     """The metric keys metric ``name`` reports (what is listed as skipped when it cannot be computed)."""
     return METRICS[name].metric_keys(cfg)
 
@@ -108,7 +112,7 @@ def evaluate_images(
     generated: np.ndarray,
     reference: np.ndarray,
     *,
-    cfg: Mapping[str, Any] | None,
+    cfg: EvalConfig | Mapping[str, Any] | None,
     eeg_embeddings: np.ndarray | None = None,
     image_embeddings: np.ndarray | None = None,
     retrieval_targets: np.ndarray | None = None,
@@ -122,8 +126,9 @@ def evaluate_images(
         over samples; n-way also reports the best sample; FID/IS pool all samples).
     reference : np.ndarray
         uint8 ``[N, H, W, 3]``; may have another size than ``generated``.
-    cfg : Mapping or None
-        The ``eval`` config node (a plain dict works; None = every setting at its default): ``metrics``,
+    cfg : EvalConfig, Mapping or None
+        The ``eval`` settings (:func:`eval_config`: a plain dict of the settings that differ works; None = every
+        setting at its default): ``metrics``,
         ``resolution`` (SSIM/PixCorr), ``pairwise_resolution``, ``nway`` (n, k, trials, seed), ``is_splits``,
         ``retrieval`` (k), ``weights_dir``, ``backbones`` (per-slot overrides), ``allow_download``, ``device``,
         ``batch_size``, ``seed``.
@@ -136,7 +141,7 @@ def evaluate_images(
     EvalResult
         ``metrics`` (``eval/<name>`` -> float) and ``skipped`` (``eval/<name>`` -> reason).
     """
-    cfg = validate_eval_config(cfg)
+    cfg = eval_config(cfg)
     generated = np.asarray(generated)
     if generated.ndim == 4:
         generated = generated[:, None]
@@ -150,14 +155,14 @@ def evaluate_images(
         generated,
         reference,
         cfg,
-        resolve_device(str(cfg["device"]), "eval.device"),
+        resolve_device(cfg.device, "eval.device"),
         eeg_embeddings,
         image_embeddings,
         retrieval_targets,
     )
     # metrics that share a computation run as one call, in the order they are first named
     groups: dict[Any, list[str]] = {}
-    for name in cfg["metrics"]:
+    for name in cfg.metrics:
         groups.setdefault(METRICS[name].compute, []).append(name)
     result = EvalResult()
     for compute, names in groups.items():

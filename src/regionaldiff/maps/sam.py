@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from regionaldiff.config import resolve_device
+from regionaldiff.config import SamRegionMapConfig, resolve_device, schema_from_arguments
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
 from regionaldiff.maps.semantic import ProposalRegionMap, Proposals, SemanticRule
 from regionaldiff.requirements import RequiredPath
@@ -228,32 +228,8 @@ class SamRegionMap(ProposalRegionMap):
         mode: str = "semantic",
         rule: SemanticRule | Mapping[str, Any] | None = None,
     ) -> None:
+        schema_from_arguments(SamRegionMapConfig, locals())  # every value checked by the config's schema
         super().__init__(mode=mode, rule=rule)
-        for key, value in (
-            ("batch_size", batch_size),
-            ("points_per_side", points_per_side),
-            ("points_per_batch", points_per_batch),
-        ):
-            if value < 1:
-                raise ValueError(f"regionmap.{key} must be >= 1; got {value}.")
-        for key, threshold in (
-            ("pred_iou_thresh", pred_iou_thresh),
-            ("stability_score_thresh", stability_score_thresh),
-            ("box_nms_thresh", box_nms_thresh),
-        ):
-            if not 0.0 <= threshold <= 1.0:
-                raise ValueError(f"regionmap.{key} must be in [0, 1]; got {threshold}.")
-        if crop_n_layers < 0 or min_mask_region_area < 0:
-            raise ValueError(
-                f"regionmap.crop_n_layers and regionmap.min_mask_region_area must be >= 0; got {crop_n_layers}, {min_mask_region_area}."
-            )
-        if min_mask_region_area > 0:
-            try:
-                import cv2  # noqa: F401
-            except ImportError as err:
-                raise ValueError(
-                    "regionmap.min_mask_region_area > 0 needs opencv (pip install opencv-python-headless); or set it to 0."
-                ) from err
         self.checkpoint = Path(checkpoint).expanduser()
         self.model_type = model_type
         self.device = resolve_device(device, "regionmap.device")

@@ -41,9 +41,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.color import rgb2lab
 
+from regionaldiff.config import REGIONMAP_MODES, RuleConfig, check_choice, schema_from_arguments
 from regionaldiff.maps.base import RegionMapGenerator, Regions
-
-MODES = ("semantic", "instance")
 
 
 @dataclass
@@ -173,31 +172,7 @@ class SemanticRule:
     largest_component: bool = False
 
     def __post_init__(self) -> None:
-        fractions = (
-            "min_area",
-            "max_area",
-            "min_quality",
-            "max_border",
-            "center_weight",
-            "keep_ratio",
-            "min_saliency",
-        )
-        for key in fractions:
-            value = getattr(self, key)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"regionmap.rule.{key} must be in [0, 1]; got {value}.")
-        if self.min_area >= self.max_area:
-            raise ValueError(
-                f"regionmap.rule.min_area ({self.min_area}) must be below regionmap.rule.max_area ({self.max_area})."
-            )
-        if self.center_sigma <= 0:
-            raise ValueError(f"regionmap.rule.center_sigma must be > 0; got {self.center_sigma}.")
-        for key in ("border_clusters",):
-            if getattr(self, key) < 1:
-                raise ValueError(f"regionmap.rule.{key} must be >= 1; got {getattr(self, key)}.")
-        for key in ("min_keep", "max_regions"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"regionmap.rule.{key} must be >= 0; got {getattr(self, key)}.")
+        schema_from_arguments(RuleConfig, asdict(self))  # every value checked by the config's schema
 
     @classmethod
     def build(cls, rule: SemanticRule | Mapping[str, Any] | None) -> SemanticRule:
@@ -268,8 +243,7 @@ def proposals_to_regions(
     image: np.ndarray, proposals: Proposals, label: int, rule: SemanticRule, mode: str
 ) -> Regions:
     """Apply ``rule`` in ``mode`` (``semantic`` or ``instance``) to one image's proposals."""
-    if mode not in MODES:
-        raise ValueError(f"regionmap.mode must be one of {list(MODES)}; got {mode!r}.")
+    check_choice("regionmap.mode", mode, REGIONMAP_MODES)
     height, width = image.shape[:2]
     if proposals.masks.shape[1:] != (height, width):
         raise ValueError(f"Proposals of shape {proposals.masks.shape[1:]} for an image of shape {(height, width)}.")
@@ -294,8 +268,7 @@ class ProposalRegionMap(RegionMapGenerator):
     """
 
     def __init__(self, mode: str = "semantic", rule: SemanticRule | Mapping[str, Any] | None = None) -> None:
-        if mode not in MODES:
-            raise ValueError(f"regionmap.mode must be one of {list(MODES)}; got {mode!r}.")
+        check_choice("regionmap.mode", mode, REGIONMAP_MODES)
         self.mode = mode
         self.rule = SemanticRule.build(rule)
 

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 from skimage.segmentation import felzenszwalb, slic
 
+from regionaldiff.config import SuperpixelRegionMapConfig, schema_from_arguments
 from regionaldiff.maps.semantic import ProposalRegionMap, Proposals, SemanticRule
-
-METHODS = ("slic", "felzenszwalb")
 
 
 class SuperpixelRegionMap(ProposalRegionMap):
@@ -25,7 +24,7 @@ class SuperpixelRegionMap(ProposalRegionMap):
     Parameters
     ----------
     method : str
-        ``slic`` or ``felzenszwalb``.
+        ``slic`` or ``felzenszwalb`` (:data:`regionaldiff.config.SUPERPIXEL_METHODS`).
     n_segments : int
         SLIC: approximate number of superpixels.
     compactness : float
@@ -55,18 +54,8 @@ class SuperpixelRegionMap(ProposalRegionMap):
         mode: str = "semantic",
         rule: SemanticRule | Mapping[str, Any] | None = None,
     ) -> None:
+        schema_from_arguments(SuperpixelRegionMapConfig, locals())  # every value checked by the config's schema
         super().__init__(mode=mode, rule=rule)
-        if method not in METHODS:
-            raise ValueError(f"regionmap.method must be one of {list(METHODS)}; got {method!r}.")
-        if n_segments < 2:
-            raise ValueError(f"regionmap.n_segments must be >= 2; got {n_segments}.")
-        for key, value in (("compactness", compactness), ("scale", scale)):
-            if value <= 0:
-                raise ValueError(f"regionmap.{key} must be > 0; got {value}.")
-        if sigma < 0:
-            raise ValueError(f"regionmap.sigma must be >= 0; got {sigma}.")
-        if min_size < 1:
-            raise ValueError(f"regionmap.min_size must be >= 1; got {min_size}.")
         self.method = method
         self.n_segments = int(n_segments)
         self.compactness = float(compactness)

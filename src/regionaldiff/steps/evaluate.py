@@ -12,7 +12,6 @@ another (``regionaldiff evaluate GEN REF``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from regionaldiff.steps.generate import GENERATED_FILE
 from regionaldiff.tracking.mlflow_run import write_metrics_json
 
 if TYPE_CHECKING:
+    from regionaldiff.config import EvalConfig
     from regionaldiff.encoder.alignment import ImageEmbeddings
     from regionaldiff.encoder.base import EEGEncoder
 
@@ -122,16 +122,16 @@ def retrieval_curve(
 
 
 def zero_shot_retrieval(
-    ctx: PipelineContext, split: str, eval_cfg: Mapping[str, Any]
+    ctx: PipelineContext, split: str, eval_cfg: EvalConfig
 ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
     """For ``eval.metrics: [retrieval, ...]``: the suite's retrieval inputs on ``split`` and the repetitions curve's
     metrics; or, without an aligned EEG embedding, no inputs and every retrieval metric skipped with the reason."""
     from regionaldiff.evaluation.suite import retrieval_ks, skip_names
 
-    if "retrieval" not in eval_cfg["metrics"]:
+    if "retrieval" not in eval_cfg.metrics:
         return {}, {}, {}
     ks = retrieval_ks(eval_cfg)
-    repetitions = [int(n) for n in eval_cfg["retrieval"]["repetitions"] or []]
+    repetitions = [int(n) for n in eval_cfg.retrieval.repetitions or []]
     aligned = aligned_encoder(ctx)
     if isinstance(aligned, str):
         names = skip_names("retrieval", eval_cfg) + [f"eval/retrieval_top{k}_reps{n}" for n in repetitions for k in ks]
@@ -211,7 +211,7 @@ def evaluate_folder_pair(ctx: PipelineContext) -> None:
     """Score ``eval.generated_dir`` against ``eval.reference_dir`` (e.g. another method's outputs)."""
     from regionaldiff.evaluation.folders import evaluate_folders
 
-    generated_dir, reference_dir = ctx.typed.eval.get("generated_dir"), ctx.typed.eval.get("reference_dir")
+    generated_dir, reference_dir = ctx.typed.eval.generated_dir, ctx.typed.eval.reference_dir
     if not generated_dir or not reference_dir:
         raise ConfigError("Folder evaluation needs both eval.generated_dir and eval.reference_dir.")
     ctx.tracker.set_tags(
