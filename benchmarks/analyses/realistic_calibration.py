@@ -85,7 +85,7 @@ def calibrate_point(overrides: list[str], root: Path = ROOT) -> dict[str, float]
         if key in done:
             out[key.split("/")[1]] = float(done[key])
     if "retrieval" in list(cfg.eval.metrics):
-        inputs, curve, skipped = zero_shot_retrieval(ctx, "test", dict(cfg.eval))
+        inputs, curve, skipped = zero_shot_retrieval(ctx, "test", ctx.typed.eval)
         if skipped:
             raise RuntimeError(f"retrieval skipped: {skipped}")
         scores = retrieval_scores(
