@@ -120,6 +120,35 @@ def test_subjects_have_forward_models_of_their_own_and_the_inter_subject_split()
     assert len(intra.get_split("test")) == 2 * 12
 
 
+def test_one_subjects_trials_are_selected_as_things_eeg2_selects_them(tmp_path):
+    """``subjects`` picks whose trials make the splits (one model per subject); the EEG is the one the full world
+    generates (one cache), and the subject numbers the data declares follow the selection."""
+    world = ConceptWorldDataModule(**SMALL, n_subjects=3, cache_dir=str(tmp_path))
+    one = ConceptWorldDataModule(**SMALL, n_subjects=3, subjects=1, cache_dir=str(tmp_path))
+    assert world.subject_ids == [1, 2, 3] and one.subject_ids == [2]
+    for split in ("train", "val", "test"):
+        full, only = world.get_split(split), one.get_split(split)
+        assert set(only.subjects) == {2}
+        np.testing.assert_array_equal(only.eeg, full.eeg[full.subjects == 2])
+    assert len(list(tmp_path.glob("synthetic_concepts_*.npz"))) == 1
+    loso = ConceptWorldDataModule(**SMALL, n_subjects=3, subjects=[0, 2], test_subject=2)
+    assert loso.subject_ids == [1, 3]  # the left-out subject is declared: the encoder's table has its row
+    assert set(loso.get_split("train").subjects) == {1} and set(loso.get_split("test").subjects) == {3}
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"subjects": [3]}, r"dataset.subjects must be null \(all\) or distinct subjects in \[0, 3\)"),
+        ({"subjects": [0, 0]}, "dataset.subjects must be"),
+        ({"subjects": [0, 1], "test_subject": 2}, r"dataset.test_subject=2 must be one of dataset.subjects=\[0, 1\]"),
+    ],
+)
+def test_a_bad_subject_selection_names_the_key(extra, match):
+    with pytest.raises(ConfigError, match=match):
+        ConceptWorldDataModule(**{**SMALL, "n_subjects": 3, **extra})
+
+
 def test_generation_is_deterministic_and_cached(tmp_path):
     a = ConceptWorldDataModule(**SMALL, cache_dir=str(tmp_path)).get_split("train")
     assert len(list(tmp_path.glob("synthetic_concepts_*.npz"))) == 1
