@@ -136,6 +136,37 @@ def test_one_subjects_trials_are_selected_as_things_eeg2_selects_them(tmp_path):
     assert set(loso.get_split("train").subjects) == {1} and set(loso.get_split("test").subjects) == {3}
 
 
+@pytest.mark.parametrize("layer", ["token", "linear"])
+def test_leave_one_subject_out_reads_the_left_out_subject_as_the_mean_subject(layer, caplog):
+    """The encoder is built for the subjects the world declares (the left-out one included), trains on the others
+    through the pretraining objective, and scores the left-out subject's test trials as the average trained subject:
+    finite outputs, one warning naming the subject."""
+    import torch
+
+    from regionaldiff.components import build_encoder
+    from regionaldiff.encoder.module import EncoderPretrainModule
+
+    dm = ConceptWorldDataModule(**SMALL, n_subjects=3, test_subject=1)
+    net = {"_target_": "regionaldiff.encoder.shallow.LinearEncoder", "num_tokens": 2, "embed_dim": 8, "region_grid": 0}
+    encoder = build_encoder(
+        net, n_chans=dm.n_chans, n_times=dm.n_times, sfreq=dm.sfreq, num_classes=dm.num_classes,
+        subject_layer=layer, subject_ids=dm.subject_ids,
+    )  # fmt: skip
+    module = EncoderPretrainModule(
+        encoder, lr=1e-3, weight_decay=0.0, w_mae=0.0, w_cls=1.0, w_region=0.0, max_epochs=1
+    )
+    module.train()
+    for batch in dm.loader("train", shuffle=False):
+        module._losses(batch)["loss"].backward()
+    assert encoder.subject_trained.tolist() == [True, False, True]  # subjects 1 and 3 (0-based 0 and 2)
+    encoder.eval()
+    with torch.no_grad(), caplog.at_level("WARNING", logger="regionaldiff.encoder.base"):
+        outs = [encoder(b["eeg"], b["subject"])["class_logits"] for b in dm.loader("test", shuffle=False)]
+    assert torch.isfinite(torch.cat(outs)).all()
+    warnings = [r.getMessage() for r in caplog.records if "not trained on" in r.getMessage()]
+    assert len(warnings) == 1 and "([2]; trained on [1, 3])" in warnings[0]
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
