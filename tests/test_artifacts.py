@@ -30,3 +30,18 @@ def test_a_checkpoint_cut_off_mid_write_is_set_aside_not_resumed(tmp_path):
 
     torch.save({"epoch": 3}, slot.path / "checkpoints" / "last.ckpt")
     assert _resume_path(slot) == str(slot.path / "checkpoints" / "last.ckpt")
+
+
+def test_keys_added_at_their_old_value_leave_artifact_keys_as_they_were(compose_cfg):
+    """``encoder.subject_layer=none`` and the concept worlds' ``dataset.subjects=null`` build what was built before the
+    keys existed: they are left out of the artifact keys, so those artifacts are still found; another value keys."""
+    from regionaldiff.config import plain
+    from regionaldiff.steps.context import artifact_key
+
+    cfg = compose_cfg("dataset=synthetic_things")
+    encoder, dataset = plain(cfg.encoder), plain(cfg.dataset)
+    assert encoder["subject_layer"] == "none" and dataset["subjects"] is None
+    assert artifact_key("encoder", encoder) == {k: v for k, v in encoder.items() if k != "subject_layer"}
+    assert artifact_key("dataset", dataset) == {k: v for k, v in dataset.items() if k != "subjects"}
+    assert artifact_key("encoder", {**encoder, "subject_layer": "token"})["subject_layer"] == "token"
+    assert artifact_key("dataset", {**dataset, "subjects": 0})["subjects"] == 0

@@ -120,6 +120,66 @@ def test_subjects_have_forward_models_of_their_own_and_the_inter_subject_split()
     assert len(intra.get_split("test")) == 2 * 12
 
 
+def test_one_subjects_trials_are_selected_as_things_eeg2_selects_them(tmp_path):
+    """``subjects`` picks whose trials make the splits (one model per subject); the EEG is the one the full world
+    generates (one cache), and the subject numbers the data declares follow the selection."""
+    world = ConceptWorldDataModule(**SMALL, n_subjects=3, cache_dir=str(tmp_path))
+    one = ConceptWorldDataModule(**SMALL, n_subjects=3, subjects=1, cache_dir=str(tmp_path))
+    assert world.subject_ids == [1, 2, 3] and one.subject_ids == [2]
+    for split in ("train", "val", "test"):
+        full, only = world.get_split(split), one.get_split(split)
+        assert set(only.subjects) == {2}
+        np.testing.assert_array_equal(only.eeg, full.eeg[full.subjects == 2])
+    assert len(list(tmp_path.glob("synthetic_concepts_*.npz"))) == 1
+    loso = ConceptWorldDataModule(**SMALL, n_subjects=3, subjects=[0, 2], test_subject=2)
+    assert loso.subject_ids == [1, 3]  # the left-out subject is declared: the encoder's table has its row
+    assert set(loso.get_split("train").subjects) == {1} and set(loso.get_split("test").subjects) == {3}
+
+
+@pytest.mark.parametrize("layer", ["token", "linear"])
+def test_leave_one_subject_out_reads_the_left_out_subject_as_the_mean_subject(layer, caplog):
+    """The encoder is built for the subjects the world declares (the left-out one included), trains on the others
+    through the pretraining objective, and scores the left-out subject's test trials as the average trained subject:
+    finite outputs, one warning naming the subject."""
+    import torch
+
+    from regionaldiff.components import build_encoder
+    from regionaldiff.encoder.module import EncoderPretrainModule
+
+    dm = ConceptWorldDataModule(**SMALL, n_subjects=3, test_subject=1)
+    net = {"_target_": "regionaldiff.encoder.shallow.LinearEncoder", "num_tokens": 2, "embed_dim": 8, "region_grid": 0}
+    encoder = build_encoder(
+        net, n_chans=dm.n_chans, n_times=dm.n_times, sfreq=dm.sfreq, num_classes=dm.num_classes,
+        subject_layer=layer, subject_ids=dm.subject_ids,
+    )  # fmt: skip
+    module = EncoderPretrainModule(
+        encoder, lr=1e-3, weight_decay=0.0, w_mae=0.0, w_cls=1.0, w_region=0.0, max_epochs=1
+    )
+    module.train()
+    for batch in dm.loader("train", shuffle=False):
+        module._losses(batch)["loss"].backward()
+    assert encoder.subject_trained.tolist() == [True, False, True]  # subjects 1 and 3 (0-based 0 and 2)
+    encoder.eval()
+    with torch.no_grad(), caplog.at_level("WARNING", logger="regionaldiff.encoder.base"):
+        outs = [encoder(b["eeg"], b["subject"])["class_logits"] for b in dm.loader("test", shuffle=False)]
+    assert torch.isfinite(torch.cat(outs)).all()
+    warnings = [r.getMessage() for r in caplog.records if "not trained on" in r.getMessage()]
+    assert len(warnings) == 1 and "([2]; trained on [1, 3])" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"subjects": [3]}, r"dataset.subjects must be null \(all\) or distinct subjects in \[0, 3\)"),
+        ({"subjects": [0, 0]}, "dataset.subjects must be"),
+        ({"subjects": [0, 1], "test_subject": 2}, r"dataset.test_subject=2 must be one of dataset.subjects=\[0, 1\]"),
+    ],
+)
+def test_a_bad_subject_selection_names_the_key(extra, match):
+    with pytest.raises(ConfigError, match=match):
+        ConceptWorldDataModule(**{**SMALL, "n_subjects": 3, **extra})
+
+
 def test_generation_is_deterministic_and_cached(tmp_path):
     a = ConceptWorldDataModule(**SMALL, cache_dir=str(tmp_path)).get_split("train")
     assert len(list(tmp_path.glob("synthetic_concepts_*.npz"))) == 1

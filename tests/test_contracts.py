@@ -267,9 +267,135 @@ def test_every_dataset_option_keeps_the_data_contract(compose_cfg, tmp_path, opt
         assert np.isfinite(np.asarray(data.eeg[0])).all()
         assert data.labels.dtype == np.int64 and 0 <= data.labels.min() and data.labels.max() < dm.num_classes
         assert len(data.image_ids) == len(data.eeg) == len(data.subjects)
+        # the subject numbers the dataset declares (the rows of an encoder's subject layer) hold every trial's
+        assert set(np.unique(data.subjects).tolist()) <= set(dm.subject_ids), (split, dm.subject_ids)
         image = np.asarray(data.images[data.image_ids[0]])
         assert image.shape == (dm.image_size, dm.image_size, 3) and image.dtype == np.uint8
     batch = next(iter(dm.loader("train", shuffle=False, batch_size=2)))
     assert batch["eeg"].shape == (2, dm.n_chans, dm.n_times) and batch["eeg"].dtype == torch.float32
     assert batch["image"].shape == (2, 3, dm.image_size, dm.image_size)
     assert batch["image"].min() >= -1 and batch["image"].max() <= 1
+    assert batch["subject"].dtype == torch.int64 and dm.subject_ids == sorted(dm.subject_ids)
+
+
+# -- the subject conditioning (encoder.subject_layer), for every encoder ------------------------------------------------
+#: the subject numbers of the data in these tests (not 0-based, not contiguous: the encoder maps numbers to its rows)
+SUBJECTS = [1, 2, 5]
+
+
+def small_net(compose_cfg, option: str) -> dict:
+    net = OmegaConf.to_container(compose_cfg(f"encoder={option}").encoder.net, resolve=True)
+    for key, value in SMALL.items():
+        if key in net and net[key] > value:
+            net[key] = value
+    return net
+
+
+@pytest.mark.parametrize("option", options("encoder"))
+@pytest.mark.parametrize("layer", ["token", "linear"])
+def test_every_encoder_option_takes_a_subject_layer(compose_cfg, option, layer):
+    from regionaldiff.components import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder(small_net(compose_cfg, option), **DATA, align_dim=6, subject_layer=layer,
+                            subject_ids=SUBJECTS)  # fmt: skip
+    assert encoder.subject_layer == layer and encoder.subject_ids == tuple(SUBJECTS)
+    eeg = torch.randn(4, DATA["n_chans"], DATA["n_times"])
+    out = encoder(eeg, torch.tensor([1, 2, 5, 2]))
+    assert out["codes"].shape == (4, encoder.num_patches, encoder.embed_dim)
+    assert out["class_logits"].shape == (4, DATA["num_classes"]) and out["embedding"].shape == (4, 6)
+    # every parameter, the subject layer's included, learns; training records the subjects it saw
+    loss = encoder.masked_reconstruction_loss(eeg, generator=torch.Generator().manual_seed(0))
+    (loss + sum(value.float().pow(2).mean() for value in out.values())).backward()
+    frozen = [name for name, p in encoder.named_parameters() if p.requires_grad and p.grad is None]
+    assert frozen == [], f"{option}: parameters no objective reaches: {frozen[:5]}"
+    assert encoder.subject_trained.tolist() == [True, True, True]
+    # once the subject layer has moved from its start (zero tokens, identity maps), the same EEG of another subject
+    # gives other codes and logits; the same subject the same ones
+    with torch.no_grad():
+        table = encoder.subject_token if layer == "token" else encoder.subject_channels
+        table.add_(torch.randn(table.shape, generator=torch.Generator().manual_seed(1)) * 0.5)
+    encoder.eval()
+    same_eeg = eeg[:1].expand(3, -1, -1)
+    with torch.no_grad():
+        out = encoder(same_eeg, torch.tensor([1, 2, 1]))
+    for key in ("codes", "class_logits", "embedding"):
+        assert not torch.allclose(out[key][0], out[key][1]), (option, key)
+        torch.testing.assert_close(out[key][0], out[key][2])
+
+
+@pytest.mark.parametrize("option", ["tiny", "shallow"])
+def test_without_a_subject_layer_the_subject_changes_nothing(compose_cfg, option):
+    from regionaldiff.components import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder(small_net(compose_cfg, option), **DATA, subject_layer="none", subject_ids=SUBJECTS).eval()
+    assert encoder.subject_ids == () and not any("subject" in name for name in encoder.state_dict())
+    eeg = torch.randn(1, DATA["n_chans"], DATA["n_times"]).expand(3, -1, -1)
+    with torch.no_grad():
+        out, plain_out = encoder(eeg, torch.tensor([1, 2, 5])), encoder(eeg)
+    for key in ("codes", "class_logits"):
+        torch.testing.assert_close(out[key][0], out[key][1])
+        torch.testing.assert_close(out[key], plain_out[key])
+
+
+@pytest.mark.parametrize("layer", ["token", "linear"])
+def test_a_subject_the_encoder_was_not_trained_on_gets_the_mean_subject_and_is_logged_once(layer, caplog):
+    """Leave-one-subject-out: subject 5 is in the data (its test split) but never trained on; it, an unknown number
+    and no subject at all get the mean of the trained subjects' tokens / channel maps, with one warning."""
+    from regionaldiff.components import build_encoder
+
+    torch.manual_seed(0)
+    net = {"_target_": "regionaldiff.encoder.shallow.LinearEncoder", "num_tokens": 2, "embed_dim": 8, "region_grid": 4}
+    encoder = build_encoder(net, **DATA, subject_layer=layer, subject_ids=SUBJECTS)
+    encoder.train()
+    encoder(torch.randn(4, DATA["n_chans"], DATA["n_times"]), torch.tensor([1, 2, 1, 2]))
+    assert encoder.subject_trained.tolist() == [True, True, False]
+    table = encoder.subject_token if layer == "token" else encoder.subject_channels
+    with torch.no_grad():
+        table.copy_(torch.randn(table.shape, generator=torch.Generator().manual_seed(2)))
+    encoder.eval()
+    eeg = torch.randn(1, DATA["n_chans"], DATA["n_times"]).expand(3, -1, -1)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="regionaldiff.encoder.base"):
+        unseen = encoder.encode(eeg, torch.tensor([5, 9, 5]))
+        missing = encoder.encode(eeg)
+        mean = table[:2].mean(0)
+        if layer == "token":
+            expected = encoder.forward_features(eeg) + mean
+        else:
+            expected = encoder.forward_features(torch.einsum("ij,bjt->bit", mean, eeg))
+    torch.testing.assert_close(unseen, expected)
+    torch.testing.assert_close(missing, expected)
+    assert torch.isfinite(unseen).all()
+    warnings = [r for r in caplog.records if "not trained on" in r.getMessage()]
+    assert len(warnings) == 1 and "[5, 9]" in warnings[0].getMessage() and "[1, 2]" in warnings[0].getMessage()
+
+
+def test_a_newcomers_encoder_gets_the_subject_layer_without_knowing_of_it():
+    """The contract's subject argument is the base's: an encoder that implements forward_features(eeg) alone (written
+    before subjects existed) is conditioned on the subject all the same."""
+    from regionaldiff.components import build_encoder
+
+    for layer in ("token", "linear"):
+        torch.manual_seed(0)
+        node = {"_target_": f"{__name__}.MeanPoolEncoder", "window": 8}
+        encoder = build_encoder(node, **DATA, subject_layer=layer, subject_ids=SUBJECTS)
+        with torch.no_grad():
+            table = encoder.subject_token if layer == "token" else encoder.subject_channels
+            table.add_(torch.randn(table.shape) * 0.5)
+        eeg = torch.randn(1, DATA["n_chans"], DATA["n_times"]).expand(2, -1, -1)
+        out = encoder.eval()(eeg, torch.tensor([1, 2]))
+        assert out["codes"].shape == (2, 5, 8) and not torch.allclose(out["codes"][0], out["codes"][1])
+
+
+def test_a_bad_subject_layer_or_no_subjects_is_refused_by_name():
+    from regionaldiff.components import build_encoder
+
+    net = {"_target_": "regionaldiff.encoder.shallow.LinearEncoder"}
+    with pytest.raises(ConfigError, match=r"encoder.subject_layer must be one of none, token, linear; got 'per'"):
+        build_encoder(net, **DATA, subject_layer="per", subject_ids=SUBJECTS)
+    with pytest.raises(ConfigError, match=r"encoder.subject_layer=token needs the data's subject numbers"):
+        build_encoder(net, **DATA, subject_layer="token", subject_ids=[])
+    encoder = build_encoder(net, **DATA, subject_layer="token", subject_ids=SUBJECTS)
+    with pytest.raises(ValueError, match="2 subject numbers for 3 EEG trials"):
+        encoder(torch.randn(3, DATA["n_chans"], DATA["n_times"]), [1, 2])

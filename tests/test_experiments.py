@@ -96,6 +96,31 @@ def test_the_protocols_set_what_they_claim():
     assert set(_sweep("maps_sam_vs_superpixel")["regionmap"]) == {"sam", "slic"}
 
 
+def test_the_many_subject_experiments_share_the_preset_and_sweep_what_they_compare():
+    layers = ["none", "token", "linear"]
+    assert _sweep("subjects_things_pooled") == {"seed": ["0", "1", "2"], "encoder.subject_layer": layers}
+    assert _sweep("subjects_things_per_subject") == {"seed": ["0", "1", "2"], "dataset.subjects": ["0", "1", "2", "3"]}
+    assert _sweep("subjects_things_loso") == {
+        "dataset.test_subject": ["0", "1", "2", "3"],
+        "encoder.subject_layer": layers,
+    }
+    for name, job, group_by in (
+        ("subjects_things_pooled", "encoder.subject_layer=token", "encoder.subject_layer"),
+        ("subjects_things_per_subject", "dataset.subjects=3", "dataset.subjects"),
+        ("subjects_things_loso", "dataset.test_subject=3", "encoder.subject_layer"),
+    ):
+        cfg = _compose(f"experiment={name}", job)
+        typed = validate(cfg)
+        assert cfg.dataset._target_.endswith("ConceptWorldDataModule") and cfg.dataset.n_subjects == 4
+        assert cfg.report.group_by == [group_by] and list(cfg.report.metrics) == [
+            "eval/retrieval_top1",
+            "eval/retrieval_top1_reps1",
+            "eval/recon_region_miou",
+            "eval/region_miou",
+        ]
+        assert typed.encoder.subject_layer.value == ("token" if "subject_layer" in job else "none")
+
+
 def test_component_ablation_arms(compose_cfg):
     no_mae, no_cls = validate(compose_cfg("ablation=no_mae")), validate(compose_cfg("ablation=no_cls"))
     assert no_mae.encoder.w_mae == 0 and no_mae.encoder.w_cls == 1 and no_mae.ldm.regions
@@ -213,6 +238,10 @@ ONE_JOB = {
     ),
     "train_maps_selection_things": (["seed=0", "ablation=regional_predicted"], None, THINGS_PRESET_SMALL),
     "region_claims_imagenet": (["seed=0", "ablation=frozen_regional"], None, IMAGENET_PRESET_SMALL),
+    # many subjects: the experiments' 4 subjects at test size
+    "subjects_things_pooled": (["seed=0", "encoder.subject_layer=linear"], None, THINGS_PRESET_SMALL),
+    "subjects_things_per_subject": (["seed=0", "dataset.subjects=2"], None, THINGS_PRESET_SMALL),
+    "subjects_things_loso": (["dataset.test_subject=1", "encoder.subject_layer=token"], None, THINGS_PRESET_SMALL),
     "sampling_selection_imagenet": (
         ["seed=0", "ldm.sampling.controlnet_scale=1.5", "ldm.sampling.map_temperature=0.25"],
         None,

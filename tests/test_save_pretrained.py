@@ -98,3 +98,56 @@ def test_a_model_saved_before_a_key_was_renamed_loads_under_the_new_name(compose
     current = plain(compose_cfg().ldm)
     saved = {("scheduler" if key == "noise_schedule" else key): value for key, value in current.items()}
     assert ldm_config_from_dict(saved) == ldm_config_from_dict(current)
+
+
+@pytest.mark.parametrize("layer", ["token", "linear"])
+def test_a_model_with_a_subject_layer_saves_loads_and_reads_the_subject(compose_cfg, tmp_path, layer):
+    """The card records the subject layer and the subject numbers; from_pretrained rebuilds them, and the loaded model
+    gives the same images for the same subject, other ones for another subject."""
+    cfg = compose_cfg("ldm=regional", "ldm.sampling.num_steps=2")
+    data = DataSpec(n_chans=5, n_times=40, sfreq=100.0, num_classes=3, image_size=32, num_region_labels=4)
+    net = {
+        "_target_": "regionaldiff.encoder.shallow.LinearEncoder",
+        "num_tokens": 2,
+        "embed_dim": 16,
+        "region_grid": 4,
+    }
+    torch.manual_seed(0)
+    encoder = build_encoder(net, n_chans=5, n_times=40, sfreq=100.0, num_classes=3, subject_layer=layer,
+                            subject_ids=[3, 7])  # fmt: skip
+    encoder.train()(torch.randn(2, 5, 40), torch.tensor([3, 7]))  # both subjects trained on
+    with torch.no_grad():
+        table = encoder.subject_token if layer == "token" else encoder.subject_channels
+        table.add_(torch.randn(table.shape) * 2.0)
+    ldm_values = plain(cfg.ldm)
+    ldm, codec = build_ldm_and_codec(ldm_config_from_dict(ldm_values), encoder, 32)
+    card = model_card(data=data, encoder_net=net, region_grid=4, w_cls=1.0, w_region=1.0, ldm=ldm_values,
+                      subject_layer=encoder.subject_layer, subject_ids=encoder.subject_ids)  # fmt: skip
+    pipe = RegionalDiffPipeline(encoder, ldm, codec, data, sampling_from_dict(ldm_values["sampling"]), card=card)
+    folder = pipe.save_pretrained(tmp_path / "model")
+    saved = json.loads((folder / PIPELINE_FILE).read_text())["encoder"]
+    assert saved["subject_layer"] == layer and saved["subject_ids"] == [3, 7]
+    loaded = RegionalDiffPipeline.from_pretrained(folder)
+    assert loaded.subject_ids == (3, 7) and loaded.encoder.subject_trained.tolist() == [True, True]
+    eeg = torch.randn(1, 5, 40).expand(2, -1, -1)
+    first = pipe(eeg, subject=7, generator=torch.Generator().manual_seed(3))
+    again = loaded(eeg, subject=torch.tensor([7, 7]), generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(first.images, again.images)
+    np.testing.assert_allclose(first.class_logits, again.class_logits, rtol=1e-5, atol=1e-6)
+    other = loaded(eeg, subject=[3, 7], generator=torch.Generator().manual_seed(3))
+    assert not np.allclose(other.class_logits[0], other.class_logits[1])
+    np.testing.assert_allclose(other.class_logits[1], first.class_logits[1], rtol=1e-5, atol=1e-6)
+    from regionaldiff.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="3 subject numbers for 2 EEG trials"):
+        loaded(eeg, subject=[3, 7, 7])
+
+
+def test_a_card_without_subjects_loads_as_before(tiny_pipeline, tmp_path):
+    assert "subject_layer" not in tiny_pipeline.card["encoder"]
+    loaded = RegionalDiffPipeline.from_pretrained(tiny_pipeline.save_pretrained(tmp_path / "model"))
+    assert loaded.encoder.subject_layer == "none" and loaded.subject_ids == ()
+    eeg = torch.randn(2, 5, 40)
+    a = loaded(eeg, subject=4, generator=torch.Generator().manual_seed(1))  # ignored without a subject layer
+    b = loaded(eeg, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_array_equal(a.images, b.images)

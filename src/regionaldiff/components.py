@@ -29,7 +29,7 @@ A new component is one module (the class) plus one YAML (the node): nothing here
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import hydra
@@ -162,10 +162,14 @@ def build_encoder(
     with_regions: bool = True,
     num_region_labels: int = 0,
     align_dim: int = 0,
+    subject_layer: str = "none",
+    subject_ids: Sequence[int] = (),
 ) -> EEGEncoder:
     """The EEG encoder from ``encoder.net`` and the data's sizes (no region head when ``with_regions`` is False:
     the dataset has no region maps to train it on; ``num_region_labels`` 0 = ``num_classes + 1``; an alignment head
-    onto an image embedding of width ``align_dim`` when it is > 0)."""
+    onto an image embedding of width ``align_dim`` when it is > 0), with the subject conditioning ``subject_layer``
+    (``encoder.subject_layer``) for the data's subject numbers ``subject_ids``
+    (:meth:`~regionaldiff.encoder.base.EEGEncoder.set_subject_layer`)."""
     from regionaldiff.encoder.base import check_encoder
 
     extra: dict[str, Any] = {} if with_regions else {"region_grid": 0}
@@ -180,7 +184,7 @@ def build_encoder(
         align_dim=align_dim,
         **extra,
     )
-    return check_encoder(encoder)
+    return check_encoder(encoder).set_subject_layer(str(subject_layer), subject_ids)
 
 
 def build_augmentations(nodes: Mapping[str, Any] | None) -> list[Module]:

@@ -148,6 +148,14 @@ class NullCondition(str, Enum):
     learned = "learned"  # a learned null context
 
 
+class SubjectLayer(str, Enum):
+    """``encoder.subject_layer``: the subject conditioning of every encoder (:mod:`regionaldiff.encoder.base`)."""
+
+    none = "none"  # no subject conditioning
+    token = "token"  # a learned embedding per subject added to the codes (ATM's subject token)
+    linear = "linear"  # a learned channel map per subject before the backbone (a subject layer)
+
+
 class Accelerator(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -196,6 +204,9 @@ class EncoderConfig:
     early_stopping_patience: int = MISSING  # 0: off
     augment: Any = MISSING  # name -> `_target_` node of a batch augmentation (braindecode.augmentation)
     align: Optional[AlignConfig] = None
+    # the subject conditioning, for every encoder (docs/encoders.md, "Many subjects"): none | token | linear. A default
+    # here, not in the options' YAML, so that an encoder YAML written before the key composes as it did
+    subject_layer: SubjectLayer = SubjectLayer.none
 
     def __post_init__(self) -> None:
         _positive("encoder", lr=self.lr, max_epochs=self.max_epochs)
@@ -717,6 +728,7 @@ class ConceptWorldConfig(DatasetConfig):
     idiosyncratic: float = MISSING
     n_subjects: int = MISSING
     subject_jitter: float = MISSING
+    subjects: Any = MISSING  # null (all) or the subjects (0-based, one or a list) whose trials make the splits
     test_subject: Optional[int] = MISSING
     max_clutter: int = MISSING
     montage: str = MISSING
@@ -772,6 +784,18 @@ class ConceptWorldConfig(DatasetConfig):
                 f"dataset.test_subject must be null (intra-subject) or a subject in [0, {n_subjects}) with "
                 f"dataset.n_subjects >= 2 (inter-subject); got {test_subject} with {n_subjects} subjects."
             )
+        if self.subjects is not None:
+            chosen = subject_list(self.subjects)
+            if not chosen or len(set(chosen)) != len(chosen) or not all(0 <= s < n_subjects for s in chosen):
+                raise ConfigError(
+                    f"dataset.subjects must be null (all) or distinct subjects in [0, {n_subjects}) "
+                    f"(dataset.n_subjects={n_subjects}); got {plain(self.subjects)}."
+                )
+            if test_subject is not None and (test_subject not in chosen or len(chosen) < 2):
+                raise ConfigError(
+                    f"dataset.test_subject={test_subject} must be one of dataset.subjects={chosen}, with at least one "
+                    "other subject to train on."
+                )
         check_choice("dataset.montage", self.montage, MONTAGES)
         if self.sfreq <= 0 or not self.tmin < 0 < self.tmax:
             raise ConfigError(

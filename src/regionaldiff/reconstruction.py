@@ -6,6 +6,7 @@
 
     pipe = RegionalDiffPipeline.from_pretrained("outputs/runs/<date>_<time>")  # or a finetune artifact folder
     out = pipe(eeg, num_inference_steps=25, guidance_scale=1.0, num_images_per_eeg=2, generator=gen)
+    out = pipe(eeg, subject=3)  # a model with a subject layer (encoder.subject_layer): the trials' subject number
     out.images        # uint8 [N, num_images_per_eeg, H, W, 3]
     out.region_probs  # float [N, K + 1, g, g]: the region map predicted from EEG (None without a region head)
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import torch
 from regionaldiff.components import build_codec, build_encoder, build_ldm
 from regionaldiff.config import LDMConfig, Sampler, SamplingConfig, with_added_ldm_keys
 from regionaldiff.data.base import tensor_to_image
-from regionaldiff.encoder.base import EEGEncoder
+from regionaldiff.encoder.base import EEGEncoder, subject_tensor
 from regionaldiff.errors import BadInputError, ConfigError, MissingFileError
 from regionaldiff.ldm.latent import LatentCodec
 from regionaldiff.ldm.model import RegionalLDM
@@ -193,6 +194,9 @@ class RegionalDiffPipeline:
             with_regions=card["encoder"]["region_grid"] > 0,
             num_region_labels=data.num_region_labels,
             align_dim=int(card["encoder"].get("align_dim", 0)),
+            # models saved before the subject conditioning have none
+            subject_layer=str(card["encoder"].get("subject_layer", "none")),
+            subject_ids=[int(s) for s in card["encoder"].get("subject_ids", [])],
         )
         encoder.load_state_dict(
             torch.load(model_dir / ENCODER_WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
@@ -238,6 +242,11 @@ class RegionalDiffPipeline:
     @property
     def device(self) -> torch.device:
         return next(self.ldm.parameters()).device
+
+    @property
+    def subject_ids(self) -> tuple[int, ...]:
+        """The subject numbers the encoder's subject layer knows (empty when it has none: ``subject`` is ignored)."""
+        return self.encoder.subject_ids
 
     # -- inputs ----------------------------------------------------------------------------------
     def check_inputs(
@@ -307,14 +316,15 @@ class RegionalDiffPipeline:
     # -- conditions ------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_eeg(
-        self, eeg: torch.Tensor, class_fused_maps: bool
+        self, eeg: torch.Tensor, class_fused_maps: bool, subject: Any = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Cross-attention context, class logits and the region map predicted from EEG (None without a trained
-        region head; class-fused when ``class_fused_maps`` and the class head was trained).
+        region head; class-fused when ``class_fused_maps`` and the class head was trained); ``subject``: the trials'
+        subject numbers (one, a sequence or a tensor; read by an encoder with a subject layer only).
 
         The frozen recipe's context is the image embedding the alignment head predicts, prepared by the LDM's adapter
         (:mod:`regionaldiff.ldm.adapter`): the only way the EEG reaches its UNet."""
-        enc = self.encoder(eeg)
+        enc = self.encoder(eeg, subject_tensor(subject, len(eeg), eeg.device))
         if self.ldm.adapter is not None:
             if "embedding" not in enc:
                 raise ConfigError(
@@ -344,6 +354,7 @@ class RegionalDiffPipeline:
         region_probs: torch.Tensor | None = None,
         sfreq: float | None = None,
         sampler: str | None = None,
+        subject: Any = None,
     ) -> RegionalDiffOutput:
         """Reconstruct ``num_images_per_eeg`` images per EEG trial.
 
@@ -362,6 +373,10 @@ class RegionalDiffPipeline:
             The EEG's sampling rate, checked against the model's when given.
         sampler : str, optional
             ``ddim``, ``dpmpp_2m``, ``unipc``, ``euler`` or ``pndm``; None takes the run's.
+        subject : int, sequence of int or torch.Tensor, optional
+            The subject number of the trials (one for all, or one per trial), as the training data numbered them
+            (:attr:`subject_ids`). Read only by a model with a subject layer (``encoder.subject_layer``); a subject it
+            was not trained on, or None, gets the average trained subject (logged once).
         """
         s = self.sampling
         if sampler is not None:
@@ -371,8 +386,12 @@ class RegionalDiffPipeline:
         n_images = int(num_images_per_eeg if num_images_per_eeg is not None else s.samples_per_eeg)
         eeg_t = torch.as_tensor(eeg, dtype=torch.float32)
         self.check_inputs(eeg_t, sfreq, steps, guidance, n_images, region_probs)
+        try:
+            subjects = subject_tensor(subject, len(eeg_t), self.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise BadInputError(f"subject: {err}") from err
         eeg_t = eeg_t.to(self.device)
-        context, class_logits, predicted = self.encode_eeg(eeg_t, s.class_fused_maps)
+        context, class_logits, predicted = self.encode_eeg(eeg_t, s.class_fused_maps, subjects)
         condition = None
         if self.ldm.uses_regions:
             if region_probs is not None:
@@ -457,9 +476,13 @@ def model_card(
     w_region: float,
     ldm: Mapping[str, Any],
     align_dim: int = 0,
+    subject_layer: str = "none",
+    subject_ids: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The model card (``pipeline.json``): everything :meth:`RegionalDiffPipeline.from_pretrained` needs besides
-    the weights: the data's sizes, the encoder's ``net`` node and heads, the ``ldm`` config."""
+    the weights: the data's sizes, the encoder's ``net`` node and heads (and its subject conditioning with the subject
+    numbers it was built for, when it has one), the ``ldm`` config."""
+    subjects = {} if subject_layer == "none" else {"subject_layer": subject_layer, "subject_ids": list(subject_ids)}
     return {
         "format": FORMAT,
         "data": asdict(data),
@@ -469,6 +492,7 @@ def model_card(
             "w_cls": w_cls,
             "w_region": w_region,
             "align_dim": align_dim,
+            **subjects,
         },
         "ldm": dict(ldm),
     }

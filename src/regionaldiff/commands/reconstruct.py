@@ -49,6 +49,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sfreq", type=float, default=None, help="the EEG's sampling rate in Hz, checked if given")
     p.add_argument("--batch-size", type=int, default=None, help="trials per batch (default: ldm.sampling.batch_size)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument(
+        "--subject",
+        type=int,
+        default=None,
+        help="the EEG's subject number, for a model with a subject layer (encoder.subject_layer); default: none "
+        "(the average trained subject)",
+    )
     return p
 
 
@@ -150,6 +157,7 @@ def reconstruct(args: argparse.Namespace) -> Path:
             num_images_per_eeg=args.images_per_eeg,
             generator=generator,
             sfreq=sfreq,
+            subject=args.subject,
         )
         class_probs.append(torch.from_numpy(result.class_logits).softmax(-1).numpy())
         if result.region_probs is not None:

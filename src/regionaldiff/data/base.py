@@ -282,6 +282,14 @@ class EEGDataModule(L.LightningDataModule):
         return self.class_map_colours
 
     @property
+    def subject_ids(self) -> list[int]:
+        """The subject numbers the dataset can hold (the ``subject`` of its batches), sorted: the rows of an encoder's
+        subject conditioning (``encoder.subject_layer``), given at build time as ``n_chans`` is. A leave-one-out
+        test subject is among them. The shipped datasets declare them from their settings; this default reads
+        every split's ``subjects``."""
+        return sorted({int(s) for split in SPLITS for s in np.unique(self.get_split(split).subjects)})
+
+    @property
     def has_region_maps(self) -> bool:
         return self._region_maps is not None
 

@@ -241,6 +241,13 @@ class EEGImageNetDataModule(EEGDataModule):
         return float(self._prepared().meta["sfreq"])
 
     @property
+    def subject_ids(self) -> list[int]:
+        """``dataset.subject`` when one is chosen, else every subject number in the file."""
+        if self.subject:
+            return [self.subject]
+        return sorted(int(s) for s in np.unique(np.asarray(self._prepared()["all_subject"])))
+
+    @property
     def ch_names(self) -> list[str]:
         # the release has no channel names (a 128-channel actiCAP); numbered as in the file's row order
         return [f"EEG{i + 1:03d}" for i in range(self.n_chans)]

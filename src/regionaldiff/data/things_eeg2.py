@@ -308,6 +308,11 @@ class ThingsEEG2DataModule(EEGDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def subject_ids(self) -> list[int]:
+        """``dataset.subjects`` (the left-out subject among them)."""
+        return sorted(self.subjects)
+
     # -- per-subject arrays -----------------------------------------------------------------
     def _sources(self, subject: int) -> dict[str, Path]:
         sources = self._source_paths(subject)

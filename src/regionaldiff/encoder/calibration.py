@@ -46,7 +46,9 @@ def region_logits(model: EEGEncoder, batches: Iterable[dict], class_fused: bool)
     for batch in batches:
         if "region_map" not in batch:
             raise ValueError("scoring the region head needs batches with region maps ('region_map').")
-        out = model(batch["eeg"].to(model.region_background_bias.device))
+        device = model.region_background_bias.device
+        subject = batch.get("subject")
+        out = model(batch["eeg"].to(device), None if subject is None else subject.to(device))
         region = out["region_logits"]
         if class_fused and model.region_labels_are_classes:
             region = fuse_class_into_map(region.softmax(dim=1), out["class_logits"].softmax(dim=-1)).clamp_min(1e-8)

@@ -71,7 +71,7 @@ class EncoderPretrainModule(L.LightningModule):
         losses: dict[str, torch.Tensor] = {}
         if self.w_mae > 0:
             losses["mae"] = self.model.masked_reconstruction_loss(eeg)
-        codes = self.model.forward_features(eeg)
+        codes = self.model.encode(eeg, batch.get("subject"))  # the subject conditioning reads the subject
         out = self.model.heads(codes)
         losses["cls"] = F.cross_entropy(out["class_logits"], batch["label"])
         losses["cls_acc"] = (out["class_logits"].argmax(-1) == batch["label"]).float().mean()

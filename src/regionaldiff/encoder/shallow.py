@@ -11,8 +11,8 @@ Read in the authors' code (``../shared/REFERENCE.md``, "EEG encoders of the fiel
   channels, then the residual projector. Kernel and pooling are given in seconds, so one config serves 100 Hz and
   250 Hz data.
 - :class:`ATMEncoder` (``encoder=atm``): ATM's channel-token attention (each channel's time course a token, one
-  Transformer layer) in front of the same TSConv. ATM's learned subject token is not here yet: the encoder contract
-  takes the EEG alone.
+  Transformer layer) in front of the same TSConv. ATM's learned subject token is ``encoder.subject_layer=token``,
+  which the contract's base (:class:`~regionaldiff.encoder.base.EEGEncoder`) gives every encoder.
 """
 
 from __future__ import annotations

@@ -118,7 +118,8 @@ def embed_trials(encoder: Any, loader: Any, device: Any = "cpu") -> tuple[np.nda
     encoder.eval()
     with torch.no_grad():
         for batch in loader:
-            codes = encoder.forward_features(batch["eeg"].to(device))
+            subject = batch.get("subject")
+            codes = encoder.encode(batch["eeg"].to(device), None if subject is None else subject.to(device))
             embeddings.append(encoder.embed(codes).float().cpu().numpy())
             ids += [str(i) for i in batch["image_id"]]
     return np.concatenate(embeddings), ids

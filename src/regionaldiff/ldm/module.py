@@ -72,7 +72,7 @@ class LDMFinetuneModule(L.LightningModule):
         """Cross-attention context and region probabilities ``[B, L, g, g]`` (``L`` region labels; None for the global
         variant)."""
         with torch.no_grad():
-            out = self.encoder(batch["eeg"])
+            out = self.encoder(batch["eeg"], batch.get("subject"))
         assert self.ldm.conditioner is not None  # the seed's recipe (the frozen recipe trains nothing on EEG)
         context = self.ldm.conditioner(out["codes"], out["class_logits"])
         if not self.ldm.uses_regions:

@@ -18,6 +18,19 @@ from regionaldiff.tracking.mlflow_run import JobTracker
 # dataset keys that change how data is loaded or checked, never the data itself (left out of artifact keys)
 LOADER_KEYS = ("batch_size", "num_workers", "cache_dir", "cache_verify")
 
+#: keys added to a group after artifacts were keyed without them, with the value that keeps what they build as it was:
+#: left out of artifact keys at that value, so that artifacts made before the key existed are still found
+KEYS_ADDED_TO_ARTIFACTS: dict[str, dict[str, Any]] = {
+    "dataset": {"subjects": None},  # the concept worlds' subject selection (None: every subject)
+    "encoder": {"subject_layer": "none"},  # the subject conditioning (none: none)
+}
+
+
+def artifact_key(group: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a group's plain config) without the keys of :data:`KEYS_ADDED_TO_ARTIFACTS` at their old value."""
+    added = KEYS_ADDED_TO_ARTIFACTS.get(group, {})
+    return {k: v for k, v in values.items() if not (k in added and v == added[k])}
+
 
 @dataclass
 class PipelineContext:

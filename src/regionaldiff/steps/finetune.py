@@ -174,5 +174,7 @@ def save_model_folder(ctx: PipelineContext, folder: Path, encoder: EEGEncoder) -
         w_region=float(e.w_region),
         ldm=plain(ctx.cfg.ldm),
         align_dim=encoder.align_dim,
+        subject_layer=encoder.subject_layer,
+        subject_ids=encoder.subject_ids,
     )
     write_model_card(folder, card)

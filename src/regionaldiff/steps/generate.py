@@ -93,7 +93,7 @@ def sample_split(ctx: PipelineContext, test_maps: str, split: str = "test") -> d
             oracle = coarse_region_target(
                 batch["region_map"].to(device), encoder.num_region_labels, encoder.region_grid
             )
-        result = pipe(batch["eeg"], generator=generator, region_probs=oracle)
+        result = pipe(batch["eeg"], generator=generator, region_probs=oracle, subject=batch.get("subject"))
         out["generated"].append(to_size(result.images, ctx.datamodule.image_size))
         out["reference"].append(tensor_to_image(batch["image"]))
         out["labels"].append(batch["label"].numpy())

@@ -8,7 +8,7 @@ from pathlib import Path
 from regionaldiff.config import plain
 from regionaldiff.data.base import SPLITS, check_no_stimulus_leak
 from regionaldiff.maps.cache import generate_cached
-from regionaldiff.steps.context import LOADER_KEYS, PipelineContext
+from regionaldiff.steps.context import LOADER_KEYS, PipelineContext, artifact_key
 from regionaldiff.visualize import save_stimulus_grid
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def prepare(ctx: PipelineContext, train: bool = True) -> None:
     """Set the datamodule up, check the splits share no stimulus, and attach the region maps."""
     cfg, dm = ctx.cfg, ctx.datamodule
-    dataset_key = {k: v for k, v in plain(cfg.dataset).items() if k not in LOADER_KEYS}
+    dataset_key = artifact_key("dataset", {k: v for k, v in plain(cfg.dataset).items() if k not in LOADER_KEYS})
     ctx.keys["prepare"] = {"dataset": dataset_key, "regionmap": plain(cfg.regionmap)}
     dm.setup()
     leaks = check_no_stimulus_leak({s: dm.get_split(s).image_ids for s in SPLITS})

@@ -18,7 +18,7 @@ from regionaldiff.encoder.alignment import ImageEmbeddings, compute_image_embedd
 from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.encoder.module import EncoderPretrainModule
 from regionaldiff.reconstruction import ENCODER_WEIGHTS, save_weights
-from regionaldiff.steps.context import PipelineContext
+from regionaldiff.steps.context import PipelineContext, artifact_key
 from regionaldiff.steps.training import final_metrics, make_trainer, resume_path, training_limits
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def new_encoder(ctx: PipelineContext, align_dim: int = 0) -> EEGEncoder:
     """The encoder from ``encoder.net`` for this dataset (no region head when the dataset has no maps; an alignment
-    head onto an image embedding of width ``align_dim`` when it is > 0)."""
+    head onto an image embedding of width ``align_dim`` when it is > 0; the subject conditioning
+    ``encoder.subject_layer`` for the dataset's subject numbers)."""
     dm = ctx.datamodule
     return build_encoder(
         ctx.typed.encoder.net,
@@ -37,6 +38,8 @@ def new_encoder(ctx: PipelineContext, align_dim: int = 0) -> EEGEncoder:
         with_regions=dm.has_region_maps,
         num_region_labels=dm.num_region_labels,
         align_dim=align_dim,
+        subject_layer=ctx.typed.encoder.subject_layer.value,
+        subject_ids=dm.subject_ids if ctx.typed.encoder.subject_layer.value != "none" else (),
     )
 
 
@@ -67,7 +70,11 @@ def image_embeddings(ctx: PipelineContext) -> ImageEmbeddings | None:
 def pretrain(ctx: PipelineContext, train: bool = True) -> None:
     """Pretrain the EEG encoder, or reuse the artifact of the same data, encoder config and seed."""
     e = ctx.typed.encoder
-    ctx.keys["pretrain"] = {"prepare": ctx.keys["prepare"], "encoder": plain(ctx.cfg.encoder), "seed": ctx.seed}
+    ctx.keys["pretrain"] = {
+        "prepare": ctx.keys["prepare"],
+        "encoder": artifact_key("encoder", plain(ctx.cfg.encoder)),
+        "seed": ctx.seed,
+    }
     ctx.keys["pretrain"].update(training_limits(ctx))
     slot = ctx.slots["pretrain"] = ctx.store.slot("pretrain", ctx.keys["pretrain"])
     ctx.tracker.set_tags({"artifact.encoder": str(slot.path)})

@@ -28,8 +28,9 @@ subjects, each subject's dipoles moved and tilted by ``subject_jitter``):
 The test split keeps every repetition (``test_repetitions``): its trials are their average, and
 :meth:`ConceptWorldDataModule.averaged_split` averages fewer (the retrieval-against-repetitions curve). Training and
 validation repetitions are averaged (``average_repetitions``, as NICE and ATM average THINGS-EEG2's four) or kept
-as trials. ``test_subject`` picks the inter-subject protocol: train and validate on the other subjects, test on that
-one. The signal levels of the presets are calibrated against real EEG's decoding bands (docs/realistic.md).
+as trials. ``subjects`` selects the subjects whose trials make the splits (one model per subject: ``subjects: s``);
+``test_subject`` picks the inter-subject protocol: train and validate on the other (selected) subjects, test on that
+one. Subject ``s``'s trials carry the subject number ``s + 1`` (:attr:`ConceptWorldDataModule.subject_ids`). The signal levels of the presets are calibrated against real EEG's decoding bands (docs/realistic.md).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from regionaldiff.config import ConceptWorldConfig, schema_from_arguments
+from regionaldiff.config import ConceptWorldConfig, schema_from_arguments, subject_list
 from regionaldiff.data.base import EEGDataModule, EEGSplit, check_no_stimulus_leak
 from regionaldiff.data.synthetic.concepts import N_ATTRIBUTES, attribute_matrix, draw_concepts
 from regionaldiff.data.synthetic.datamodule import (
@@ -103,6 +104,9 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         Subjects; each sees every image, with a forward model of their own.
     subject_jitter : float
         How far each subject's retinotopic and category dipoles move (a fraction of the brain radius).
+    subjects : int, list of int or None
+        None: every subject. Else the subjects (0-based, as ``test_subject``) whose trials make the splits; every
+        subject is still generated (and cached) as before, only what is read changes.
     test_subject : int or None
         None: every subject in every split (intra-subject). ``s``: train and validate on the other subjects, test
         on subject ``s`` (inter-subject, leave one out).
@@ -139,6 +143,7 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         idiosyncratic: float = 0.3,
         n_subjects: int = 1,
         subject_jitter: float = 0.03,
+        subjects: Any = None,
         test_subject: int | None = None,
         max_clutter: int = 2,
         montage: str = "things17",
@@ -171,6 +176,7 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         # how the splits are read, not what is generated: outside the cache key
         self.average_repetitions = bool(average_repetitions)
         self.test_subject = None if test_subject is None else int(test_subject)
+        self.subjects = list(range(int(n_subjects))) if subjects is None else subject_list(subjects)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.ch_names = montage_channels(montage)
         self.n_chans = len(self.ch_names)
@@ -202,11 +208,17 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         return self.config["test_repetitions" if split == "test" else "n_repetitions"]
 
     def split_subjects(self, split: str) -> list[int]:
-        """The subjects whose trials make ``split`` (intra-subject: all; inter-subject: see ``test_subject``)."""
-        subjects = list(range(self.config["n_subjects"]))
+        """The subjects whose trials make ``split`` (intra-subject: those of ``subjects``; inter-subject: see
+        ``test_subject``)."""
+        subjects = list(self.subjects)
         if self.test_subject is None:
             return subjects
         return [self.test_subject] if split == "test" else [s for s in subjects if s != self.test_subject]
+
+    @property
+    def subject_ids(self) -> list[int]:
+        """The subject numbers of the selected subjects (subject ``s`` is number ``s + 1``), the test subject's too."""
+        return [s + 1 for s in sorted(self.subjects)]
 
     @staticmethod
     def image_id(split: str, index: int) -> str:

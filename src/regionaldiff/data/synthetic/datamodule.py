@@ -311,5 +311,10 @@ class SyntheticDataModule(GeneratedBenchmark, EEGDataModule):
         a = self._load()
         return {self.image_id(i): a["maps"][i].astype(np.int64) for i in range(len(a["maps"]))}
 
+    @property
+    def subject_ids(self) -> list[int]:
+        """One subject (number 1): the default world simulates one."""
+        return [1]
+
     def describe(self) -> dict:
         return {**super().describe(), "montage": self.config["montage"], "snr": self.config["snr"]}
