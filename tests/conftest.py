@@ -155,3 +155,24 @@ def tiny_sam_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "sam_tiny.pth"
     torch.save(build_tiny().state_dict(), path)
     return path
+
+
+def build_test_ldm(cfg, image_size: int = 64, embedding_dim: int = 0):
+    """An ``ldm`` config's model and codec at test sizes (25 codes of width 16, 5 classes), seeded."""
+    import torch
+
+    from regionaldiff.components import build_codec, build_ldm
+
+    torch.manual_seed(0)
+    codec = build_codec(cfg.latent)
+    ldm = build_ldm(
+        cfg,
+        latent_channels=codec.latent_channels,
+        code_len=25,
+        code_dim=16,
+        num_classes=5,
+        image_size=image_size,
+        latent_size=image_size // codec.downsample,
+        embedding_dim=embedding_dim,
+    )
+    return ldm, codec

@@ -13,8 +13,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from conftest import TINY, mlflow_runs
-from regionaldiff.components import build_codec, build_ldm
+from conftest import TINY, build_test_ldm, mlflow_runs
 from regionaldiff.errors import ConfigError
 from regionaldiff.ldm.adapter import IPAdapter, save_ip_adapter_layout
 from regionaldiff.ldm.sd15 import save_sd15_layout, save_text_encoder_layout
@@ -56,18 +55,7 @@ def sd_overrides(weights: Path, ldm: str = "sd15_frozen_regional") -> list[str]:
 
 
 def build(cfg, embedding_dim: int, image_size: int):
-    torch.manual_seed(0)
-    codec = build_codec(cfg.latent)
-    ldm = build_ldm(
-        cfg,
-        latent_channels=codec.latent_channels,
-        code_len=25,
-        code_dim=16,
-        num_classes=5,
-        image_size=image_size,
-        latent_size=image_size // codec.downsample,
-        embedding_dim=embedding_dim,
-    )
+    ldm, codec = build_test_ldm(cfg, image_size=image_size, embedding_dim=embedding_dim)
     return ldm.eval(), codec
 
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, tiny_encoder, write_tiny_clip
-from regionaldiff.components import build_codec, build_ldm
+from conftest import TINY, build_test_ldm, tiny_encoder, write_tiny_clip
 from regionaldiff.config import LDMConfig
 from regionaldiff.ldm.latent_cache import compute_latent_cache
 from regionaldiff.ldm.sd15 import SD15_UNET, SD15_UNET_PARAMETERS, save_sd15_layout
@@ -47,18 +46,7 @@ def typed_ldm(compose_cfg, weights: Path, *extra: str) -> LDMConfig:
 
 
 def build(cfg: LDMConfig):
-    torch.manual_seed(0)
-    codec = build_codec(cfg.latent)
-    ldm = build_ldm(
-        cfg,
-        latent_channels=codec.latent_channels,
-        code_len=25,
-        code_dim=16,
-        num_classes=5,
-        image_size=64,
-        latent_size=64 // codec.downsample,
-    )
-    return ldm, codec
+    return build_test_ldm(cfg)
 
 
 def one_step(ldm, codec) -> dict[str, torch.Tensor]:
