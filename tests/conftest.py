@@ -36,6 +36,17 @@ TINY_THINGS = [
     "eval.retrieval.repetitions=[1,6]",
 ]
 
+#: the real datasets (official-format files the test writes) at test size
+REAL_TINY = [
+    "dataset.image_size=32",
+    "dataset.batch_size=4",
+    "encoder.max_epochs=1",
+    "ldm.max_epochs=1",
+    "ldm.sampling.num_steps=2",
+    "trainer.enable_progress_bar=false",
+    "eval.metrics=[ssim,pixcorr,fid]",
+]
+
 
 @pytest.fixture
 def compose_cfg(tmp_path):

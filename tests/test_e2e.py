@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, TINY_THINGS, cli_env, mlflow_runs
+from conftest import REAL_TINY, TINY, TINY_THINGS, cli_env, mlflow_runs
 
 pytestmark = pytest.mark.slow
 
@@ -134,17 +134,6 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     assert (slot / "DONE").is_file() and (slot / "encoder.pt").is_file()
     final = torch.load(slot / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert final["epoch"] >= 11 and final["epoch"] > epoch_before
-
-
-REAL_TINY = [
-    "dataset.image_size=32",
-    "dataset.batch_size=4",
-    "encoder.max_epochs=1",
-    "ldm.max_epochs=1",
-    "ldm.sampling.num_steps=2",
-    "trainer.enable_progress_bar=false",
-    "eval.metrics=[ssim,pixcorr,fid]",
-]
 
 
 def test_pipeline_on_eeg_imagenet_fixture_with_superpixel_maps(run_cli, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from conftest import TINY, build_test_ldm, mlflow_runs
+from conftest import REAL_TINY, TINY, TINY_THINGS, build_test_ldm, mlflow_runs
 from regionaldiff.errors import ConfigError
 from regionaldiff.ldm.adapter import IPAdapter, save_ip_adapter_layout
 from regionaldiff.ldm.sd15 import save_sd15_layout, save_text_encoder_layout
@@ -298,3 +298,49 @@ def test_sd15_frozen_regional_runs_end_to_end_on_a_local_ip_adapter(run_cli, wei
         assert torch.equal(pipe.ldm.unet.state_dict()[name], value), name
     out = pipe(torch.randn(1, 17, 100), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 1, 64, 64, 3)
+
+
+#: each dataset option at test size (the real datasets from small files in their official formats, written per test)
+DATASETS_AT_TEST_SIZE = {
+    "synthetic": [*TINY],
+    "synthetic_things": [*TINY_THINGS, "encoder.max_epochs=2", "ldm.max_epochs=2", "ldm.sampling.num_steps=3"],
+    "synthetic_imagenet": [
+        "dataset.images_per_concept=2",
+        "dataset.val_images_per_concept=1",
+        "dataset.test_images_per_concept=1",
+        "encoder.max_epochs=2",
+        "ldm.max_epochs=2",
+        "ldm.sampling.num_steps=3",
+    ],
+    "eeg_imagenet": ["regionmap=slic", *REAL_TINY],
+    "things_eeg2": ["regionmap=slic", "dataset.subjects=[1,2]", "dataset.val_fraction=0.25", *REAL_TINY],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(DATASETS_AT_TEST_SIZE))
+def test_both_recipes_run_end_to_end_on_every_dataset_option(run_cli, tmp_path, dataset):
+    """`regionaldiff -m ldm=regional,frozen_regional` on every dataset option: the seed's recipe and the frozen one
+    both generate and score; the frozen job trains its EEG-free parts (one of each), and a second frozen job on the
+    same images reuses them."""
+    from official_formats import write_eeg_imagenet, write_things_eeg2
+
+    roots = {"eeg_imagenet": write_eeg_imagenet, "things_eeg2": write_things_eeg2}
+    where = [f"dataset.root={roots[dataset](tmp_path / dataset).root}"] if dataset in roots else []
+    common = [f"dataset={dataset}", *where, *DATASETS_AT_TEST_SIZE[dataset], "trainer.enable_progress_bar=false"]
+    run_cli("-m", "ldm=regional,frozen_regional", *common)
+    run_cli("ldm=frozen_regional", "seed=1", *common, "hydra.run.dir=outputs/runs/seed1")
+    jobs = tags_by_job(tmp_path)
+    assert len(jobs) == 3, sorted(jobs)
+    for overrides, tags in jobs.items():
+        metrics = json.loads((Path(tags["output_dir"]) / "metrics.json").read_text())
+        assert 0.0 <= metrics["eval/ssim"] <= 1.0, overrides
+    frozen = sorted(
+        (tags["frozen.frozen_unet"], tags["frozen.region_controlnet"])
+        for tags in jobs.values()
+        if "ldm=frozen_regional" in tags["overrides"]
+    )
+    assert frozen == [("reused", "reused"), ("trained", "trained")]
+    artifacts = tmp_path / "outputs" / "artifacts"
+    assert len(list((artifacts / "frozen_unet").iterdir())) == 1
+    assert len(list((artifacts / "region_controlnet").iterdir())) == 1
