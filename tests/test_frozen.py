@@ -214,6 +214,50 @@ def test_the_eeg_free_keys_leave_out_the_subject_encoder_eeg_and_seed(compose_cf
     assert c["frozen_unet"]["images"] != a["frozen_unet"]["images"] and c["maps"] != a["maps"]
 
 
+def frozen_context(compose_cfg, tmp_path, *overrides: str):
+    """A prepared context of ``ldm=frozen_regional`` at test size, and its training stimuli (nothing trained)."""
+    from regionaldiff.runner import build_context
+    from regionaldiff.steps.frozen import training_stimuli
+    from regionaldiff.steps.prepare import prepare
+    from regionaldiff.steps.pretrain import image_embeddings
+    from regionaldiff.tracking.mlflow_run import JobTracker
+
+    cfg = compose_cfg("ldm=frozen_regional", *TINY, *overrides)
+    ctx = build_context(cfg, validate(cfg), JobTracker(False, "", "x", tmp_path / "mlartifacts", "x"))
+    prepare(ctx, train=False)
+    embeddings = image_embeddings(ctx)
+    assert embeddings is not None
+    return ctx, training_stimuli(ctx, embeddings)
+
+
+def test_the_frozen_parts_latent_cache_is_keyed_by_the_images_and_gives_the_codecs_latents(compose_cfg, tmp_path):
+    """ldm.train.latent_cache=true: the training images' latents are computed once into one slot that EEG settings
+    and the run seed do not change, and a training step reads the codec's own latents from it; off, no cache."""
+    from regionaldiff.components import build_codec
+    from regionaldiff.steps.frozen import EEGFreeModule, StimulusSet, build_parts, stimulus_latent_cache
+
+    ctx, stimuli = frozen_context(compose_cfg, tmp_path, "ldm.train.latent_cache=true")
+    codec = build_codec(ctx.typed.ldm.latent)
+    cache = stimulus_latent_cache(ctx, stimuli, codec, 32)
+    assert cache is not None and sorted(cache.ids) == sorted(stimuli.ids)
+    caches = list((tmp_path / "outputs" / "artifacts" / "latent_cache").iterdir())
+    assert len(caches) == 1
+    other, other_stimuli = frozen_context(
+        compose_cfg, tmp_path, "ldm.train.latent_cache=true", "seed=3", "dataset.snr=0.3", "encoder=shallow"
+    )
+    stimulus_latent_cache(other, other_stimuli, codec, 32)
+    assert list((tmp_path / "outputs" / "artifacts" / "latent_cache").iterdir()) == caches
+    # a step's latents from the cache are the codec's (pixel-unshuffle is deterministic)
+    ldm, _ = build_parts(ctx.typed.ldm, ctx, stimuli, 32)
+    dataset = StimulusSet(stimuli.ids, stimuli.images, stimuli.embeddings, None)
+    batch = torch.utils.data.default_collate([dataset[i] for i in (3, 0, 5)])
+    cached = EEGFreeModule(ldm, codec, 1e-3, 0.0, latent_cache=cache).training_latents(batch)
+    encoded = EEGFreeModule(ldm, codec, 1e-3, 0.0).training_latents(batch)
+    assert cached.shape == encoded.shape and torch.allclose(cached, encoded, atol=1e-6)
+    off, off_stimuli = frozen_context(compose_cfg, tmp_path / "off")
+    assert stimulus_latent_cache(off, off_stimuli, codec, 32) is None
+
+
 # -- end to end ------------------------------------------------------------------------------------------------------
 def load_state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
@@ -291,6 +335,8 @@ def test_sd15_frozen_regional_runs_end_to_end_on_a_local_ip_adapter(run_cli, wei
     artifacts = tmp_path / "outputs" / "artifacts"
     assert not (artifacts / "frozen_unet").exists()  # the UNet and IP-Adapter are pretrained
     assert len(list((artifacts / "region_controlnet").iterdir())) == 1
+    (cache_slot,) = list((artifacts / "latent_cache").iterdir())  # the ControlNet trained on cached VAE latents
+    assert not key_names(json.loads((cache_slot / "key.json").read_text())) & {"seed", "snr", "encoder", "prepare"}
     pipe = RegionalDiffPipeline.from_pretrained(job)
     assert isinstance(pipe.ldm.adapter, IPAdapter) and pipe.encoder.align_dim == EMBED_DIM
     base = UNet2DConditionModel.from_pretrained(str(weights / "stable-diffusion-v1-5"), subfolder="unet")

@@ -18,7 +18,10 @@ the same images reuses them (:func:`frozen_model`, called by the ``finetune`` st
     ``controlnet`` node and the training settings.
 
 Both are built under their slot's lock (a parallel sweep builds each once), checkpoint every epoch into their slot and
-resume. The ``finetune`` step then assembles the run's model folder (encoder, frozen parts; nothing is trained on EEG).
+resume. With ``ldm.train.latent_cache: true`` (``ldm=sd15_frozen_regional``: the ControlNet trains on SD-1.5's VAE
+latents) the training images' posteriors are computed once into a ``latent_cache`` artifact keyed by the images'
+content hash, the latent codec and the image size, and every step samples from it instead of running the VAE. The
+``finetune`` step then assembles the run's model folder (encoder, frozen parts; nothing is trained on EEG).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from regionaldiff.data.base import image_to_tensor
 from regionaldiff.encoder.alignment import ImageEmbeddings
 from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.ldm.latent import LatentCodec
-from regionaldiff.ldm.latent_cache import resize_images
+from regionaldiff.ldm.latent_cache import LatentCache, compute_latent_cache, resize_images
 from regionaldiff.ldm.model import RegionalLDM
 from regionaldiff.ldm.trainable import apply_speed_options
 from regionaldiff.reconstruction import build_ldm_and_codec
@@ -76,16 +79,23 @@ def trains_with_unet(cfg: LDMConfig) -> bool:
 
 
 class StimulusSet(Dataset):
-    """The training stimuli (no EEG): image in [-1, 1], its image embedding and, when given, its region map."""
+    """The training stimuli (no EEG): id, image in [-1, 1], its image embedding and, when given, its region map."""
 
-    def __init__(self, images: Sequence[np.ndarray], embeddings: np.ndarray, maps: Sequence[np.ndarray] | None):
-        self.images, self.embeddings, self.maps = images, embeddings, maps
+    def __init__(
+        self,
+        ids: Sequence[str],
+        images: Sequence[np.ndarray],
+        embeddings: np.ndarray,
+        maps: Sequence[np.ndarray] | None,
+    ):
+        self.ids, self.images, self.embeddings, self.maps = ids, images, embeddings, maps
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        item = {
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "image_id": str(self.ids[i]),
             "image": image_to_tensor(self.images[i]),
             "embedding": torch.from_numpy(np.asarray(self.embeddings[i], dtype=np.float32)),
         }
@@ -97,7 +107,8 @@ class StimulusSet(Dataset):
 class EEGFreeModule(L.LightningModule):
     """The denoising loss of a :class:`RegionalLDM` with an adapter, conditioned on the true image embeddings (and
     the true region maps, coarsened to ``region_grid``): trains whatever of the LDM has ``requires_grad`` (the UNet
-    and adapter, or the ControlNet alone)."""
+    and adapter, or the ControlNet alone). Latents are sampled from ``latent_cache`` when one is given, else
+    encoded by the codec at every step."""
 
     def __init__(
         self,
@@ -107,17 +118,25 @@ class EEGFreeModule(L.LightningModule):
         weight_decay: float,
         num_region_labels: int = 0,
         region_grid: int = 0,
+        latent_cache: LatentCache | None = None,
     ) -> None:
         super().__init__()
         assert ldm.adapter is not None
         self.ldm, self.codec = ldm, codec.requires_grad_(False)
         self.lr, self.weight_decay = lr, weight_decay
         self.num_region_labels, self.region_grid = num_region_labels, region_grid
+        self.latent_cache = latent_cache
+
+    def training_latents(self, batch: dict) -> torch.Tensor:
+        """The batch's latents: a sample of the cached posterior, or the codec's encoding of its images."""
+        with torch.no_grad():
+            if self.latent_cache is not None:
+                return self.codec.sample(*self.latent_cache.posterior(batch["image_id"], batch["image"].device))
+            return self.codec.training_latents(resize_images(batch["image"], self.ldm.image_size))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         assert self.ldm.adapter is not None
-        with torch.no_grad():
-            latents = self.codec.training_latents(resize_images(batch["image"], self.ldm.image_size))
+        latents = self.training_latents(batch)
         context = self.ldm.adapter.prepare(batch["embedding"])
         maps = None
         if self.ldm.uses_regions:
@@ -166,13 +185,37 @@ def base_key(ctx: PipelineContext, stimuli: TrainingStimuli, image_size: int) ->
 
 
 def train_settings(ctx: PipelineContext) -> dict[str, Any]:
+    """The training settings that change a part's weights (the latent cache only when on, which changes a VAE's
+    posterior draws: keys of parts trained without it are as before)."""
     l_cfg = ctx.typed.ldm
-    return {
+    settings: dict[str, Any] = {
         "lr": float(l_cfg.lr),
         "weight_decay": float(l_cfg.weight_decay),
         "max_epochs": int(l_cfg.max_epochs),
         "batch_size": batch_size(ctx),
     }
+    if l_cfg.train.latent_cache:
+        settings["latent_cache"] = True
+    return settings
+
+
+def stimulus_latent_cache(
+    ctx: PipelineContext, stimuli: TrainingStimuli, codec: LatentCodec, image_size: int
+) -> LatentCache | None:
+    """With ``ldm.train.latent_cache``: the training images' latent posteriors, computed once (keyed by the images'
+    content hash, the codec and the image size: no EEG, no seed) and reused by every EEG-free part and job."""
+    if not ctx.typed.ldm.train.latent_cache:
+        return None
+    key = {"images": stimuli.images_hash, "latent": plain(ctx.cfg.ldm.latent), "image_size": image_size}
+    slot = ctx.store.slot("latent_cache", key)
+    with slot.lock():
+        if not slot.done:
+            cache = compute_latent_cache(stimuli.ids, stimuli.images, codec, image_size, device=ctx.device)
+            cache.save(slot.path)
+            slot.mark_done({"n": len(stimuli.ids)})
+            log.info("frozen: latent cache of %d training images in %s", len(stimuli.ids), slot.path)
+    ctx.tracker.set_tags({"artifact.frozen_latent_cache": str(slot.path)})
+    return LatentCache.load(slot.path)
 
 
 def fit_part(ctx: PipelineContext, slot: Slot, module: EEGFreeModule, dataset: StimulusSet, what: str) -> dict:
@@ -223,8 +266,10 @@ def frozen_unet(ctx: PipelineContext, stimuli: TrainingStimuli, image_size: int)
             ldm.unet.requires_grad_(True)
             ldm.adapter.requires_grad_(True)
             ldm.adapter.fit_scale(torch.from_numpy(stimuli.embeddings))
-            module = EEGFreeModule(ldm, codec, l_cfg.lr, l_cfg.weight_decay)
-            info = fit_part(ctx, slot, module, StimulusSet(stimuli.images, stimuli.embeddings, None), "frozen_unet")
+            cache = stimulus_latent_cache(ctx, stimuli, codec, image_size)
+            module = EEGFreeModule(ldm, codec, l_cfg.lr, l_cfg.weight_decay, latent_cache=cache)
+            dataset = StimulusSet(stimuli.ids, stimuli.images, stimuli.embeddings, None)
+            info = fit_part(ctx, slot, module, dataset, "frozen_unet")
             torch.save({"state_dict": ldm.state_dict()}, slot.path / PRIOR_WEIGHTS)
             slot.mark_done({**info, "n_images": len(stimuli.ids)})
             trained = True
@@ -289,8 +334,11 @@ def region_controlnet(
             assert ldm.adapter is not None and ldm.controlnet is not None
             if prior is None:  # a pretrained adapter: its embedding scale from the training images
                 ldm.adapter.fit_scale(torch.from_numpy(stimuli.embeddings))
-            module = EEGFreeModule(ldm, codec, l_cfg.lr, l_cfg.weight_decay, int(dm.num_region_labels), region_grid)
-            dataset = StimulusSet(stimuli.images, stimuli.embeddings, maps)
+            cache = stimulus_latent_cache(ctx, stimuli, codec, image_size)
+            module = EEGFreeModule(
+                ldm, codec, l_cfg.lr, l_cfg.weight_decay, int(dm.num_region_labels), region_grid, cache
+            )
+            dataset = StimulusSet(stimuli.ids, stimuli.images, stimuli.embeddings, maps)
             info = fit_part(ctx, slot, module, dataset, "region_controlnet")
             torch.save({"state_dict": ldm.controlnet.state_dict()}, slot.path / CONTROLNET_WEIGHTS)
             slot.mark_done({**info, "n_images": len(stimuli.ids)})
