@@ -45,13 +45,16 @@ check's rates in docs/benchmarks.md, not measured):
   the points, and a process start); the default subset went from 240 + 20 to 120 + 20 images, which gives about as
   much back at 32 points (140 x 0.54 s instead of 260 x 0.54 s);
 - the frozen job: about 7-8 more: writing the IP-Adapter files (the ViT-H/14 image encoder, 2.5 GB) about 0.5;
-  a process start and prepare on the sweep's caches about 0.5; ViT-H/14's embeddings of the 16,740 images and 200
-  encoder batches about 1-1.5; the VAE latents of about 15,700 training images at 512 px about 2-3 (the least
-  known); 200 ControlNet batches about 0.5; 400 test images (2 subjects x 200) at about 2.9 images/s about 2.3.
+  a process start about 0.3 (its prepare builds the dataset and map caches, which the sweep then reuses instead);
+  ViT-H/14's embeddings of the 16,740 images and 200 encoder batches about 1-1.5; the VAE latents of about 15,700
+  training images at 512 px about 2-3 (the least known); 200 ControlNet batches about 0.5; 400 test images
+  (2 subjects x 200) at about 2.9 images/s about 2.3.
 
-``--skip-frozen`` leaves the frozen job out. The same command again in the same ``--workdir`` goes on where a run
-was cut: the models are not written again (a stamp file), finished SAM runs are read back (running one again would
-time its cache), and the multiruns resume their finished jobs.
+By the same rates the sweep alone (the latent cache of 16,540 images, then two jobs that each generate and score
+400 test images) is likely to pass one command's 10 minutes: plan to run the same command twice on the same warm
+machine, or ``--skip-frozen``, which leaves the frozen job out. The same command again in the same ``--workdir`` goes
+on where a run was cut: the models are not written again (a stamp file), finished SAM runs are read back (running
+one again would time its cache), and the multiruns resume their finished jobs.
 
 On a CPU, ``--dry-run`` runs the same commands at small shapes (a few concepts, a narrow SD-1.5 and IP-Adapter, a
 tiny CLIP, the DreamDiffusion encoder's recipe at the tiny encoder's size, a SAM with a 2-block image encoder
@@ -60,7 +63,8 @@ about 2 minutes on 2 cores (``tests/test_gpu_rehearsal.py``); its times mean not
 
 The GPU machine needs the project's pure-Python dependencies it lacks (diffusers, hydra-core, omegaconf, mlflow,
 segment-anything, ...): ``pip download --no-deps`` them into a folder that git ignores and install them there first
-(docs/benchmarks.md, "The GPU check", has the commands). The frozen job needs nothing more.
+(docs/benchmarks.md, "The GPU check", has the commands for what ``gpu_sd15.py`` needed; this script needs more of the
+project's dependencies). The frozen job needs no package the other jobs do not (diffusers loads IP-Adapter).
 
 Usage::
 
