@@ -18,7 +18,7 @@ from regionaldiff.config import plain
 from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.ldm.clip_alignment import ClipImageEmbedder
 from regionaldiff.ldm.latent import LatentCodec
-from regionaldiff.ldm.latent_cache import LatentCache, compute_latent_cache
+from regionaldiff.ldm.latent_cache import LatentCache
 from regionaldiff.ldm.module import LDMFinetuneModule
 from regionaldiff.ldm.trainable import apply_speed_options, count_parameters
 from regionaldiff.reconstruction import (
@@ -35,7 +35,13 @@ from regionaldiff.reconstruction import (
 from regionaldiff.steps.context import PipelineContext
 from regionaldiff.steps.frozen import frozen_model
 from regionaldiff.steps.pretrain import image_embeddings, load_encoder
-from regionaldiff.steps.training import final_metrics, make_trainer, resume_path, training_limits
+from regionaldiff.steps.training import (
+    final_metrics,
+    make_trainer,
+    resume_path,
+    stored_latent_cache,
+    training_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +147,17 @@ def latent_cache(ctx: PipelineContext, codec: LatentCodec, clip: ClipImageEmbedd
         "image_size": model_image_size(ctx),
         "clip": l_cfg.clip_loss.pretrained if clip is not None else None,
     }
-    slot = ctx.store.slot("latent_cache", key)
-    with slot.lock():
-        if not slot.done:
-            ids, images = [], []
-            for split in ("train", "val"):
-                split_ids, split_images, _ = ctx.datamodule.stimuli(split)
-                ids += split_ids
-                images += split_images
-            cache = compute_latent_cache(ids, images, codec, model_image_size(ctx), clip, device=ctx.device)
-            cache.save(slot.path)
-            slot.mark_done({"n": len(ids)})
-            log.info("finetune: latent cache of %d images in %s", len(ids), slot.path)
-    return LatentCache.load(slot.path)
+
+    def train_and_val_stimuli() -> tuple[list[str], list]:
+        ids, images = [], []
+        for split in ("train", "val"):
+            split_ids, split_images, _ = ctx.datamodule.stimuli(split)
+            ids += split_ids
+            images += split_images
+        return ids, images
+
+    cache, _ = stored_latent_cache(ctx, key, train_and_val_stimuli, codec, model_image_size(ctx), clip)
+    return cache
 
 
 def save_model_folder(ctx: PipelineContext, folder: Path, encoder: EEGEncoder) -> None:

@@ -46,13 +46,13 @@ from regionaldiff.data.base import image_to_tensor
 from regionaldiff.encoder.alignment import ImageEmbeddings
 from regionaldiff.encoder.base import EEGEncoder
 from regionaldiff.ldm.latent import LatentCodec
-from regionaldiff.ldm.latent_cache import LatentCache, compute_latent_cache, resize_images
+from regionaldiff.ldm.latent_cache import LatentCache, resize_images
 from regionaldiff.ldm.model import RegionalLDM
 from regionaldiff.ldm.trainable import apply_speed_options
 from regionaldiff.reconstruction import build_ldm_and_codec
 from regionaldiff.regions import coarse_region_target
 from regionaldiff.steps.context import PipelineContext
-from regionaldiff.steps.training import make_trainer, resume_path, training_limits
+from regionaldiff.steps.training import make_trainer, resume_path, stored_latent_cache, training_limits
 
 log = logging.getLogger(__name__)
 
@@ -207,15 +207,9 @@ def stimulus_latent_cache(
     if not ctx.typed.ldm.train.latent_cache:
         return None
     key = {"images": stimuli.images_hash, "latent": plain(ctx.cfg.ldm.latent), "image_size": image_size}
-    slot = ctx.store.slot("latent_cache", key)
-    with slot.lock():
-        if not slot.done:
-            cache = compute_latent_cache(stimuli.ids, stimuli.images, codec, image_size, device=ctx.device)
-            cache.save(slot.path)
-            slot.mark_done({"n": len(stimuli.ids)})
-            log.info("frozen: latent cache of %d training images in %s", len(stimuli.ids), slot.path)
+    cache, slot = stored_latent_cache(ctx, key, lambda: (stimuli.ids, stimuli.images), codec, image_size)
     ctx.tracker.set_tags({"artifact.frozen_latent_cache": str(slot.path)})
-    return LatentCache.load(slot.path)
+    return cache
 
 
 def fit_part(ctx: PipelineContext, slot: Slot, module: EEGFreeModule, dataset: StimulusSet, what: str) -> dict:

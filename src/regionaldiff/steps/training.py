@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ import torch
 
 from regionaldiff.artifacts import Slot
 from regionaldiff.errors import TrainingDivergedError
+from regionaldiff.ldm.latent import LatentCodec
+from regionaldiff.ldm.latent_cache import LatentCache, compute_latent_cache
 from regionaldiff.steps.context import PipelineContext
 
 log = logging.getLogger(__name__)
@@ -195,3 +197,25 @@ def resume_path(slot: Slot) -> str | None:
 def final_metrics(trainer: L.Trainer) -> dict[str, float]:
     """The trainer's last logged values, as plain floats (kept with the artifact)."""
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def stored_latent_cache(
+    ctx: PipelineContext,
+    key: dict[str, Any],
+    stimuli: Callable[[], tuple[Sequence[str], Sequence[Any]]],
+    codec: LatentCodec,
+    image_size: int,
+    clip: torch.nn.Module | None = None,
+) -> tuple[LatentCache, Slot]:
+    """The ``latent_cache`` artifact of ``key``: the latent posteriors (and CLIP embeddings) of the images
+    ``stimuli()`` gives as ``(ids, images)``, computed once under the slot's lock (a parallel sweep computes them
+    once; ``stimuli`` is called only then), then loaded; with its slot."""
+    slot = ctx.store.slot("latent_cache", key)
+    with slot.lock():
+        if not slot.done:
+            ids, images = stimuli()
+            cache = compute_latent_cache(ids, images, codec, image_size, clip, device=ctx.device)
+            cache.save(slot.path)
+            slot.mark_done({"n": len(ids)})
+            log.info("latent cache of %d images in %s", len(ids), slot.path)
+    return LatentCache.load(slot.path), slot
