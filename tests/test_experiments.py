@@ -237,6 +237,16 @@ ONE_JOB = {
         THINGS_PRESET_SMALL,
     ),
     "train_maps_selection_things": (["seed=0", "ablation=regional_predicted"], None, THINGS_PRESET_SMALL),
+    "sampling_selection_frozen_things": (
+        [
+            "seed=0",
+            "ldm.sampling.guidance_scale=2.0",
+            "ldm.sampling.controlnet_scale=1.5",
+            "ldm.sampling.map_temperature=1.0",
+        ],
+        None,
+        THINGS_PRESET_SMALL,
+    ),
     "region_claims_imagenet": (["seed=0", "ablation=frozen_regional"], None, IMAGENET_PRESET_SMALL),
     # many subjects: the experiments' 4 subjects at test size
     "subjects_things_pooled": (["seed=0", "encoder.subject_layer=linear"], None, THINGS_PRESET_SMALL),
