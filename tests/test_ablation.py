@@ -199,3 +199,19 @@ def test_the_default_run_is_the_method_arm_chosen_on_validation(compose_cfg):
     # then sampling_selection's choice, on the same validation seeds
     assert default.ldm.sampling.guidance_scale == 1.5 and default.ldm.sampling.controlnet_scale == 1.5
     assert default.encoder.calibrate_background is True
+
+
+def test_the_frozen_arm_samples_with_what_its_validation_sweep_chose(compose_cfg):
+    """ldm=frozen_regional's sampling is sampling_selection_frozen_things' choice (ControlNet scale 1.5, sharpened maps,
+    no guidance), and that sweep compares the choice against the recipe's former defaults on the validation split."""
+    arm = compose_cfg("ablation=frozen_regional")
+    s = arm.ldm.sampling
+    assert (s.guidance_scale, s.controlnet_scale, s.map_temperature) == (1.0, 1.5, 0.25)
+    sweep = compose_cfg("experiment=sampling_selection_frozen_things")
+    assert sweep.pipeline.eval_split == "val" and sweep.ablation_arm == "frozen_regional"
+    chosen = "ldm.sampling.guidance_scale=1.0, ldm.sampling.controlnet_scale=1.5, ldm.sampling.map_temperature=0.25"
+    former = "ldm.sampling.guidance_scale=1.0, ldm.sampling.controlnet_scale=1.0, ldm.sampling.map_temperature=0.25"
+    assert {(c.a, c.b, c.metric) for c in sweep.report.claims} >= {
+        (chosen, former, "eval/recon_region_miou"),
+        (chosen, former, "eval/pixcorr"),
+    }
