@@ -230,3 +230,35 @@ def test_the_summary_keeps_a_quoted_override_whole():
     )
     assert outcome.swept() == (["seed"], [title])
     assert f"Every job also had: `{title}`." in outcome.markdown()
+
+
+def test_a_rerun_reuses_a_finished_job_only_when_its_config_is_the_same(tmp_path, compose_cfg):
+    """A rerun of a sweep after a default changed (same overrides, another composed config) runs the job again
+    instead of reporting the earlier attempt's numbers as the new config's."""
+    from mlflow.tracking import MlflowClient
+
+    from regionaldiff.sweeps.job import finished_attempt
+    from regionaldiff.tracking.mlflow_run import CONFIG_TAG, OVERRIDES_TAG, ROLE_TAG, SWEEP_TAG, config_hash
+
+    cfg = compose_cfg("seed=1")
+    same, other = compose_cfg("seed=1"), compose_cfg("seed=1", "ldm.sampling.controlnet_scale=1.0")
+    assert config_hash(cfg) == config_hash(same) != config_hash(other)
+    assert "${" in OmegaConf.to_yaml(cfg)  # interpolations (the job's folder) stay unresolved: not in the hash
+
+    uri, sweep_dir = f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "sweep")
+    client = MlflowClient(uri)
+    exp = client.create_experiment("exp", artifact_location=str(tmp_path / "art"))
+    parent = client.create_run(exp, tags={SWEEP_TAG: sweep_dir, ROLE_TAG: "sweep"})
+    child = client.create_run(
+        exp,
+        tags={"mlflow.parentRunId": parent.info.run_id, OVERRIDES_TAG: "seed=1", CONFIG_TAG: config_hash(cfg)},
+    )
+    client.set_terminated(child.info.run_id, "FINISHED")
+    untagged = client.create_run(exp, tags={"mlflow.parentRunId": parent.info.run_id, OVERRIDES_TAG: "seed=2"})
+    client.set_terminated(untagged.info.run_id, "FINISHED")
+
+    found = finished_attempt(uri, "exp", sweep_dir, ["seed=1"], config_hash(same))
+    assert found is not None and found.info.run_id == child.info.run_id
+    assert finished_attempt(uri, "exp", sweep_dir, ["seed=1"], config_hash(other)) is None
+    # a run from before the hash was tagged is not known to be this job
+    assert finished_attempt(uri, "exp", sweep_dir, ["seed=2"], config_hash(compose_cfg("seed=2"))) is None

@@ -153,9 +153,16 @@ def run_job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | Non
     from hydra.types import RunMode
 
     from regionaldiff.errors import failure_reason
-    from regionaldiff.tracking.mlflow_run import dashboard_url, require_tracking_server, resolve_tracking_uri
+    from regionaldiff.tracking.mlflow_run import (
+        CONFIG_TAG,
+        config_hash,
+        dashboard_url,
+        require_tracking_server,
+        resolve_tracking_uri,
+    )
     from regionaldiff.validation import validate
 
+    fingerprint = config_hash(cfg)  # as composed, before any step adds to it: what a sweep's rerun compares
     # every check runs before anything is created (no MLflow run, no folder) on a bad config
     typed = validate(cfg)
     hc = HydraConfig.get()
@@ -173,6 +180,7 @@ def run_job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | Non
         run_name=run_name if not multirun else f"#{hc.job.num} {run_name}",
         sweep_dir=str(Path(hc.sweep.dir).resolve()) if multirun else None,
         job_dir=Path(cfg.paths.output_dir),
+        tags={CONFIG_TAG: fingerprint},
     )
     if state is not None:
         state["tracker"] = tracker

@@ -24,12 +24,23 @@ log = logging.getLogger(__name__)
 __all__ = ["failed_run", "finished_attempt", "run_sweep_job"]
 
 
-def finished_attempt(tracking_uri: str, experiment_name: str, sweep_dir: str, overrides: list[str]) -> Any:
+def finished_attempt(
+    tracking_uri: str, experiment_name: str, sweep_dir: str, overrides: list[str], fingerprint: str
+) -> Any:
     """A FINISHED child of the sweep in ``sweep_dir`` (a rerun attached to an earlier sweep's parent) with the
-    same overrides as this job, or None: its results are reused instead of running the job again."""
+    same overrides and the same composed config (``fingerprint``: :func:`~regionaldiff.tracking.mlflow_run.
+    config_hash`) as this job, or None: its results are reused instead of running the job again. An attempt with the
+    same overrides whose config differs (a default changed since, or a run from before the hash was tagged) is not
+    this job: it runs again, and the log says why."""
     from mlflow.tracking import MlflowClient
 
-    from regionaldiff.tracking.mlflow_run import OVERRIDES_TAG, find_sweep_parent, job_key, sweep_children
+    from regionaldiff.tracking.mlflow_run import (
+        CONFIG_TAG,
+        OVERRIDES_TAG,
+        find_sweep_parent,
+        job_key,
+        sweep_children,
+    )
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
@@ -39,9 +50,18 @@ def finished_attempt(tracking_uri: str, experiment_name: str, sweep_dir: str, ov
     if parent is None:
         return None
     key = job_key(overrides)
+    stale = None
     for run in reversed(sweep_children(client, parent)):
         if run.info.status == "FINISHED" and job_key(run.data.tags.get(OVERRIDES_TAG, "")) == key:
-            return run
+            if run.data.tags.get(CONFIG_TAG) == fingerprint:
+                return run
+            stale = stale or run
+    if stale is not None:
+        log.info(
+            "job (%s) finished before in run %s with another config (a default changed since): it runs again",
+            " ".join(overrides) or "no overrides",
+            stale.info.run_id,
+        )
     return None
 
 
@@ -53,7 +73,12 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from regionaldiff.runner import run_job
-    from regionaldiff.tracking.mlflow_run import process_rank, require_tracking_server, resolve_tracking_uri
+    from regionaldiff.tracking.mlflow_run import (
+        config_hash,
+        process_rank,
+        require_tracking_server,
+        resolve_tracking_uri,
+    )
 
     if process_rank() != 0:  # the other ranks of a multi-GPU job: rank 0 reports the job
         return run_job(cfg)
@@ -69,7 +94,7 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
         if cfg.logger.get("enabled", False):
             uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"), cfg.paths.output_root)
             require_tracking_server(uri)
-            earlier = finished_attempt(uri, str(cfg.logger.experiment_name), sweep_dir, overrides)
+            earlier = finished_attempt(uri, str(cfg.logger.experiment_name), sweep_dir, overrides, config_hash(cfg))
             if earlier is not None:
                 where = earlier.data.tags.get("output_dir", "")
                 reason = f"finished in an earlier run of this sweep ({where})" if where else "finished earlier"

@@ -54,6 +54,8 @@ SWEEP_KEY_TAG = "regionaldiff.sweep_key"
 #: every folder the sweep ran in (a rerun runs in a new one)
 SWEEP_DIRS_TAG = "regionaldiff.sweep_dirs"
 OVERRIDES_TAG = "regionaldiff.overrides"
+#: a job's config as composed (defaults included), hashed: a rerun reuses a finished job only when it matches
+CONFIG_TAG = "regionaldiff.config_hash"
 #: the tag current MLflow reads to pick an experiment's view; this value opens the model-training view
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -118,6 +120,19 @@ def hydra_job_tags() -> dict[str, str]:
     if num is not None:
         tags["regionaldiff.job_num"] = str(num)
     return tags
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """The job's composed config (without Hydra's node, interpolations unresolved, so its output folder and the
+    clock do not enter), hashed: two attempts of a job with the same overrides are the same job only when their
+    configs hash alike, so a rerun after a default changed (a config file edited) runs the job again."""
+    import hashlib
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    if isinstance(container, dict):
+        container.pop("hydra", None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def git_commit(path: Path | None = None) -> str | None:
@@ -344,6 +359,8 @@ class JobTracker:
         The job folder: every record is journaled in ``job_dir/tracking/<run id>/`` before it is sent, so that a
         tracking server away for a while costs nothing (:mod:`regionaldiff.tracking.outbox`; ``regionaldiff sync``
         sends what is left). None: records wait in memory only.
+    tags : mapping, optional
+        More tags of the run (the job's :data:`CONFIG_TAG`).
 
     Once the run exists, no logging call raises because the server is away: records are queued and retried.
     Creating the run does need the server: :class:`TrackingUnavailableError` (one line naming the URI) otherwise.
@@ -359,6 +376,7 @@ class JobTracker:
         sweep_dir: str | None = None,
         system_metrics: bool = True,
         job_dir: Path | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         # several ranks of one job (SLURM tasks, DDP processes): only rank 0 logs
         self.enabled = enabled and process_rank() == 0
@@ -374,22 +392,23 @@ class JobTracker:
         if is_server(tracking_uri):
             bound_http_retries()
         self.client = MlflowClient(tracking_uri)
-        tags: dict[str, str] = {}
+        run_tags: dict[str, str] = {}
         commit = git_commit()
         if commit:
-            tags["regionaldiff.git_commit"] = commit
-        tags.update(hydra_job_tags())
+            run_tags["regionaldiff.git_commit"] = commit
+        run_tags.update(hydra_job_tags())
+        run_tags.update(tags or {})
         try:
             if sweep_dir:
                 # jobs of one sweep may start at the same time (joblib, submitit): one creates, the others find
                 with sweep_lock(sweep_dir):
                     self.experiment_id = ensure_experiment(self.client, experiment_name, artifact_root)
                     self.parent_run_id = self._parent_run(sweep_dir)
-                tags["mlflow.parentRunId"] = self.parent_run_id
-                tags[SWEEP_TAG] = sweep_dir
+                run_tags["mlflow.parentRunId"] = self.parent_run_id
+                run_tags[SWEEP_TAG] = sweep_dir
             else:
                 self.experiment_id = ensure_experiment(self.client, experiment_name, artifact_root)
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=run_tags)
         except Exception as err:
             if is_server(tracking_uri) and not is_refusal(err):
                 raise unreachable_error(tracking_uri, err) from err
