@@ -320,6 +320,19 @@ def test_frozen_recipes_train_the_eeg_free_parts_once_and_later_jobs_reuse_them(
     metrics = json.loads((tmp_path / "outputs" / "runs" / "seed1" / "metrics.json").read_text())
     assert 0.0 <= metrics["eval/ssim"] <= 1.0
 
+    # the same job again reuses the whole model folder, and still logs what its parts cost to train once
+    run_cli("ldm=frozen_regional", "seed=1", *TINY, "hydra.run.dir=outputs/runs/seed1_again")
+    _, runs = mlflow_runs(tmp_path)
+    trained_by = {
+        what: next(r for r in runs if r.data.tags.get(f"frozen.{what}") == "trained")
+        for what in ("frozen_unet", "region_controlnet")
+    }
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.data.tags["artifact.ldm"] == jobs[next(k for k in jobs if "seed=1" in k)]["artifact.ldm"]
+    for what, run in trained_by.items():
+        for name in (f"frozen/{what}_train_seconds", f"frozen/{what}_train_samples"):
+            assert latest.data.metrics[name] == run.data.metrics[name] > 0, name
+
 
 @pytest.mark.slow
 def test_sd15_frozen_regional_runs_end_to_end_on_a_local_ip_adapter(run_cli, weights, tmp_path):

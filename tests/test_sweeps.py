@@ -238,11 +238,11 @@ def test_a_rerun_reuses_a_finished_job_only_when_its_config_is_the_same(tmp_path
     from mlflow.tracking import MlflowClient
 
     from regionaldiff.sweeps.job import finished_attempt
-    from regionaldiff.tracking.mlflow_run import CONFIG_TAG, OVERRIDES_TAG, ROLE_TAG, SWEEP_TAG, config_hash
+    from regionaldiff.tracking.mlflow_run import CONFIG_TAG, OVERRIDES_TAG, ROLE_TAG, SWEEP_TAG, job_config_hash
 
     cfg = compose_cfg("seed=1")
     same, other = compose_cfg("seed=1"), compose_cfg("seed=1", "ldm.sampling.controlnet_scale=1.0")
-    assert config_hash(cfg) == config_hash(same) != config_hash(other)
+    assert job_config_hash(cfg) == job_config_hash(same) != job_config_hash(other)
     assert "${" in OmegaConf.to_yaml(cfg)  # interpolations (the job's folder) stay unresolved: not in the hash
 
     uri, sweep_dir = f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "sweep")
@@ -251,14 +251,39 @@ def test_a_rerun_reuses_a_finished_job_only_when_its_config_is_the_same(tmp_path
     parent = client.create_run(exp, tags={SWEEP_TAG: sweep_dir, ROLE_TAG: "sweep"})
     child = client.create_run(
         exp,
-        tags={"mlflow.parentRunId": parent.info.run_id, OVERRIDES_TAG: "seed=1", CONFIG_TAG: config_hash(cfg)},
+        tags={"mlflow.parentRunId": parent.info.run_id, OVERRIDES_TAG: "seed=1", CONFIG_TAG: job_config_hash(cfg)},
     )
     client.set_terminated(child.info.run_id, "FINISHED")
     untagged = client.create_run(exp, tags={"mlflow.parentRunId": parent.info.run_id, OVERRIDES_TAG: "seed=2"})
     client.set_terminated(untagged.info.run_id, "FINISHED")
 
-    found = finished_attempt(uri, "exp", sweep_dir, ["seed=1"], config_hash(same))
+    found = finished_attempt(uri, "exp", sweep_dir, ["seed=1"], job_config_hash(same))
     assert found is not None and found.info.run_id == child.info.run_id
-    assert finished_attempt(uri, "exp", sweep_dir, ["seed=1"], config_hash(other)) is None
+    assert finished_attempt(uri, "exp", sweep_dir, ["seed=1"], job_config_hash(other)) is None
     # a run from before the hash was tagged is not known to be this job
-    assert finished_attempt(uri, "exp", sweep_dir, ["seed=2"], config_hash(compose_cfg("seed=2"))) is None
+    assert finished_attempt(uri, "exp", sweep_dir, ["seed=2"], job_config_hash(compose_cfg("seed=2"))) is None
+
+
+def test_the_latest_attempt_of_a_job_is_the_one_reported():
+    """A job run again (it failed, or its config changed since it finished) is reported by its latest attempt."""
+    from types import SimpleNamespace
+
+    from regionaldiff.tracking.mlflow_run import OVERRIDES_TAG, latest_attempts
+
+    def run(run_id, overrides, status, start):
+        info = SimpleNamespace(run_id=run_id, status=status, start_time=start)
+        return SimpleNamespace(info=info, data=SimpleNamespace(tags={OVERRIDES_TAG: overrides}))
+
+    runs = [
+        run("old-config", "seed=0", "FINISHED", 1),
+        run("failed", "seed=1", "FAILED", 2),
+        run("new-config", "seed=0", "FINISHED", 3),
+        run("rerun", "seed=1", "FINISHED", 4),
+        run("once", "seed=2", "FINISHED", 5),
+    ]
+    latest = latest_attempts(runs)
+    assert {key: r.info.run_id for key, r in latest.items()} == {
+        "seed=0": "new-config",
+        "seed=1": "rerun",
+        "seed=2": "once",
+    }

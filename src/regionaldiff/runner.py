@@ -155,14 +155,14 @@ def run_job(cfg: DictConfig, state: dict[str, Any] | None = None) -> float | Non
     from regionaldiff.errors import failure_reason
     from regionaldiff.tracking.mlflow_run import (
         CONFIG_TAG,
-        config_hash,
         dashboard_url,
+        job_config_hash,
         require_tracking_server,
         resolve_tracking_uri,
     )
     from regionaldiff.validation import validate
 
-    fingerprint = config_hash(cfg)  # as composed, before any step adds to it: what a sweep's rerun compares
+    fingerprint = job_config_hash(cfg)  # as composed, before any step adds to it: what a sweep's rerun compares
     # every check runs before anything is created (no MLflow run, no folder) on a bad config
     typed = validate(cfg)
     hc = HydraConfig.get()

@@ -33,7 +33,7 @@ from regionaldiff.reconstruction import (
     write_run_pointer,
 )
 from regionaldiff.steps.context import PipelineContext
-from regionaldiff.steps.frozen import frozen_model
+from regionaldiff.steps.frozen import frozen_model, part_metrics, parts_record
 from regionaldiff.steps.pretrain import image_embeddings, load_encoder
 from regionaldiff.steps.training import (
     final_metrics,
@@ -89,7 +89,7 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
             ldm, _ = frozen_model(ctx, encoder, embeddings, model_image_size(ctx))
             save_weights(ldm, slot.path / LDM_WEIGHTS)
             save_model_folder(ctx, slot.path, encoder)
-            slot.mark_done({})
+            slot.mark_done(parts_record(ctx))
             log.info("finetune: frozen-recipe model (no EEG training) saved to %s", slot.path)
         elif not slot.done:
             if not train:
@@ -133,6 +133,8 @@ def finetune(ctx: PipelineContext, train: bool = True) -> None:
         else:
             if not (slot.path / PIPELINE_FILE).is_file():
                 save_model_folder(ctx, slot.path, encoder)
+            if l_cfg.frozen:  # the parts' one-time training cost, also for a job that reuses the whole model
+                ctx.tracker.log_metrics(part_metrics(slot))
             log.info("finetune: reusing LDM %s", slot.path)
     write_run_pointer(ctx.output_dir, slot.path, plain(ctx.cfg.ldm.sampling))
     ctx.tracker.set_tags({"checkpoint.ldm": str(slot.path / LDM_WEIGHTS)})

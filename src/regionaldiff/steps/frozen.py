@@ -232,14 +232,29 @@ def fit_part(ctx: PipelineContext, slot: Slot, module: EEGFreeModule, dataset: S
     return {f"frozen/{what}_train_seconds": seconds, f"frozen/{what}_train_samples": float(samples)}
 
 
-def record(ctx: PipelineContext, slot: Slot, what: str, trained: bool) -> None:
-    """Tag where the part is and whether this job trained or reused it; log its training time and samples."""
-    ctx.tracker.set_tags({f"artifact.{what}": str(slot.path), f"frozen.{what}": "trained" if trained else "reused"})
+def part_metrics(slot: Slot) -> dict[str, float]:
+    """The ``frozen/...`` training time and samples a part's ``DONE`` records (empty when unreadable)."""
     try:
         info = json.loads((slot.path / "DONE").read_text())
     except (OSError, ValueError):
         info = {}
-    ctx.tracker.log_metrics({k: float(v) for k, v in info.items() if k.startswith("frozen/")})
+    return {k: float(v) for k, v in info.items() if k.startswith("frozen/")}
+
+
+def record(ctx: PipelineContext, slot: Slot, what: str, trained: bool) -> None:
+    """Tag where the part is and whether this job trained or reused it; log its training time and samples."""
+    ctx.tracker.set_tags({f"artifact.{what}": str(slot.path), f"frozen.{what}": "trained" if trained else "reused"})
+    ctx.tracker.log_metrics(part_metrics(slot))
+
+
+def parts_record(ctx: PipelineContext) -> dict[str, float]:
+    """What the EEG-free parts this job put together cost to train (their ``frozen/...`` metrics), for the model's own
+    ``DONE``: a job that reuses the whole model still logs them (:func:`regionaldiff.steps.finetune.finetune`)."""
+    info: dict[str, float] = {}
+    for what in ("frozen_unet", "region_controlnet"):
+        if what in ctx.slots:
+            info.update(part_metrics(ctx.slots[what]))
+    return info
 
 
 def frozen_unet(ctx: PipelineContext, stimuli: TrainingStimuli, image_size: int) -> tuple[dict | None, dict | None]:

@@ -28,10 +28,10 @@ def finished_attempt(
     tracking_uri: str, experiment_name: str, sweep_dir: str, overrides: list[str], fingerprint: str
 ) -> Any:
     """A FINISHED child of the sweep in ``sweep_dir`` (a rerun attached to an earlier sweep's parent) with the
-    same overrides and the same composed config (``fingerprint``: :func:`~regionaldiff.tracking.mlflow_run.
-    config_hash`) as this job, or None: its results are reused instead of running the job again. An attempt with the
-    same overrides whose config differs (a default changed since, or a run from before the hash was tagged) is not
-    this job: it runs again, and the log says why."""
+    same overrides and the same composed config (``fingerprint``, :func:`~regionaldiff.tracking.mlflow_run.
+    job_config_hash`) as this job, or None: its results are reused instead of running the job again. An attempt with
+    the same overrides whose config differs (a default changed since, or a run from before the hash was tagged) is
+    not this job: it runs again, and the log says why."""
     from mlflow.tracking import MlflowClient
 
     from regionaldiff.tracking.mlflow_run import (
@@ -74,7 +74,7 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
 
     from regionaldiff.runner import run_job
     from regionaldiff.tracking.mlflow_run import (
-        config_hash,
+        job_config_hash,
         process_rank,
         require_tracking_server,
         resolve_tracking_uri,
@@ -94,7 +94,9 @@ def run_sweep_job(cfg: DictConfig) -> float | None:
         if cfg.logger.get("enabled", False):
             uri = resolve_tracking_uri(cfg.logger.get("tracking_uri"), cfg.paths.output_root)
             require_tracking_server(uri)
-            earlier = finished_attempt(uri, str(cfg.logger.experiment_name), sweep_dir, overrides, config_hash(cfg))
+            earlier = finished_attempt(
+                uri, str(cfg.logger.experiment_name), sweep_dir, overrides, job_config_hash(cfg)
+            )
             if earlier is not None:
                 where = earlier.data.tags.get("output_dir", "")
                 reason = f"finished in an earlier run of this sweep ({where})" if where else "finished earlier"

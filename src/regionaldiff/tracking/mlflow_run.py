@@ -122,17 +122,15 @@ def hydra_job_tags() -> dict[str, str]:
     return tags
 
 
-def config_hash(cfg: DictConfig) -> str:
+def job_config_hash(cfg: DictConfig) -> str:
     """The job's composed config (without Hydra's node, interpolations unresolved, so its output folder and the
-    clock do not enter), hashed: two attempts of a job with the same overrides are the same job only when their
-    configs hash alike, so a rerun after a default changed (a config file edited) runs the job again."""
-    import hashlib
+    clock do not enter), hashed like an artifact's key: two attempts of a job with the same overrides are the same job
+    only when their configs hash alike, so a rerun after a default changed (a config file edited) runs it again."""
+    from regionaldiff.artifacts import config_hash
 
     container = OmegaConf.to_container(cfg, resolve=False)
-    if isinstance(container, dict):
-        container.pop("hydra", None)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    assert isinstance(container, dict)
+    return config_hash({str(k): v for k, v in container.items() if k != "hydra"})
 
 
 def git_commit(path: Path | None = None) -> str | None:
@@ -265,14 +263,13 @@ def job_key(overrides: str | list[str]) -> str:
 
 
 def latest_attempts(runs: list[Any]) -> dict[str, Any]:
-    """The latest run of each job (by its overrides) among a sweep's children: a rerun's attempt replaces the
-    failed one; a job that finished is never replaced (reruns reuse it)."""
+    """The latest run of each job (by its overrides) among a sweep's children. A rerun makes a new attempt only for
+    a job that did not finish or whose config changed since (a finished job of the same config is reused, with no new
+    run: :func:`regionaldiff.sweeps.job.finished_attempt`), so the latest attempt is the job as it stands: it replaces
+    a failed one, and a finished one of an earlier config."""
     latest: dict[str, Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
-        key = job_key(run.data.tags.get(OVERRIDES_TAG, "") or run.info.run_id)
-        if key in latest and latest[key].info.status == "FINISHED":
-            continue
-        latest[key] = run
+        latest[job_key(run.data.tags.get(OVERRIDES_TAG, "") or run.info.run_id)] = run
     return latest
 
 
