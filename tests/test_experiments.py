@@ -99,7 +99,7 @@ def test_the_protocols_set_what_they_claim():
 def test_the_many_subject_experiments_share_the_preset_and_sweep_what_they_compare():
     layers = ["none", "token", "linear"]
     assert _sweep("subjects_things_pooled") == {"seed": ["0", "1", "2"], "encoder.subject_layer": layers}
-    assert _sweep("subjects_things_per_subject") == {"seed": ["0", "1", "2"], "dataset.subjects": ["0", "1", "2", "3"]}
+    assert _sweep("subjects_things_per_subject") == {"dataset.subjects": ["0", "1", "2", "3"]}
     assert _sweep("subjects_things_loso") == {
         "dataset.test_subject": ["0", "1", "2", "3"],
         "encoder.subject_layer": layers,
@@ -119,6 +119,11 @@ def test_the_many_subject_experiments_share_the_preset_and_sweep_what_they_compa
             "eval/region_miou",
         ]
         assert typed.encoder.subject_layer.value == ("token" if "subject_layer" in job else "none")
+        # the diffusion learns from the images alone, which the subjects share: trained once, reused by every job
+        assert cfg.ldm.name == "frozen_regional"
+        # each encoder gets the one-subject preset's optimizer steps: 80 epochs over the trials of one subject
+        n_train_subjects = {"pooled": 4, "per_subject": 1, "loso": 3}[name.removeprefix("subjects_things_")]
+        assert round(80 / n_train_subjects) == typed.encoder.max_epochs
 
 
 def test_component_ablation_arms(compose_cfg):
