@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from conftest import TINY, TINY_THINGS
 from regionaldiff.config import config_dir, register_configs
@@ -98,26 +99,39 @@ def test_the_protocols_set_what_they_claim():
 
 def test_the_many_subject_experiments_share_the_preset_and_sweep_what_they_compare():
     layers = ["none", "token", "linear"]
+    maps = ["frozen_regional", "frozen_global"]  # the maps from EEG, and the same encoder sampled without them
     assert _sweep("subjects_things_pooled") == {"seed": ["0", "1", "2"], "encoder.subject_layer": layers}
-    assert _sweep("subjects_things_per_subject") == {"dataset.subjects": ["0", "1", "2", "3"]}
+    assert _sweep("subjects_things_per_subject") == {"dataset.subjects": ["0", "1", "2", "3"], "ldm": maps}
     assert _sweep("subjects_things_loso") == {
         "dataset.test_subject": ["0", "1", "2", "3"],
         "encoder.subject_layer": layers,
+        "ldm": maps,
     }
-    for name, job, group_by in (
-        ("subjects_things_pooled", "encoder.subject_layer=token", "encoder.subject_layer"),
-        ("subjects_things_per_subject", "dataset.subjects=3", "dataset.subjects"),
-        ("subjects_things_loso", "dataset.test_subject=3", "encoder.subject_layer"),
+    for name, job, group_by, pair_by in (
+        ("subjects_things_pooled", "encoder.subject_layer=token", ["encoder.subject_layer"], "seed"),
+        ("subjects_things_per_subject", "dataset.subjects=3", ["ldm"], "dataset.subjects"),
+        (
+            "subjects_things_loso",
+            "dataset.test_subject=3",
+            ["encoder.subject_layer", "ldm"],
+            "dataset.test_subject",
+        ),
     ):
         cfg = _compose(f"experiment={name}", job)
         typed = validate(cfg)
         assert cfg.dataset._target_.endswith("ConceptWorldDataModule") and cfg.dataset.n_subjects == 4
-        assert cfg.report.group_by == [group_by] and list(cfg.report.metrics) == [
+        assert cfg.report.group_by == group_by and cfg.report.get("pair_by", "seed") == pair_by
+        assert list(cfg.report.metrics) == [
             "eval/retrieval_top1",
             "eval/retrieval_top1_reps1",
             "eval/recon_region_miou",
             "eval/region_miou",
         ]
+        # every claim names variants the grouping produces (else the report says "not tested")
+        spec = ReportSpec.from_mapping(OmegaConf.to_container(cfg.report))
+        for claim in spec.claims:
+            assert {claim.a, claim.b} <= set(spec.variant_titles)
+        assert spec.claims
         assert typed.encoder.subject_layer.value == ("token" if "subject_layer" in job else "none")
         # the diffusion learns from the images alone, which the subjects share: trained once, reused by every job
         assert cfg.ldm.name == "frozen_regional"

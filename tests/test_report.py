@@ -150,6 +150,43 @@ def test_per_subject_plot_when_subjects_are_swept(tmp_path):
     assert (tmp_path / "out" / "report_subjects.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_leave_one_subject_out_folds_are_the_repeats_the_arms_are_paired_on(tmp_path):
+    """experiment=subjects_things_loso: one seed, the left-out subject varies; ``pair_by: dataset.test_subject``
+    pairs the arms fold by fold (grouping by the arm alone with the default pair_by would see seed 0 four times)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = str(tmp_path / "multiruns" / "loso")
+    for num, (fold, layer) in enumerate((f, a) for f in range(4) for a in ("none", "token")):
+        tracker = JobTracker(True, uri, "loso", tmp_path / "art", f"#{num}", sweep_dir=sweep, system_metrics=False)
+        tracker.set_tags({"regionaldiff.overrides": f"dataset.test_subject={fold} encoder.subject_layer={layer}"})
+        tracker.client.log_param(tracker.run_id, "seed", "0")
+        # the token adds 0.02 on every fold; the folds differ by 0.1 (a fold effect pairing removes)
+        tracker.log_metrics({"eval/retrieval_top1": 0.1 * fold + (0.02 if layer == "token" else 0.0)})
+        tracker.finish()
+    spec = {
+        "group_by": ["encoder.subject_layer"],
+        "claims": [{"a": "token", "b": "none", "metric": "eval/retrieval_top1"}],
+    }
+    with pytest.raises(ReportError, match="seed 0 is in more than one run"):
+        build_report(
+            load_sweep(uri, sweep_dir=sweep), ReportSpec.from_mapping(spec), tmp_path / "o1", log_artifacts=False
+        )
+    spec["pair_by"] = "dataset.test_subject"
+    report = build_report(
+        load_sweep(uri, sweep_dir=sweep), ReportSpec.from_mapping(spec), tmp_path / "o2", log_artifacts=False
+    )
+    assert "| variant | `dataset.test_subject` values | eval/retrieval_top1 |" in report.markdown
+    assert "| token | 4 | 0.170 ± 0.129 |" in report.markdown
+    # paired fold by fold: +0.020 with no spread, shown; unpaired, the fold spread (0.129) would hide it
+    assert "| 4 | +0.020 ± 0.000 |" in report.markdown and report.verdicts[0][1] is True
+    assert "per-`dataset.test_subject` value differences" in report.markdown
+    # a pair_by key the runs do not have is named
+    spec["pair_by"] = "dataset.subjects"
+    with pytest.raises(ReportError, match="no override or param 'dataset.subjects'"):
+        build_report(
+            load_sweep(uri, sweep_dir=sweep), ReportSpec.from_mapping(spec), tmp_path / "o3", log_artifacts=False
+        )
+
+
 def test_a_sweep_without_a_report_spec_is_grouped_by_what_varies(tmp_path):
     """`make sweep` (`-m ldm=global,regional`) and `-m seed=0,1`: the jobs' logged config has no report: section
     (it used to be read as a spec: "report spec: unknown keys"); every metric is tabled with its figure."""

@@ -17,7 +17,8 @@ no claim is tested.
 
 Claims are paired by seed: all variants of one seed share the dataset and test scenes, so for each seed the
 difference between two variants is taken; then the mean difference and its one-sided 95% lower confidence bound
-(Student t over seeds). "A beats B" is shown when the bound is above 0; "A is not worse than B" when above
+(Student t over seeds). ``report.pair_by`` names another repeat key (the folds of leave-one-subject-out,
+``dataset.test_subject``; the subjects of one model per subject, ``dataset.subjects``). "A beats B" is shown when the bound is above 0; "A is not worse than B" when above
 ``-margin``.
 """
 
@@ -34,8 +35,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-#: variant -> seed -> metrics
-RunsByVariant = dict[str, dict[int, dict[str, float]]]
+#: variant -> repeat (the seed, or the value of the report's pair_by) -> metrics
+RunsByVariant = dict[str, dict[Any, dict[str, float]]]
 
 
 class ReportError(Exception):
@@ -83,6 +84,10 @@ class ReportSpec:
         Non-inferiority margin of ``not_worse`` claims (absolute).
     setup_keys : list of str
         Params quoted in the setup line.
+    pair_by : str
+        The key whose values are the repetitions, on which the variants are paired: ``seed`` (default), or e.g.
+        ``dataset.test_subject`` when the folds of leave-one-subject-out are the repeats (each fold's variants share
+        its training and test subjects), or ``dataset.subjects`` when the subjects of one-model-per-subject are.
     """
 
     title: str = "Sweep report"
@@ -95,6 +100,7 @@ class ReportSpec:
     claims: list[Claim] = field(default_factory=list)
     margin: float = 0.05
     setup_keys: list[str] = field(default_factory=list)
+    pair_by: str = "seed"
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None) -> ReportSpec:
@@ -121,6 +127,11 @@ class ReportSpec:
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         assert isinstance(loaded, dict)
         return cls.from_mapping(loaded.get("report", loaded))
+
+    @property
+    def repeats(self) -> str:
+        """What the repetitions are called in the tables and text."""
+        return "seeds" if self.pair_by == "seed" else f"`{self.pair_by}` values"
 
     def title_of(self, variant: str) -> str:
         return self.variant_titles.get(variant, variant)
@@ -183,7 +194,7 @@ def claims_markdown(runs: RunsByVariant, spec: ReportSpec) -> tuple[str, list[tu
     is shown (None: fewer than two seeds)."""
     margin = spec.margin
     lines = [
-        "| claim | seeds | mean difference (A - B) ± std | one-sided 95% lower bound | p | shown? |",
+        f"| claim | {spec.repeats} | mean difference (A - B) ± std | one-sided 95% lower bound | p | shown? |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     verdicts: list[tuple[Claim, bool | None]] = []
@@ -201,7 +212,7 @@ def claims_markdown(runs: RunsByVariant, spec: ReportSpec) -> tuple[str, list[tu
         )
         if diff is None:
             verdicts.append((claim, None))
-            lines.append(f"| {text} | <2 | n/a | n/a | n/a | not enough seeds |")
+            lines.append(f"| {text} | <2 | n/a | n/a | n/a | not enough {spec.repeats} |")
             continue
         shown = bool(diff.lower95 > threshold)
         verdicts.append((claim, shown))
@@ -218,7 +229,7 @@ def claims_markdown(runs: RunsByVariant, spec: ReportSpec) -> tuple[str, list[tu
 
 
 def to_markdown(table: dict[str, dict[str, tuple[float, float, int]]], spec: ReportSpec, metrics: list[str]) -> str:
-    header = f"| {spec.variant_label} | seeds | " + " | ".join(spec.metric_title(m) for m in metrics) + " |"
+    header = f"| {spec.variant_label} | {spec.repeats} | " + " | ".join(spec.metric_title(m) for m in metrics) + " |"
     lines = [header, "|" + " --- |" * (len(metrics) + 2)]
     for variant in spec.order(set(table)):
         cells = []
@@ -470,23 +481,44 @@ def swept_keys(runs: list[Any]) -> list[str]:
 
 
 def group_runs(sweep: Sweep, spec: ReportSpec) -> tuple[RunsByVariant, dict[str, dict[str, str]], list[str]]:
-    """``variant -> seed -> metrics`` of the finished runs, each variant's key values, and the grouping keys."""
-    keys = spec.group_by if spec.group_by is not None else [k for k in swept_keys(sweep.finished) if k != "seed"]
+    """``variant -> repeat -> metrics`` of the finished runs (the repeat: the value of ``spec.pair_by``, the seed by
+    default), each variant's key values, and the grouping keys."""
+    repeat_keys = {"seed", spec.pair_by}
+    keys = (
+        spec.group_by if spec.group_by is not None else [k for k in swept_keys(sweep.finished) if k not in repeat_keys]
+    )
     grouped: RunsByVariant = defaultdict(dict)
     values_of: dict[str, dict[str, str]] = {}
     for run in sweep.finished:
         overrides = run_overrides(run)
         values = {k: overrides.get(k, run.data.params.get(k, "?")) for k in keys}
         variant = _label(values) if keys else "all"
-        seed = int(run.data.params.get("seed", overrides.get("seed", 0)))
+        seed = repeat_of(run, overrides, spec.pair_by)
         if seed in grouped[variant]:
             raise ReportError(
-                f"{spec.variant_label} {variant!r}, seed {seed} is in more than one run of the sweeps {sweep.parent_ids} "
-                "(name sweeps that do not overlap, or set report.group_by)."
+                f"{spec.variant_label} {variant!r}, {spec.pair_by} {seed} is in more than one run of the sweeps "
+                f"{sweep.parent_ids} (name sweeps that do not overlap, or set report.group_by / report.pair_by)."
             )
         grouped[variant][seed] = dict(run.data.metrics)
         values_of[variant] = values
     return dict(grouped), values_of, keys
+
+
+def repeat_of(run: Any, overrides: dict[str, str], pair_by: str) -> Any:
+    """The run's value of ``pair_by`` (an override, else its logged param; the seed defaults to 0): an int where
+    it is one, so that repeats sort numerically."""
+    value = overrides.get(pair_by, run.data.params.get(pair_by))
+    if value is None:
+        if pair_by != "seed":
+            raise ReportError(
+                f"run {run.info.run_id} ({run.info.run_name}) has no override or param {pair_by!r}, the report's "
+                "pair_by key: set report.pair_by to a key every job of the sweep has (the default: seed)."
+            )
+        value = "0"
+    try:
+        return int(value)
+    except ValueError:
+        return str(value)
 
 
 def spec_from_runs(sweep: Sweep) -> ReportSpec:
@@ -560,7 +592,7 @@ def build_report(
     text = (
         f"# {spec.title}\n\n"
         f"Produced by {command}`regionaldiff report` (MLflow sweep runs {', '.join(f'`{s}`' for s in sweep.parent_ids)}; "
-        f"variants grouped by {grouped_by}). Mean ± sample standard deviation over seeds.\n\n"
+        f"variants grouped by {grouped_by}). Mean ± sample standard deviation over {spec.repeats}.\n\n"
         f"{to_markdown(table, spec, metrics)}\n\n"
     )
     line = setup_line(params, spec.setup_keys)
@@ -569,10 +601,11 @@ def build_report(
     if figure is not None:
         text += f"![{name}]({figure.name})\n\n"
     if spec.claims:
+        repeat_one = "seed" if spec.pair_by == "seed" else f"`{spec.pair_by}` value"
         text += (
             "## Paired comparisons\n\n"
-            "All arms of one seed share the dataset and its test scenes, so each claim is tested on the per-seed "
-            "differences A - B: mean ± std over seeds, the one-sided 95% lower confidence bound (Student t), and the "
+            f"All arms of one {repeat_one} share the dataset and its test scenes, so each claim is tested on the "
+            f"per-{repeat_one} differences A - B: mean ± std over {spec.repeats}, the one-sided 95% lower confidence bound (Student t), and the "
             "one-sided p-value. A claim is shown when the lower bound clears the threshold.\n\n"
             f"{claims}\n"
         )
