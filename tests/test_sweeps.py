@@ -244,6 +244,13 @@ def test_a_rerun_reuses_a_finished_job_only_when_its_config_is_the_same(tmp_path
     same, other = compose_cfg("seed=1"), compose_cfg("seed=1", "ldm.sampling.controlnet_scale=1.0")
     assert job_config_hash(cfg) == job_config_hash(same) != job_config_hash(other)
     assert "${" in OmegaConf.to_yaml(cfg)  # interpolations (the job's folder) stay unresolved: not in the hash
+    # an experiment's report section (titles, claims) is presentation: editing it reruns no job
+    loso = compose_cfg("experiment=subjects_things_loso", "dataset.test_subject=1")
+    retitled = compose_cfg("experiment=subjects_things_loso", "dataset.test_subject=1", "report.title=Another")
+    assert job_config_hash(loso) == job_config_hash(retitled)
+    assert job_config_hash(loso) != job_config_hash(
+        compose_cfg("experiment=subjects_things_loso", "dataset.test_subject=2")
+    )
 
     uri, sweep_dir = f"sqlite:///{tmp_path / 'm.db'}", str(tmp_path / "sweep")
     client = MlflowClient(uri)

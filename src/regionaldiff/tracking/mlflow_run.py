@@ -125,12 +125,13 @@ def hydra_job_tags() -> dict[str, str]:
 def job_config_hash(cfg: DictConfig) -> str:
     """The job's composed config (without Hydra's node, interpolations unresolved, so its output folder and the
     clock do not enter), hashed like an artifact's key: two attempts of a job with the same overrides are the same job
-    only when their configs hash alike, so a rerun after a default changed (a config file edited) runs it again."""
+    only when their configs hash alike, so a rerun after a default changed (a config file edited) runs it again. The
+    experiment's ``report:`` section is left out: what a report shows and claims changes no job's result."""
     from regionaldiff.artifacts import config_hash
 
     container = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(container, dict)
-    return config_hash({str(k): v for k, v in container.items() if k != "hydra"})
+    return config_hash({str(k): v for k, v in container.items() if k not in ("hydra", "report")})
 
 
 def git_commit(path: Path | None = None) -> str | None:
