@@ -150,6 +150,13 @@ def test_per_subject_plot_when_subjects_are_swept(tmp_path):
     assert (tmp_path / "out" / "report_subjects.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_setting_named_after_subjects_is_not_a_subject_key():
+    from regionaldiff.tracking.report import names_subjects
+
+    assert names_subjects("dataset.subjects") and names_subjects("dataset.test_subject")
+    assert names_subjects("dataset.leave_out_subject") and not names_subjects("encoder.subject_layer")
+
+
 def test_leave_one_subject_out_folds_are_the_repeats_the_arms_are_paired_on(tmp_path):
     """experiment=subjects_things_loso: one seed, the left-out subject varies; ``pair_by: dataset.test_subject``
     pairs the arms fold by fold (grouping by the arm alone with the default pair_by would see seed 0 four times)."""

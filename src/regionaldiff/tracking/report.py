@@ -286,7 +286,7 @@ def plot(runs: RunsByVariant, path: Path, spec: ReportSpec, panels: list[str], t
             )
         ax.set_xticks(range(len(variants)), [v.replace("_", "\n").replace(", ", "\n") for v in variants], fontsize=8)
         ax.set_title(spec.metric_title(metric), fontsize=10)
-    fig.suptitle(title or f"{spec.title}: bars = mean, dots = seeds", fontsize=10)
+    fig.suptitle(title or f"{spec.title}: bars = mean, dots = {spec.repeats.replace('`', '')}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -334,11 +334,17 @@ def plot_subjects(
         ax.set_title(spec.metric_title(metric), fontsize=10)
     if len(others) > 1:
         axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{spec.title}: per subject (mean over seeds)", fontsize=10)
+    fig.suptitle(f"{spec.title}: per subject (mean over {spec.repeats.replace('`', '')})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def names_subjects(key: str) -> bool:
+    """Whether a swept key picks subjects (``dataset.subjects``, ``dataset.test_subject``,
+    ``dataset.leave_out_subject``), not a setting named after them (``encoder.subject_layer``)."""
+    return key.rsplit(".", 1)[-1].lower().endswith(("subject", "subjects"))
 
 
 def _natural(text: str) -> tuple[Any, ...]:
@@ -582,7 +588,7 @@ def build_report(
     if panels:
         figure = plot(runs, out_dir / f"{name}.png", spec, panels)
         files.append(figure)
-    subject_key = next((k for k in keys if "subject" in k.lower()), None)
+    subject_key = next((k for k in keys if names_subjects(k)), None)
     if subject_key and panels:
         files.append(plot_subjects(runs, variants, subject_key, out_dir / f"{name}_subjects.png", spec, panels))
     claims, verdicts = claims_markdown(runs, spec)
