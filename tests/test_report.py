@@ -151,7 +151,10 @@ def test_per_subject_plot_when_subjects_are_swept(tmp_path):
 
 
 def test_a_setting_named_after_subjects_is_not_a_subject_key():
-    from regionaldiff.tracking.report import names_subjects
+    from regionaldiff.tracking.report import names_subjects, tick_label
+
+    assert tick_label("encoder.subject_layer=none, ldm=frozen_global") == "none\nfrozen\nglobal"
+    assert tick_label("global_mae") == "global\nmae"
 
     assert names_subjects("dataset.subjects") and names_subjects("dataset.test_subject")
     assert names_subjects("dataset.leave_out_subject") and not names_subjects("encoder.subject_layer")

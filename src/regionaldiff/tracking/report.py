@@ -284,7 +284,7 @@ def plot(runs: RunsByVariant, path: Path, spec: ReportSpec, panels: list[str], t
             ax.scatter(
                 np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, color="k", s=12, zorder=3
             )
-        ax.set_xticks(range(len(variants)), [v.replace("_", "\n").replace(", ", "\n") for v in variants], fontsize=8)
+        ax.set_xticks(range(len(variants)), [tick_label(v) for v in variants], fontsize=8)
         ax.set_title(spec.metric_title(metric), fontsize=10)
     fig.suptitle(title or f"{spec.title}: bars = mean, dots = {spec.repeats.replace('`', '')}", fontsize=10)
     fig.tight_layout()
@@ -339,6 +339,11 @@ def plot_subjects(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def tick_label(variant: str) -> str:
+    """A variant's name under its bar: the values of a ``k=v, k=v`` name one per line (the keys are in the text)."""
+    return "\n".join(part.split("=", 1)[-1] for part in variant.split(", ")).replace("_", "\n")
 
 
 def names_subjects(key: str) -> bool:
