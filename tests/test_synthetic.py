@@ -102,6 +102,24 @@ def test_other_montages_through_the_forward_model(montage, n):
     assert dm.n_chans == n and dm.get_split("val").eeg.shape[1] == n
 
 
+def test_a_large_subject_jitter_keeps_every_source_in_the_brain():
+    """dataset.subject_jitter=0.3 moved some dipoles past the brain's surface, where MNE's forward model leaves them
+    out (it ended in "cannot reshape array"): they are pulled back inside, the others stay where the jitter put them."""
+    from regionaldiff.data.synthetic.forward import MIN_DIST_MM, head_sphere, source_layout
+
+    sphere = head_sphere("things17")
+    origin, radius = np.asarray(sphere["r0"], dtype=float), float(sphere["layers"][0]["rad"])
+    args = (40, radius, origin, np.random.default_rng(0), "patch")
+    still, _ = source_layout(*args)
+    moved, _ = source_layout(*args[:3], np.random.default_rng(0), "patch", 0.3, np.random.default_rng(1))
+    for group in ("retino", "category"):
+        distance = np.linalg.norm(moved[group] - origin, axis=1)
+        assert distance.max() <= radius - MIN_DIST_MM / 1000 and not np.allclose(moved[group], still[group])
+    head = build_head_model("things17", 40, np.random.default_rng(0), "patch", 0.3, np.random.default_rng(1))
+    assert head.retino.shape == (17, RETINO_GRID**2) and head.category.shape == (17, 40)
+    assert np.isfinite(head.category).all() and np.abs(head.category).max() > 0
+
+
 def test_retinotopy_left_field_drives_right_hemisphere():
     head = build_head_model("things17", 3, np.random.default_rng(0))
     names = head.ch_names

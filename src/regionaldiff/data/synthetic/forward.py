@@ -134,7 +134,8 @@ def source_layout(
     ``"patch"`` scatters them over that cortex (many sources: the attribute sources of the realistic presets).
     ``jitter`` (a fraction of the brain radius) moves each retinotopic and category dipole and tilts its
     orientation, drawn from ``jitter_rng``: one subject's own cortical folding on a layout that ``rng`` shares
-    between subjects (0, the default: the retinotopic map is the same for every seed).
+    between subjects (0, the default: the retinotopic map is the same for every seed). A dipole moved past the brain's
+    surface is pulled back inside it, along its radius.
     """
     g = RETINO_GRID
     ret_rr, ret_nn = [], []
@@ -184,9 +185,14 @@ def source_layout(
     if jitter > 0:  # a subject's own folding
         if jitter_rng is None:
             raise ValueError("source_layout: jitter > 0 needs jitter_rng (the subject's generator).")
+        # a moved dipole stays in the brain, MIN_DIST_MM (+1 mm) inside its surface: MNE's forward model leaves out a
+        # source beyond it (a large jitter used to end in a reshape error there)
+        inside = brain_radius - (MIN_DIST_MM + 1.0) / 1000.0
         for group in ("retino", "category"):
             rr, nn = positions[group], orientations[group]
-            positions[group] = rr + jitter_rng.normal(0, jitter * brain_radius, size=rr.shape)
+            moved = rr + jitter_rng.normal(0, jitter * brain_radius, size=rr.shape) - origin
+            radius = np.linalg.norm(moved, axis=1, keepdims=True)
+            positions[group] = origin + moved * np.minimum(1.0, inside / np.maximum(radius, 1e-12))
             orientations[group] = _unit(nn + jitter_rng.normal(0, 4 * jitter, size=nn.shape))
     return positions, orientations
 
