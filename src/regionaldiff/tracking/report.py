@@ -17,9 +17,9 @@ no claim is tested.
 
 Claims are paired by seed: all variants of one seed share the dataset and test scenes, so for each seed the
 difference between two variants is taken; then the mean difference and its one-sided 95% lower confidence bound
-(Student t over seeds). ``report.pair_by`` names another repeat key (the folds of leave-one-subject-out,
-``dataset.test_subject``; the subjects of one model per subject, ``dataset.subjects``). "A beats B" is shown when the bound is above 0; "A is not worse than B" when above
-``-margin``.
+(Student t over seeds). "A beats B" is shown when the bound is above 0; "A is not worse than B" when above
+``-margin``. ``report.pair_by`` names another repeat key: the folds of leave-one-subject-out
+(``dataset.test_subject``), the subjects of one model per subject (``dataset.subjects``).
 """
 
 from __future__ import annotations
