@@ -38,6 +38,7 @@ NESTED_PARENTS = {
     "encoder/align": ["encoder=tiny"],
     "encoder/recipe": ["encoder=tiny"],
     "dataset/objectives": ["dataset=synthetic_things"],
+    "dataset/sampling": ["dataset=synthetic_imagenet"],
 }
 #: options that make a runnable config only with other choices (the default ldm=regional needs region maps)
 COMPANIONS = {("regionmap", "none"): ["ldm=global"]}
