@@ -271,8 +271,12 @@ ONE_JOB = {
     "region_claims_imagenet": (["seed=0", "ablation=frozen_regional"], None, IMAGENET_PRESET_SMALL),
     # many subjects: the experiments' 4 subjects at test size
     "subjects_things_pooled": (["seed=0", "encoder.subject_layer=linear"], None, THINGS_PRESET_SMALL),
-    "subjects_things_per_subject": (["seed=0", "dataset.subjects=2"], None, THINGS_PRESET_SMALL),
-    "subjects_things_loso": (["dataset.test_subject=1", "encoder.subject_layer=token"], None, THINGS_PRESET_SMALL),
+    "subjects_things_per_subject": (["ldm=frozen_regional", "dataset.subjects=2"], None, THINGS_PRESET_SMALL),
+    "subjects_things_loso": (
+        ["ldm=frozen_global", "dataset.test_subject=1", "encoder.subject_layer=token"],
+        None,
+        THINGS_PRESET_SMALL,
+    ),
     "sampling_selection_imagenet": (
         ["seed=0", "ldm.sampling.controlnet_scale=1.5", "ldm.sampling.map_temperature=0.25"],
         None,
