@@ -104,7 +104,7 @@ def test_other_montages_through_the_forward_model(montage, n):
 
 def test_a_large_subject_jitter_keeps_every_source_in_the_brain():
     """dataset.subject_jitter=0.3 moved some dipoles past the brain's surface, where MNE's forward model leaves them
-    out (it ended in "cannot reshape array"): they are pulled back inside, the others stay where the jitter put them."""
+    out (it ended in "cannot reshape array"): they are pulled back inside it."""
     from regionaldiff.data.synthetic.forward import MIN_DIST_MM, head_sphere, source_layout
 
     sphere = head_sphere("things17")
