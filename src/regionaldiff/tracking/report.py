@@ -129,9 +129,13 @@ class ReportSpec:
         return cls.from_mapping(loaded.get("report", loaded))
 
     @property
+    def repeat(self) -> str:
+        """What one repetition is called in the tables and text: "seed", or "`KEY` value" (``pair_by`` named)."""
+        return "seed" if self.pair_by == "seed" else f"`{self.pair_by}` value"
+
+    @property
     def repeats(self) -> str:
-        """What the repetitions are called in the tables and text."""
-        return "seeds" if self.pair_by == "seed" else f"`{self.pair_by}` values"
+        return f"{self.repeat}s"
 
     def title_of(self, variant: str) -> str:
         return self.variant_titles.get(variant, variant)
@@ -612,11 +616,10 @@ def build_report(
     if figure is not None:
         text += f"![{name}]({figure.name})\n\n"
     if spec.claims:
-        repeat_one = "seed" if spec.pair_by == "seed" else f"`{spec.pair_by}` value"
         text += (
             "## Paired comparisons\n\n"
-            f"All arms of one {repeat_one} share the dataset and its test scenes, so each claim is tested on the "
-            f"per-{repeat_one} differences A - B: mean ± std over {spec.repeats}, the one-sided 95% lower confidence bound (Student t), and the "
+            f"All arms of one {spec.repeat} share the dataset and its test scenes, so each claim is tested on the "
+            f"per-{spec.repeat} differences A - B: mean ± std over {spec.repeats}, the one-sided 95% lower confidence bound (Student t), and the "
             "one-sided p-value. A claim is shown when the lower bound clears the threshold.\n\n"
             f"{claims}\n"
         )
