@@ -4,6 +4,7 @@ parses; and one job of each runs end to end on the synthetic benchmark or the of
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -52,6 +53,12 @@ def test_every_experiment_is_listed():
     } <= set(EXPERIMENTS)
 
 
+def test_every_experiment_has_a_row_in_the_sweeps_guide():
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "sweeps.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`") for line in guide.splitlines() if line.startswith("| `")}
+    assert set(EXPERIMENTS) <= rows, f"docs/sweeps.md, Experiments: no row for {sorted(set(EXPERIMENTS) - rows)}"
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_is_a_multirun_whose_jobs_validate(experiment, tmp_path):
     cfg = _compose(f"experiment={experiment}", hydra_config=True)
@@ -78,7 +85,9 @@ def test_the_protocols_set_what_they_claim():
     regional = _compose("experiment=regional_eeg_imagenet")
     assert regional.ldm.name == "sd15_regional" and regional.dataset.subject == 4 and regional.dataset.resample == 512
     assert regional.eval.nway == dd.eval.nway and regional.ldm.sampling.samples_per_eeg == 5
-    assert _sweep("things_intra_subject") == {"dataset.subjects": [f"[{s}]" for s in range(1, 11)]}
+    # the synthetic subjects experiments' arms and pairing, on the real data
+    arms = ["frozen_regional", "frozen_global"]
+    assert _sweep("things_intra_subject") == {"ldm": arms, "dataset.subjects": [f"[{s}]" for s in range(1, 11)]}
     for name in ("things_intra_subject", "things_inter_subject"):  # the field's zero-shot protocol
         things = _compose(f"experiment={name}")
         assert things.encoder.align.image_embedder.path.endswith("clip-vit-large-patch14")
@@ -86,7 +95,18 @@ def test_the_protocols_set_what_they_claim():
         assert things.dataset.region_labels == "layout"
     loso = _compose("experiment=things_inter_subject")
     assert list(loso.dataset.subjects) == list(range(1, 11))
-    assert _sweep("things_inter_subject") == {"dataset.leave_out_subject": [str(s) for s in range(1, 11)]}
+    assert _sweep("things_inter_subject") == {
+        "ldm": arms,
+        "dataset.leave_out_subject": [str(s) for s in range(1, 11)],
+        "encoder.subject_layer": ["none", "token", "linear"],
+    }
+    for name, key in (
+        ("things_intra_subject", "dataset.subjects"),
+        ("things_inter_subject", "dataset.leave_out_subject"),
+    ):
+        spec = ReportSpec.from_mapping(_compose(f"experiment={name}").report)
+        assert spec.pair_by == key and spec.group_by[-1] == "ldm"
+        assert {c.metric for c in spec.claims} >= {"eval/region_alignment_miou"}  # the layout, scored by SLIC
     assert set(_sweep("paper_ablations")["ablation"]) == {
         "regional_predicted",
         "no_mae",
@@ -295,17 +315,21 @@ ONE_JOB = {
     "maps_sam_vs_superpixel": (["seed=0", "regionmap=slic"], _eeg_imagenet, REAL_SMALL),
     "dreamdiffusion_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
     "regional_eeg_imagenet": (["seed=0"], _eeg_imagenet_sd15, REAL_SMALL),
-    "things_intra_subject": (["dataset.subjects=[2]"], _things, [*REAL_SMALL, "ldm=global", "regionmap=none"]),
+    "things_intra_subject": (["ldm=frozen_regional", "dataset.subjects=[2]"], _things, REAL_SMALL),
     "things_inter_subject": (
-        ["dataset.leave_out_subject=2"],
+        ["ldm=frozen_global", "dataset.leave_out_subject=2", "encoder.subject_layer=token"],
         _things,
-        [*REAL_SMALL, "dataset.subjects=[1,2]", "ldm=global", "regionmap=none"],
+        [*REAL_SMALL, "dataset.subjects=[1,2]"],
     ),
 }
 
 
-#: the metric a finished job must have logged, where it is not the evaluation's (experiments that stop before it)
-LAST_METRIC = {"encoder_comparison": "pretrain/val_retrieval_top1"}
+#: the metric a finished job must have logged, where it is not eval/ssim: experiments that stop before the
+#: evaluation, and those whose report's claim reads another (the real data's layout, scored by SLIC)
+LAST_METRIC = {
+    "encoder_comparison": "pretrain/val_retrieval_top1",
+    "things_intra_subject": "eval/region_alignment_miou",
+}
 
 
 def test_every_experiment_has_a_smoke_job():
