@@ -10,7 +10,14 @@ import pytest
 from conftest import TINY
 from regionaldiff.commands.report import main
 from regionaldiff.tracking.mlflow_run import JobTracker
-from regionaldiff.tracking.report import ReportError, ReportSpec, build_report, load_sweep, parse_overrides
+from regionaldiff.tracking.report import (
+    ReportError,
+    ReportSpec,
+    build_report,
+    load_sweep,
+    parse_overrides,
+    wrap_title,
+)
 
 
 def _fake_sweep(tmp_path: Path, fail: int | None = None) -> tuple[str, str]:
@@ -158,6 +165,14 @@ def test_a_setting_named_after_subjects_is_not_a_subject_key():
 
     assert names_subjects("dataset.subjects") and names_subjects("dataset.test_subject")
     assert names_subjects("dataset.leave_out_subject") and not names_subjects("encoder.subject_layer")
+
+
+def test_a_long_figure_title_is_wrapped_to_the_figure_width():
+    title = "Leave one subject out of 4 at subject_jitter 0.15 and 0.2 (synthetic_things preset, test split): bars = mean"
+    lines = wrap_title(title, 12.0).splitlines()
+    assert len(lines) == 1  # 12 inches hold 156 characters
+    lines = wrap_title(title, 4.0).splitlines()
+    assert len(lines) == 3 and max(map(len, lines)) <= 52 and " ".join(lines) == title
 
 
 def test_leave_one_subject_out_folds_are_the_repeats_the_arms_are_paired_on(tmp_path):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import os
 import shlex
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,6 +266,15 @@ def write_csv(
     return path
 
 
+#: characters of a 10-point title per inch of figure (a conservative average glyph width)
+TITLE_CHARS_PER_INCH = 13
+
+
+def wrap_title(text: str, figure_width: float) -> str:
+    """A figure title broken into lines that fit ``figure_width`` inches (a long title is not cut at the edges)."""
+    return textwrap.fill(text, width=max(20, int(figure_width * TITLE_CHARS_PER_INCH)))
+
+
 COLOURS = ("#9e9e9e", "#607d8b", "#1976d2", "#90caf9", "#2e7d32", "#a5d6a7", "#ef6c00", "#ffcc80", "#6a1b9a")
 
 
@@ -290,7 +300,8 @@ def plot(runs: RunsByVariant, path: Path, spec: ReportSpec, panels: list[str], t
             )
         ax.set_xticks(range(len(variants)), [tick_label(v) for v in variants], fontsize=8)
         ax.set_title(spec.metric_title(metric), fontsize=10)
-    fig.suptitle(title or f"{spec.title}: bars = mean, dots = {spec.repeats.replace('`', '')}", fontsize=10)
+    text = title or f"{spec.title}: bars = mean, dots = {spec.repeats.replace('`', '')}"
+    fig.suptitle(wrap_title(text, fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -338,7 +349,8 @@ def plot_subjects(
         ax.set_title(spec.metric_title(metric), fontsize=10)
     if len(others) > 1:
         axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{spec.title}: per subject (mean over {spec.repeats.replace('`', '')})", fontsize=10)
+    text = f"{spec.title}: per subject (mean over {spec.repeats.replace('`', '')})"
+    fig.suptitle(wrap_title(text, fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
