@@ -168,7 +168,9 @@ def test_a_setting_named_after_subjects_is_not_a_subject_key():
 
 
 def test_a_long_figure_title_is_wrapped_to_the_figure_width():
-    title = "Leave one subject out of 4 at subject_jitter 0.15 and 0.2 (synthetic_things preset, test split): bars = mean"
+    title = (
+        "Leave one subject out of 4 at subject_jitter 0.15 and 0.2 (synthetic_things preset, test split): bars = mean"
+    )
     lines = wrap_title(title, 12.0).splitlines()
     assert len(lines) == 1  # 12 inches hold 156 characters
     lines = wrap_title(title, 4.0).splitlines()
