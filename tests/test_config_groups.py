@@ -39,6 +39,7 @@ NESTED_PARENTS = {
     "encoder/recipe": ["encoder=tiny"],
     "dataset/objectives": ["dataset=synthetic_things"],
     "dataset/sampling": ["dataset=synthetic_imagenet"],
+    "dataset/cohort": ["dataset=synthetic_things"],
 }
 #: options that make a runnable config only with other choices (the default ldm=regional needs region maps)
 COMPANIONS = {("regionmap", "none"): ["ldm=global"]}

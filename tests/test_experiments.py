@@ -142,7 +142,7 @@ def test_the_many_subject_experiments_share_the_preset_and_sweep_what_they_compa
         cfg = _compose(f"experiment={name}", job)
         typed = validate(cfg)
         assert cfg.dataset._target_.endswith("ConceptWorldDataModule") and cfg.dataset.n_subjects == 4
-        # the subjects differ as much as the field's across / within ratio says (docs/realistic.md)
+        # the subjects differ as much as the field's across / within ratio says (conf/dataset/cohort/calibrated.yaml)
         assert cfg.dataset.subject_jitter == 0.175
         assert cfg.report.group_by == group_by and cfg.report.get("pair_by", "seed") == pair_by
         assert list(cfg.report.metrics) == [
