@@ -275,6 +275,11 @@ def wrap_title(text: str, figure_width: float) -> str:
     return textwrap.fill(text, width=max(20, int(figure_width * TITLE_CHARS_PER_INCH)))
 
 
+def set_figure_title(fig: Any, text: str) -> None:
+    """The figure's title, wrapped to its width (:func:`wrap_title`)."""
+    fig.suptitle(wrap_title(text, fig.get_figwidth()), fontsize=10)
+
+
 COLOURS = ("#9e9e9e", "#607d8b", "#1976d2", "#90caf9", "#2e7d32", "#a5d6a7", "#ef6c00", "#ffcc80", "#6a1b9a")
 
 
@@ -300,8 +305,7 @@ def plot(runs: RunsByVariant, path: Path, spec: ReportSpec, panels: list[str], t
             )
         ax.set_xticks(range(len(variants)), [tick_label(v) for v in variants], fontsize=8)
         ax.set_title(spec.metric_title(metric), fontsize=10)
-    text = title or f"{spec.title}: bars = mean, dots = {spec.repeats.replace('`', '')}"
-    fig.suptitle(wrap_title(text, fig.get_figwidth()), fontsize=10)
+    set_figure_title(fig, title or f"{spec.title}: bars = mean, dots = {spec.repeats.replace('`', '')}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -349,8 +353,7 @@ def plot_subjects(
         ax.set_title(spec.metric_title(metric), fontsize=10)
     if len(others) > 1:
         axes[0][0].legend(fontsize=7)
-    text = f"{spec.title}: per subject (mean over {spec.repeats.replace('`', '')})"
-    fig.suptitle(wrap_title(text, fig.get_figwidth()), fontsize=10)
+    set_figure_title(fig, f"{spec.title}: per subject (mean over {spec.repeats.replace('`', '')})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
