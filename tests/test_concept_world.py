@@ -167,6 +167,36 @@ def test_leave_one_subject_out_reads_the_left_out_subject_as_the_mean_subject(la
     assert len(warnings) == 1 and "([2]; trained on [1, 3])" in warnings[0]
 
 
+def test_subjects_can_differ_in_latency_and_snr_and_by_default_do_not(tmp_path):
+    """``subject_latency_jitter`` delays each subject's evoked responses by its own draw and ``subject_snr_spread``
+    scales its signal: the EEG differs from the plain world's by exactly that (the noise is drawn as before). At 0
+    (the presets' value) nothing changes, the data cache's key included, so earlier caches and artifacts are found."""
+    plain = ConceptWorldDataModule(**SMALL, n_subjects=2)
+    assert "subject_latency_jitter" not in plain.config and "subject_snr_spread" not in plain.config
+    assert [plain.subject_profile(s) for s in range(2)] == [(0.0, 0.3), (0.0, 0.3)]
+
+    snr_world = ConceptWorldDataModule(**SMALL, n_subjects=2, subject_snr_spread=0.5)
+    snrs = [snr_world.subject_profile(s)[1] for s in range(2)]
+    assert snrs[0] != snrs[1] and all(0.3 * np.exp(-2.0) < v < 0.3 * np.exp(2.0) for v in snrs)
+    base, scaled = plain.get_split("test"), snr_world.get_split("test")
+    arrays = snr_world.generate_arrays()
+    every_map = np.concatenate([arrays[f"{split}_maps"] for split in ("train", "val", "test")])
+    signal = snr_world.simulate_signal(every_map, snr_world.head_model(1))[-len(arrays["test_maps"]) :]
+    second = base.subjects == 2
+    # subject 2's trials are the plain ones plus (its snr - 0.3) times its noise-free signal (unit RMS over the world)
+    np.testing.assert_allclose(scaled.eeg[second] - base.eeg[second], (snrs[1] - 0.3) * signal, atol=2e-5)
+
+    late = ConceptWorldDataModule(**SMALL, subject_latency_jitter=0.03)
+    delay = late.subject_profile(0)[0]
+    assert delay != 0.0 and late.config["subject_latency_jitter"] == 0.03
+    maps, head = late.generate_arrays()["test_maps"], late.head_model(0)
+    shift = 3  # samples at 100 Hz: the response 30 ms later
+    on_time, delayed = late.simulate_signal(maps, head), late.simulate_signal(maps, head, delay=shift / late.sfreq)
+    corr = np.corrcoef(on_time[..., :-shift].ravel(), delayed[..., shift:].ravel())[0, 1]
+    assert corr > 0.999 and np.corrcoef(on_time.ravel(), delayed.ravel())[0, 1] < 0.9
+    assert not np.array_equal(late.get_split("test").eeg, ConceptWorldDataModule(**SMALL).get_split("test").eeg)
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
@@ -198,6 +228,8 @@ def test_generation_is_deterministic_and_cached(tmp_path):
         ("idiosyncratic", 1.5, "dataset.idiosyncratic"),
         ("test_subject", 0, "dataset.test_subject"),
         ("snr", -1.0, "dataset.snr"),
+        ("subject_latency_jitter", -0.01, "dataset.subject_latency_jitter must be >= 0"),
+        ("subject_snr_spread", -0.1, "dataset.subject_snr_spread must be >= 0"),
         ("montage", "nope", "dataset.montage"),
     ],
 )

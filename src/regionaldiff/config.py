@@ -728,6 +728,8 @@ class ConceptWorldConfig(DatasetConfig):
     idiosyncratic: float = MISSING
     n_subjects: int = MISSING
     subject_jitter: float = MISSING
+    subject_latency_jitter: float = MISSING  # s, SD of each subject's delay of its evoked responses
+    subject_snr_spread: float = MISSING  # SD of the log of each subject's SNR factor
     subjects: Any = MISSING  # null (all) or the subjects (0-based, one or a list) whose trials make the splits
     test_subject: Optional[int] = MISSING
     max_clutter: int = MISSING
@@ -773,11 +775,9 @@ class ConceptWorldConfig(DatasetConfig):
                 raise ConfigError(f"dataset.{key} must be >= 0; got {getattr(self, key)}.")
         if not 0 <= self.idiosyncratic <= 1:
             raise ConfigError(f"dataset.idiosyncratic must be in [0, 1]; got {self.idiosyncratic}.")
-        if self.subject_jitter < 0 or self.max_clutter < 0:
-            raise ConfigError(
-                "dataset.subject_jitter and dataset.max_clutter must be >= 0; "
-                f"got {self.subject_jitter}, {self.max_clutter}."
-            )
+        for key in ("subject_jitter", "subject_latency_jitter", "subject_snr_spread", "max_clutter"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"dataset.{key} must be >= 0; got {getattr(self, key)}.")
         n_subjects, test_subject = self.n_subjects, self.test_subject
         if test_subject is not None and not (n_subjects >= 2 and 0 <= test_subject < n_subjects):
             raise ConfigError(

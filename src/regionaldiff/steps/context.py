@@ -21,7 +21,8 @@ LOADER_KEYS = ("batch_size", "num_workers", "cache_dir", "cache_verify")
 #: keys added to a group after artifacts were keyed without them, with the value that keeps what they build as it was:
 #: left out of artifact keys at that value, so that artifacts made before the key existed are still found
 KEYS_ADDED_TO_ARTIFACTS: dict[str, dict[str, Any]] = {
-    "dataset": {"subjects": None},  # the concept worlds' subject selection (None: every subject)
+    # the concept worlds' subject selection (None: every subject) and subject differences besides the forward model
+    "dataset": {"subjects": None, "subject_latency_jitter": 0.0, "subject_snr_spread": 0.0},
     "encoder": {"subject_layer": "none"},  # the subject conditioning (none: none)
 }
 

@@ -12,7 +12,8 @@ closed set: every split shows the same concepts, split by image. Images are in r
 design, so no slow drift can leak the class).
 
 EEG, through each subject's MNE forward model (:mod:`regionaldiff.data.synthetic.forward`, the layout shared by the
-subjects, each subject's dipoles moved and tilted by ``subject_jitter``):
+subjects, each subject's dipoles moved and tilted by ``subject_jitter``; optionally each subject's evoked responses
+delayed by its own latency, ``subject_latency_jitter``, and its signal stronger or weaker, ``subject_snr_spread``):
 
 - **location** (early): each retinotopic source fires a P1/N1 response (about 100 ms) scaled by the fraction of its
   visual-field cell that objects cover, the clutter's included;
@@ -104,6 +105,12 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         Subjects; each sees every image, with a forward model of their own.
     subject_jitter : float
         How far each subject's retinotopic and category dipoles move (a fraction of the brain radius).
+    subject_latency_jitter : float
+        Standard deviation, in seconds, of each subject's delay of every evoked response (location and category);
+        0: every subject responds at the same latencies.
+    subject_snr_spread : float
+        Standard deviation of the log of each subject's SNR factor (the subject's ``snr`` is ``snr * exp(z *
+        spread)``, ``z`` standard normal); 0: every subject at ``snr``. See :meth:`subject_profile`.
     subjects : int, list of int or None
         None: every subject. Else the subjects (0-based, as ``test_subject``) whose trials make the splits; every
         subject is still generated (and cached) as before, only what is read changes.
@@ -143,6 +150,8 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         idiosyncratic: float = 0.3,
         n_subjects: int = 1,
         subject_jitter: float = 0.03,
+        subject_latency_jitter: float = 0.0,
+        subject_snr_spread: float = 0.0,
         subjects: Any = None,
         test_subject: int | None = None,
         max_clutter: int = 2,
@@ -173,6 +182,12 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
             "montage": montage, "sfreq": float(sfreq), "tmin": float(tmin), "tmax": float(tmax),
             "image_size": int(image_size), "version": GENERATOR_VERSION,
         }  # fmt: skip
+        # added after caches were keyed without them: in the key only when they change the data
+        differences = {
+            "subject_latency_jitter": float(subject_latency_jitter),
+            "subject_snr_spread": float(subject_snr_spread),
+        }
+        self.config.update({key: value for key, value in differences.items() if value != 0})
         # how the splits are read, not what is generated: outside the cache key
         self.average_repetitions = bool(average_repetitions)
         self.test_subject = None if test_subject is None else int(test_subject)
@@ -238,10 +253,20 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
             jitter_rng=np.random.default_rng([c["seed"], 2, subject]),
         )
 
-    def simulate_signal(self, maps: np.ndarray, head: HeadModel) -> np.ndarray:
-        """Noise-free scalp signal ``[N, C, T]`` of the scenes whose class-labelled region maps are ``maps``."""
+    def subject_profile(self, subject: int) -> tuple[float, float]:
+        """Subject ``subject``'s delay of its evoked responses (seconds) and its SNR: ``(0, snr)`` unless
+        ``subject_latency_jitter`` / ``subject_snr_spread`` are set. Drawn from the subject's own generator, so the
+        two settings and the subjects do not change one another's draws."""
         c = self.config
-        times = self.times
+        z_latency, z_snr = np.random.default_rng([c["seed"], 5, subject]).standard_normal(2)
+        delay = float(z_latency * c.get("subject_latency_jitter", 0.0))
+        return delay, float(c["snr"] * np.exp(z_snr * c.get("subject_snr_spread", 0.0)))
+
+    def simulate_signal(self, maps: np.ndarray, head: HeadModel, delay: float = 0.0) -> np.ndarray:
+        """Noise-free scalp signal ``[N, C, T]`` of the scenes whose class-labelled region maps are ``maps``, every
+        evoked response delayed by ``delay`` seconds."""
+        c = self.config
+        times = self.times - delay
         rng = np.random.default_rng([c["seed"], 3])  # the neural code: the same for every subject
         attribute_waves = class_waveforms(times, N_ATTRIBUTES, rng)  # [A, T]
         concept_waves = class_waveforms(times, self.num_classes, rng)  # [K, T]
@@ -258,7 +283,13 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         return (signal / rms(signal)).astype(np.float32)
 
     def _noisy_repetitions(
-        self, signal: np.ndarray, head: HeadModel, repetitions: int, average: bool, rng: np.random.Generator
+        self,
+        signal: np.ndarray,
+        head: HeadModel,
+        repetitions: int,
+        average: bool,
+        rng: np.random.Generator,
+        snr: float,
     ) -> np.ndarray:
         """``[N, R, C, T]`` repetitions of ``snr * signal`` plus independent noise (``R = 1`` when averaged)."""
         n = len(signal)
@@ -266,7 +297,7 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         for r in range(repetitions):
             for lo in range(0, n, NOISE_CHUNK):
                 hi = min(lo + NOISE_CHUNK, n)
-                trial = noisy_eeg(self.config["snr"], signal[lo:hi], simulate_noise(head, hi - lo, self.times, rng))
+                trial = noisy_eeg(snr, signal[lo:hi], simulate_noise(head, hi - lo, self.times, rng))
                 if average:
                     out[lo:hi, 0] += trial / repetitions
                 else:
@@ -300,11 +331,12 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         ends = np.cumsum([len(arrays[f"{s}_labels"]) for s in SPLITS])
         for subject in tqdm(range(c["n_subjects"]), desc="synthetic EEG (subjects)", leave=False):
             head = self.head_model(subject)
-            signal = self.simulate_signal(all_maps, head)
+            delay, snr = self.subject_profile(subject)
+            signal = self.simulate_signal(all_maps, head, delay)
             for i, split in enumerate(SPLITS):
                 part = signal[(ends[i - 1] if i else 0) : ends[i]]
                 keep = split == "test" or not self.average_repetitions
-                eeg = self._noisy_repetitions(part, head, self.split_repetitions(split), not keep, rng)
+                eeg = self._noisy_repetitions(part, head, self.split_repetitions(split), not keep, rng, snr)
                 arrays[f"{split}_eeg_s{subject}"] = eeg
         return arrays
 
