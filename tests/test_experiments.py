@@ -162,6 +162,11 @@ def test_the_many_subject_experiments_share_the_preset_and_sweep_what_they_compa
         # each encoder gets the one-subject preset's optimizer steps: 80 epochs over the trials of one subject
         n_train_subjects = {"pooled": 4, "per_subject": 1, "loso": 3}[name.removeprefix("subjects_things_")]
         assert round(80 / n_train_subjects) == typed.encoder.max_epochs
+        # by default they differ only in their forward models; the heterogeneous cohort adds latency and SNR
+        assert cfg.dataset.subject_latency_jitter == 0 and cfg.dataset.subject_snr_spread == 0
+        other = _compose(f"experiment={name}", job, "dataset/cohort=heterogeneous").dataset
+        assert (other.n_subjects, other.subject_jitter) == (4, 0.175)
+        assert (other.subject_latency_jitter, other.subject_snr_spread) == (0.01, 0.25)
 
 
 def test_component_ablation_arms(compose_cfg):
