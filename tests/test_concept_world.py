@@ -174,9 +174,15 @@ def test_subjects_can_differ_in_latency_and_snr_and_by_default_do_not(tmp_path):
     plain = ConceptWorldDataModule(**SMALL, n_subjects=2)
     assert "subject_latency_jitter" not in plain.config and "subject_snr_spread" not in plain.config
     assert [plain.subject_profile(s) for s in range(2)] == [(0.0, 0.3), (0.0, 0.3)]
+    assert "subject_profiles" not in plain.describe()
 
     snr_world = ConceptWorldDataModule(**SMALL, n_subjects=2, subject_snr_spread=0.5)
     snrs = [snr_world.subject_profile(s)[1] for s in range(2)]
+    # each subject's draw is in the run's tags
+    assert (
+        snr_world.describe()["subject_profiles"]
+        == f"subject 1: +0.0 ms, snr {snrs[0]:.3f}; subject 2: +0.0 ms, snr {snrs[1]:.3f}"
+    )
     assert snrs[0] != snrs[1] and all(0.3 * np.exp(-2.0) < v < 0.3 * np.exp(2.0) for v in snrs)
     base, scaled = plain.get_split("test"), snr_world.get_split("test")
     arrays = snr_world.generate_arrays()

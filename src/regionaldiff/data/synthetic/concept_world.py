@@ -259,7 +259,8 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         two settings and the subjects do not change one another's draws."""
         c = self.config
         z_latency, z_snr = np.random.default_rng([c["seed"], 5, subject]).standard_normal(2)
-        delay = float(z_latency * c.get("subject_latency_jitter", 0.0))
+        jitter = c.get("subject_latency_jitter", 0.0)
+        delay = float(z_latency * jitter) if jitter else 0.0  # never -0.0
         return delay, float(c["snr"] * np.exp(z_snr * c.get("subject_snr_spread", 0.0)))
 
     def simulate_signal(self, maps: np.ndarray, head: HeadModel, delay: float = 0.0) -> np.ndarray:
@@ -411,7 +412,7 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
 
     def describe(self) -> dict:
         c = self.config
-        return {
+        described = {
             **super().describe(),
             "protocol": c["protocol"],
             "montage": c["montage"],
@@ -419,3 +420,9 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
             "n_subjects": c["n_subjects"],
             "test_subject": self.test_subject,
         }
+        if "subject_latency_jitter" in c or "subject_snr_spread" in c:  # each subject's draw, for the run's tags
+            profiles = (self.subject_profile(s) for s in range(c["n_subjects"]))
+            described["subject_profiles"] = "; ".join(
+                f"subject {s + 1}: {1000 * delay:+.1f} ms, snr {snr:.3f}" for s, (delay, snr) in enumerate(profiles)
+            )
+        return described
