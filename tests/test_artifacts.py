@@ -33,8 +33,9 @@ def test_a_checkpoint_cut_off_mid_write_is_set_aside_not_resumed(tmp_path):
 
 
 def test_keys_added_at_their_old_value_leave_artifact_keys_as_they_were(compose_cfg):
-    """``encoder.subject_layer=none`` and the concept worlds' ``dataset.subjects=null`` build what was built before the
-    keys existed: they are left out of the artifact keys, so those artifacts are still found; another value keys."""
+    """``encoder.subject_layer=none`` and the concept worlds' ``dataset.subjects=null``, ``subject_latency_jitter=0`` and
+    ``subject_snr_spread=0`` build what was built before the keys existed: they are left out of the artifact keys, so
+    those artifacts are still found; another value keys."""
     from regionaldiff.config import plain
     from regionaldiff.steps.context import artifact_key
 
@@ -42,6 +43,10 @@ def test_keys_added_at_their_old_value_leave_artifact_keys_as_they_were(compose_
     encoder, dataset = plain(cfg.encoder), plain(cfg.dataset)
     assert encoder["subject_layer"] == "none" and dataset["subjects"] is None
     assert artifact_key("encoder", encoder) == {k: v for k, v in encoder.items() if k != "subject_layer"}
-    assert artifact_key("dataset", dataset) == {k: v for k, v in dataset.items() if k != "subjects"}
+    added = ("subjects", "subject_latency_jitter", "subject_snr_spread")
+    assert dataset["subject_latency_jitter"] == dataset["subject_snr_spread"] == 0
+    assert artifact_key("dataset", dataset) == {k: v for k, v in dataset.items() if k not in added}
     assert artifact_key("encoder", {**encoder, "subject_layer": "token"})["subject_layer"] == "token"
     assert artifact_key("dataset", {**dataset, "subjects": 0})["subjects"] == 0
+    assert artifact_key("dataset", {**dataset, "subject_latency_jitter": 0.01})["subject_latency_jitter"] == 0.01
+    assert artifact_key("dataset", {**dataset, "subject_snr_spread": 0.25})["subject_snr_spread"] == 0.25
