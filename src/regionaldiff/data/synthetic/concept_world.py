@@ -182,10 +182,12 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
             "montage": montage, "sfreq": float(sfreq), "tmin": float(tmin), "tmax": float(tmax),
             "image_size": int(image_size), "version": GENERATOR_VERSION,
         }  # fmt: skip
-        # added after caches were keyed without them: in the key only when they change the data
+        # the subjects' latency and SNR spread, added after caches were keyed without them: in the key only when they
+        # change the data
+        self.subject_latency_jitter, self.subject_snr_spread = float(subject_latency_jitter), float(subject_snr_spread)
         differences = {
-            "subject_latency_jitter": float(subject_latency_jitter),
-            "subject_snr_spread": float(subject_snr_spread),
+            "subject_latency_jitter": self.subject_latency_jitter,
+            "subject_snr_spread": self.subject_snr_spread,
         }
         self.config.update({key: value for key, value in differences.items() if value != 0})
         # how the splits are read, not what is generated: outside the cache key
@@ -259,9 +261,8 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
         two settings and the subjects do not change one another's draws."""
         c = self.config
         z_latency, z_snr = np.random.default_rng([c["seed"], 5, subject]).standard_normal(2)
-        jitter = c.get("subject_latency_jitter", 0.0)
-        delay = float(z_latency * jitter) if jitter else 0.0  # never -0.0
-        return delay, float(c["snr"] * np.exp(z_snr * c.get("subject_snr_spread", 0.0)))
+        delay = float(z_latency * self.subject_latency_jitter) if self.subject_latency_jitter else 0.0  # never -0.0
+        return delay, float(c["snr"] * np.exp(z_snr * self.subject_snr_spread))
 
     def simulate_signal(self, maps: np.ndarray, head: HeadModel, delay: float = 0.0) -> np.ndarray:
         """Noise-free scalp signal ``[N, C, T]`` of the scenes whose class-labelled region maps are ``maps``, every
@@ -420,7 +421,7 @@ class ConceptWorldDataModule(GeneratedBenchmark, EEGDataModule):
             "n_subjects": c["n_subjects"],
             "test_subject": self.test_subject,
         }
-        if "subject_latency_jitter" in c or "subject_snr_spread" in c:  # each subject's draw, for the run's tags
+        if self.subject_latency_jitter or self.subject_snr_spread:  # each subject's draw, for the run's tags
             profiles = (self.subject_profile(s) for s in range(c["n_subjects"]))
             described["subject_profiles"] = "; ".join(
                 f"subject {s + 1}: {1000 * delay:+.1f} ms, snr {snr:.3f}" for s, (delay, snr) in enumerate(profiles)
